@@ -1,0 +1,49 @@
+//! The host crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the host, outside a plugin's own step errors
+/// (those are [`crate::runtime::StepFailure`], an expected outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A manifest that does not parse or validate; the message names the field.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    /// A step's configuration does not fit the plugin's declared keys.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A plugin that cannot be found, compiled or linked.
+    #[error("plugin {name}: {message}")]
+    Plugin {
+        /// Plugin name or path.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file the host needed could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Bad input from a user (a flag, a JSON document).
+    #[error("{0}")]
+    Usage(String),
+    /// A wasmtime failure outside any one call (engine set-up).
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+/// `Result` with the host's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn plugin(name: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self::Plugin {
+            name: name.into(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! The sandboxed plugin runtime: wasmtime engine, compiled-code cache,
+//! limits, and the host side of the `itsm:plugin` contract.
+//!
+//! It knows nothing of tickets or workflows: it loads a plugin and runs one
+//! call of it in a fresh instance, within the manifest's grants and limits,
+//! and reports what happened.
+
+mod bindings;
+mod cache;
+pub mod kv;
+pub mod net;
+mod package;
+pub mod redact;
+mod report;
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use cache::{CodeSource, sha256_hex};
+pub use package::PluginFiles;
+pub use report::{
+    CallReport, Evidence, FailureCause, FailureKind, Op, Outcome, StepFailure, StepInput,
+};
+pub use state::LogLine;
+
+use self::bindings::{PluginPre, types as wit};
+use self::kv::{KvBackend, MemoryKv};
+use self::net::{AttachedCredential, NetPolicy, RequestRecord};
+use self::redact::Redactor;
+use self::state::CallState;
+use crate::error::{Error, Result};
+use crate::manifest::{AuthScheme, MAX_MEMORY_MB, Manifest};
+
+/// How often the engine's epoch advances: the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Largest `outputs` a plugin may return.
+pub const MAX_OUTPUTS_BYTES: usize = 1024 * 1024;
+/// Largest evidence (all fields together) a plugin may return.
+pub const MAX_EVIDENCE_BYTES: usize = 256 * 1024;
+/// Largest error message kept from a plugin.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// Settings for a [`Runtime`].
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances alive at once across all plugins (the pool's size).
+    pub max_instances: u32,
+    /// Backing store for plugin key-value state.
+    pub kv: Arc<dyn KvBackend>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_instances: 100,
+            kv: Arc::new(MemoryKv::default()),
+        }
+    }
+}
+
+/// Loads plugins and runs their calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: Option<cache::CodeCache>,
+    kv: Arc<dyn KvBackend>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// An engine with the pooling allocator, epoch interruption and the
+    /// host's imports linked.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let engine = Engine::new(&engine_config(config.max_instances))
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        link_host(&mut linker).map_err(|e| Error::Engine(e.to_string()))?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(cache::CodeCache::new)
+            .transpose()?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                cache,
+                kv: config.kv,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// The wasmtime engine (for benches and tools).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Load a plugin folder or built plugin crate.
+    pub fn load_dir(&self, dir: &Path) -> Result<Plugin> {
+        let files = PluginFiles::read(dir)?;
+        self.load(files.manifest, &files.wasm)
+    }
+
+    /// Load a plugin from its manifest and wasm bytes: compile (or load the
+    /// cached code) and link it once; each call then only instantiates.
+    pub fn load(&self, manifest: Manifest, wasm: &[u8]) -> Result<Plugin> {
+        let name = manifest.name.clone();
+        let wasm_sha256 = sha256_hex(wasm);
+        let (component, source) = match &self.inner.cache {
+            Some(c) => c.load_or_compile(&self.inner.engine, &name, wasm, &wasm_sha256)?,
+            None => (
+                cache::compile(&self.inner.engine, &name, wasm)?,
+                CodeSource::Compiled,
+            ),
+        };
+        let instance_pre =
+            self.inner.linker.instantiate_pre(&component).map_err(|e| {
+                Error::plugin(&name, format!("cannot be linked: {}", import_hint(&e)))
+            })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            Error::plugin(&name, format!("does not export the step interface: {e}"))
+        })?;
+        let slots = Semaphore::new(manifest.limits.max_instances as usize);
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                manifest,
+                wasm_sha256,
+                source,
+                pre,
+                slots,
+                runtime: self.inner.clone(),
+            }),
+        })
+    }
+}
+
+/// Explain a link failure in plugin-author terms.
+fn import_hint(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("matching implementation was not found") {
+        format!(
+            "{text} (it imports something this host does not provide: only itsm:plugin@0.1.x, WASI 0.2 and wasi:http are available)"
+        )
+    } else {
+        text
+    }
+}
+
+fn engine_config(max_instances: u32) -> wasmtime::Config {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    let n = max_instances.max(1);
+    pool.total_component_instances(n)
+        // A Rust component is its module plus a few adapter shims.
+        .total_core_instances(n * 8)
+        .max_core_instances_per_component(16)
+        .total_memories(n * 2)
+        .max_memories_per_component(4)
+        .total_tables(n * 8)
+        .total_stacks(n)
+        .max_memory_size((MAX_MEMORY_MB as usize) << 20)
+        // Keep pages of recycled slots mapped: cheaper than faulting them in.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    cfg
+}
+
+fn link_host(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    bindings::itsm::plugin::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    bindings::itsm::plugin::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    bindings::itsm::plugin::kv::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    bindings::itsm::plugin::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Advance the epoch so running calls can be interrupted at their deadline.
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("itsm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawn epoch thread");
+}
+
+/// What the operator grants one call: config values and secret values.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Config values by key.
+    pub config: BTreeMap<String, String>,
+    /// Secret values by name. Only those the manifest references are used.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// A loaded plugin, ready to call. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    manifest: Manifest,
+    wasm_sha256: String,
+    source: CodeSource,
+    pre: PluginPre<CallState>,
+    slots: Semaphore,
+    runtime: Arc<RuntimeInner>,
+}
+
+impl Plugin {
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// SHA-256 of its wasm, for the audit trail.
+    pub fn wasm_sha256(&self) -> &str {
+        &self.inner.wasm_sha256
+    }
+
+    /// Whether its code was compiled or loaded from the cache.
+    pub fn code_source(&self) -> CodeSource {
+        self.inner.source
+    }
+
+    /// Run one export in a fresh instance. `Err` means the call could not be
+    /// set up (bad config, missing secret); anything the plugin does,
+    /// including trapping, is in the report's outcome.
+    pub async fn call(&self, op: Op, input: &StepInput, grants: &Grants) -> Result<CallReport> {
+        let m = &self.inner.manifest;
+        let config = m.effective_config(&grants.config)?;
+        let prepared = self.prepare(&config, grants)?;
+        let started = Instant::now();
+        let _slot = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let ctx = wit_context(input, &config);
+        let memory_limit = (m.limits.memory_mb as usize) << 20;
+        let journal = Arc::new(Mutex::new(Vec::new()));
+        let net = NetPolicy::new(
+            prepared.allowed,
+            prepared.credentials,
+            journal.clone(),
+            prepared.redactor.clone(),
+        );
+        let state = CallState::new(
+            m.name.as_str().into(),
+            net,
+            memory_limit,
+            m.capabilities.kv.then(|| self.inner.runtime.kv.clone()),
+            prepared.readable,
+        );
+        let mut store = Store::new(&self.inner.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let timeout = Duration::from_millis(m.limits.timeout_ms);
+        let ticks = timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let pre = &self.inner.pre;
+        let raw = tokio::time::timeout(timeout, async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let step = instance.itsm_plugin_step();
+            Ok::<_, wasmtime::Error>(match op {
+                Op::Run => step.call_run(&mut store, &ctx).await?.map(Returned::Run),
+                Op::Verify => step
+                    .call_verify(&mut store, &ctx)
+                    .await?
+                    .map(Returned::Evidence),
+                Op::Compensate => step
+                    .call_compensate(&mut store, &ctx)
+                    .await?
+                    .map(Returned::Evidence),
+            })
+        })
+        .await;
+
+        let redactor = &prepared.redactor;
+        let outcome = match raw {
+            Err(_elapsed) => Outcome::Failed {
+                error: timeout_failure(m.limits.timeout_ms),
+            },
+            Ok(Err(trap)) => Outcome::Failed {
+                error: classify_trap(&trap, &store, m),
+            },
+            Ok(Ok(Err(step_error))) => Outcome::Failed {
+                error: from_step_error(step_error),
+            },
+            Ok(Ok(Ok(returned))) => check_returned(returned, redactor),
+        };
+        let outcome = mask_outcome(outcome, redactor);
+        let data = store.into_data();
+        let mut log = data.log;
+        if log.dropped > 0 {
+            let n = log.dropped;
+            log.dropped = 0;
+            log.lines.truncate(state::MAX_LOG_LINES - 1);
+            log.push("warn", format!("log cut: {n} more lines dropped"));
+        }
+        for (level, pipe) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                log.push(level, line.to_string());
+            }
+        }
+        let log = log
+            .lines
+            .into_iter()
+            .map(|mut l| {
+                l.message = redactor.redact(&l.message);
+                l
+            })
+            .collect();
+        let requests: Vec<RequestRecord> =
+            std::mem::take(&mut *journal.lock().expect("journal lock"));
+        Ok(CallReport {
+            plugin: m.name.clone(),
+            version: m.version.clone(),
+            wasm_sha256: self.inner.wasm_sha256.clone(),
+            op,
+            outcome,
+            log,
+            requests,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Resolve grants for one call: origins, credentials, readable secrets.
+    fn prepare(&self, config: &BTreeMap<String, String>, grants: &Grants) -> Result<Prepared> {
+        let m = &self.inner.manifest;
+        let caps = &m.capabilities;
+        let allowed = caps
+            .allowed_hosts
+            .iter()
+            .map(|h| m.resolve_origin(h, config))
+            .collect::<Result<Vec<_>>>()?;
+        let mut secret_values: Vec<&str> = Vec::new();
+        let mut credentials = Vec::new();
+        for cred in &caps.credentials {
+            let value = grants.secrets.get(&cred.secret).ok_or_else(|| {
+                Error::Config(format!(
+                    "plugin {} needs secret `{}` for {}: supply it",
+                    m.name, cred.secret, cred.host
+                ))
+            })?;
+            secret_values.push(value);
+            let (header, text) = match cred.scheme {
+                AuthScheme::Bearer => (http::header::AUTHORIZATION, format!("Bearer {value}")),
+                AuthScheme::Basic => (
+                    http::header::AUTHORIZATION,
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(value)
+                    ),
+                ),
+                AuthScheme::ApiKey => {
+                    let name = cred.header.as_deref().unwrap_or_default();
+                    (
+                        HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|e| Error::Manifest(format!("header {name:?}: {e}")))?,
+                        value.clone(),
+                    )
+                }
+            };
+            let mut value = HeaderValue::from_str(&text).map_err(|_| {
+                Error::Config(format!(
+                    "secret `{}` has characters not allowed in a header",
+                    cred.secret
+                ))
+            })?;
+            value.set_sensitive(true);
+            credentials.push(AttachedCredential {
+                origin: m.resolve_origin(&cred.host, config)?,
+                header,
+                value,
+            });
+        }
+        let mut readable = BTreeMap::new();
+        for name in &caps.secrets {
+            readable.insert(name.clone(), grants.secrets.get(name).cloned());
+        }
+        // Mask every supplied secret, even ones this plugin was not granted:
+        // an operator's secret must not surface through any plugin.
+        secret_values.extend(grants.secrets.values().map(String::as_str));
+        Ok(Prepared {
+            allowed,
+            credentials,
+            readable,
+            redactor: Arc::new(Redactor::new(secret_values)),
+        })
+    }
+}
+
+struct Prepared {
+    allowed: Vec<crate::manifest::Origin>,
+    credentials: Vec<AttachedCredential>,
+    readable: BTreeMap<String, Option<String>>,
+    redactor: Arc<Redactor>,
+}
+
+enum Returned {
+    Run(wit::StepOutcome),
+    Evidence(wit::Evidence),
+}
+
+fn wit_context(input: &StepInput, config: &BTreeMap<String, String>) -> wit::StepContext {
+    let json = |v: &Value, empty: &str| {
+        if v.is_null() {
+            empty.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let idempotency_key = if input.idempotency_key.is_empty() {
+        format!("{}/{}", input.ticket_id, input.step)
+    } else {
+        input.idempotency_key.clone()
+    };
+    wit::StepContext {
+        ticket_id: input.ticket_id.clone(),
+        step: input.step.clone(),
+        subject: input.subject.clone(),
+        inputs: json(&input.inputs, "{}"),
+        prior_outputs: json(&input.prior_outputs, "{}"),
+        config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        attempt: input.attempt.max(1),
+        idempotency_key,
+    }
+}
+
+fn timeout_failure(limit_ms: u64) -> StepFailure {
+    StepFailure::retryable(
+        FailureCause::Timeout,
+        format!(
+            "the call ran past its time limit of {limit_ms} ms (limits.timeout_ms) and was stopped"
+        ),
+    )
+}
+
+fn classify_trap(err: &wasmtime::Error, store: &Store<CallState>, m: &Manifest) -> StepFailure {
+    let data = store.data();
+    if data.limiter.memory_hit {
+        return StepFailure::fatal(
+            FailureCause::MemoryLimit,
+            format!(
+                "the plugin tried to use more than its memory limit of {} MiB (limits.memory_mb) and was stopped",
+                m.limits.memory_mb
+            ),
+        );
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return timeout_failure(m.limits.timeout_ms),
+        Some(Trap::StackOverflow) => {
+            return StepFailure::fatal(
+                FailureCause::StackOverflow,
+                "the plugin overflowed its stack (runaway recursion) and was stopped",
+            );
+        }
+        _ => {}
+    }
+    if format!("{err:#}").contains("instance count too high")
+        || format!("{err:#}").contains("maximum concurrent")
+    {
+        return StepFailure::retryable(
+            FailureCause::Capacity,
+            "the host is at its instance limit; try again",
+        );
+    }
+    // A Rust panic prints "thread .. panicked at FILE:LINE:\nMESSAGE\nnote: .."
+    // to stderr before trapping: that is what the plugin author needs to see.
+    let stderr = String::from_utf8_lossy(&data.stderr.contents()).to_string();
+    let panic = panic_message(&stderr)
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    let trap = err
+        .downcast_ref::<Trap>()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| format!("{err}"));
+    let hint = if panic.is_empty() && trap.contains("out of bounds memory access") {
+        " (a Rust plugin's stack lives in linear memory: runaway recursion ends this way)"
+    } else {
+        ""
+    };
+    StepFailure::fatal(
+        FailureCause::Trap,
+        format!("the plugin trapped: {trap}{panic}{hint}"),
+    )
+}
+
+/// The panic location and message from a guest's stderr, if it panicked.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let text: Vec<&str> = stderr[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Some(cap_message(text.join(" ")))
+}
+
+fn from_step_error(e: wit::StepError) -> StepFailure {
+    match e {
+        wit::StepError::Retryable(r) => StepFailure {
+            kind: FailureKind::Retryable,
+            cause: FailureCause::Plugin,
+            message: cap_message(r.message),
+            retry_after_ms: r.retry_after_ms,
+        },
+        wit::StepError::Fatal(message) => {
+            StepFailure::fatal(FailureCause::Plugin, cap_message(message))
+        }
+    }
+}
+
+fn cap_message(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push_str(" [cut]");
+    }
+    m
+}
+
+/// Never trust plugin output: sizes, JSON shape, then masking.
+fn check_returned(returned: Returned, redactor: &Redactor) -> Outcome {
+    let result = match returned {
+        Returned::Run(o) => {
+            if o.outputs.len() > MAX_OUTPUTS_BYTES {
+                Err(StepFailure::fatal(
+                    FailureCause::OutputLimit,
+                    format!(
+                        "the plugin returned {} bytes of outputs; the limit is {MAX_OUTPUTS_BYTES}",
+                        o.outputs.len()
+                    ),
+                ))
+            } else {
+                parse_json("outputs", &o.outputs).and_then(|outputs| {
+                    if !outputs.is_object() {
+                        return Err(StepFailure::fatal(
+                            FailureCause::InvalidOutput,
+                            "the plugin's outputs must be a JSON object",
+                        ));
+                    }
+                    Ok((Some(outputs), check_evidence(o.evidence)?))
+                })
+            }
+        }
+        Returned::Evidence(e) => check_evidence(e).map(|e| (None, e)),
+    };
+    match result {
+        Ok((outputs, evidence)) => Outcome::Succeeded {
+            outputs: outputs.map(|o| redactor.redact_json(o)),
+            evidence,
+        },
+        Err(error) => Outcome::Failed { error },
+    }
+}
+
+fn check_evidence(e: wit::Evidence) -> Result<Evidence, StepFailure> {
+    let size = e.summary.len()
+        + e.target.len()
+        + e.before.as_ref().map_or(0, String::len)
+        + e.after.as_ref().map_or(0, String::len);
+    if size > MAX_EVIDENCE_BYTES {
+        return Err(StepFailure::fatal(
+            FailureCause::OutputLimit,
+            format!(
+                "the plugin returned {size} bytes of evidence; the limit is {MAX_EVIDENCE_BYTES}"
+            ),
+        ));
+    }
+    if e.summary.trim().is_empty() {
+        return Err(StepFailure::fatal(
+            FailureCause::InvalidOutput,
+            "the plugin returned evidence without a summary",
+        ));
+    }
+    Ok(Evidence {
+        summary: e.summary,
+        target: e.target,
+        before: e
+            .before
+            .map(|b| parse_json("evidence.before", &b))
+            .transpose()?,
+        after: e
+            .after
+            .map(|a| parse_json("evidence.after", &a))
+            .transpose()?,
+    })
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Value, StepFailure> {
+    serde_json::from_str(text).map_err(|e| {
+        StepFailure::fatal(
+            FailureCause::InvalidOutput,
+            format!("the plugin's {what} is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn mask_outcome(outcome: Outcome, r: &Redactor) -> Outcome {
+    match outcome {
+        Outcome::Failed { mut error } => {
+            error.message = r.redact(&error.message);
+            Outcome::Failed { error }
+        }
+        Outcome::Succeeded { outputs, evidence } => Outcome::Succeeded {
+            outputs,
+            evidence: Evidence {
+                summary: r.redact(&evidence.summary),
+                target: r.redact(&evidence.target),
+                before: evidence.before.map(|v| r.redact_json(v)),
+                after: evidence.after.map(|v| r.redact_json(v)),
+            },
+        },
+    }
+}

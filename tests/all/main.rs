@@ -1,0 +1,9 @@
+//! End-to-end tests: real wasm components built from `plugins/`, real HTTP on
+//! loopback, and the real `itsm` binary. One test binary, a module per area.
+
+mod cache;
+mod contract;
+mod hostile;
+mod scim;
+mod step_cli;
+mod support;

@@ -1,0 +1,298 @@
+//! scim-deprovision against a SCIM 2.0 sandbox that follows RFC 7644's shapes.
+
+use itsm_host::runtime::{FailureCause, FailureKind, Op, Outcome};
+use itsm_host::sandbox::scim::Faults;
+use serde_json::json;
+
+use crate::support::{ScimServer, TOKEN, grants, input, scim_plugin};
+
+fn scim_grants(server: &ScimServer) -> itsm_host::runtime::Grants {
+    grants(
+        &[("base_url", &server.base_url())],
+        &[("scim_token", TOKEN)],
+    )
+}
+
+#[tokio::test]
+async fn deactivates_with_a_patch_op_and_records_before_and_after() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    let id = server.scim.add_user("alice@example.com", "Alice");
+    server.scim.add_user("bob@example.com", "Bob");
+    let plugin = scim_plugin();
+
+    let report = plugin
+        .call(Op::Run, &input("alice@example.com"), &scim_grants(&server))
+        .await
+        .unwrap();
+    let Outcome::Succeeded { outputs, evidence } = &report.outcome else {
+        panic!("run failed: {report:?}");
+    };
+    assert_eq!(outputs.as_ref().unwrap()["action"], "deactivated");
+    assert_eq!(outputs.as_ref().unwrap()["scim_id"], json!(id));
+    assert_eq!(evidence.before.as_ref().unwrap()["active"], json!(true));
+    assert_eq!(evidence.after.as_ref().unwrap()["active"], json!(false));
+    assert!(evidence.target.ends_with(&format!("/scim/v2/Users/{id}")));
+
+    // The sandbox state changed for alice only.
+    assert_eq!(
+        server.scim.user_by_name("alice@example.com").unwrap()["active"],
+        json!(false)
+    );
+    assert_eq!(
+        server.scim.user_by_name("bob@example.com").unwrap()["active"],
+        json!(true)
+    );
+
+    // Exactly the requests RFC 7644 describes, with the host-attached token.
+    let seen = server.scim.requests();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].uri,
+        "/scim/v2/Users?filter=userName%20eq%20%22alice%40example.com%22"
+    );
+    assert_eq!(seen[1].method, "PATCH");
+    assert_eq!(seen[1].uri, format!("/scim/v2/Users/{id}"));
+    assert_eq!(
+        seen[1].content_type.as_deref(),
+        Some("application/scim+json")
+    );
+    assert_eq!(
+        seen[1].body,
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "replace", "path": "active", "value": false }]
+        }))
+    );
+    for r in &seen {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+    // The step's own request log has method, URL and status, and no token.
+    assert_eq!(report.requests.len(), 2);
+    assert_eq!(report.requests[1].method, "PATCH");
+    assert_eq!(report.requests[1].status, Some(200));
+    assert!(!serde_json::to_string(&report).unwrap().contains(TOKEN));
+
+    // verify reads the user back.
+    let verify = plugin
+        .call(
+            Op::Verify,
+            &input("alice@example.com"),
+            &scim_grants(&server),
+        )
+        .await
+        .unwrap();
+    let Outcome::Succeeded { evidence, outputs } = &verify.outcome else {
+        panic!("verify failed: {verify:?}");
+    };
+    assert!(outputs.is_none());
+    assert!(
+        evidence.summary.contains("active=false"),
+        "{}",
+        evidence.summary
+    );
+    assert_eq!(evidence.after.as_ref().unwrap()["active"], json!(false));
+    assert_eq!(
+        verify.requests.last().unwrap().url,
+        format!("{}/Users/{id}", server.base_url())
+    );
+}
+
+#[tokio::test]
+async fn running_twice_is_idempotent_and_says_already_inactive() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    server.scim.add_user("carol@example.com", "Carol");
+    let plugin = scim_plugin();
+    let g = scim_grants(&server);
+    plugin
+        .call(Op::Run, &input("carol@example.com"), &g)
+        .await
+        .unwrap();
+    let again = plugin
+        .call(Op::Run, &input("carol@example.com"), &g)
+        .await
+        .unwrap();
+    let Outcome::Succeeded { outputs, evidence } = &again.outcome else {
+        panic!("{again:?}")
+    };
+    assert_eq!(outputs.as_ref().unwrap()["action"], "already_inactive");
+    assert!(evidence.summary.contains("already inactive"));
+    // The second run only looked: no second PATCH.
+    let patches = server
+        .scim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(patches, 1);
+}
+
+#[tokio::test]
+async fn a_user_already_gone_is_success_with_evidence_saying_so() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    let plugin = scim_plugin();
+    let g = scim_grants(&server);
+    let report = plugin
+        .call(Op::Run, &input("ghost@example.com"), &g)
+        .await
+        .unwrap();
+    let Outcome::Succeeded { outputs, evidence } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert_eq!(outputs.as_ref().unwrap()["found"], json!(false));
+    assert!(
+        evidence.summary.contains("already gone"),
+        "{}",
+        evidence.summary
+    );
+    let verify = plugin
+        .call(Op::Verify, &input("ghost@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(verify.failure().is_none(), "{verify:?}");
+}
+
+#[tokio::test]
+async fn delete_mode_deletes_and_verify_proves_it_gone() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    let id = server.scim.add_user("dave@example.com", "Dave");
+    let plugin = scim_plugin();
+    let g = grants(
+        &[("base_url", &server.base_url()), ("mode", "delete")],
+        &[("scim_token", TOKEN)],
+    );
+    let report = plugin
+        .call(Op::Run, &input("dave@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(report.failure().is_none(), "{report:?}");
+    assert!(server.scim.user_by_name("dave@example.com").is_none());
+    let delete = server
+        .scim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "DELETE")
+        .unwrap();
+    assert_eq!(delete.uri, format!("/scim/v2/Users/{id}"));
+    assert_eq!(delete.status, 204);
+    let verify = plugin
+        .call(Op::Verify, &input("dave@example.com"), &g)
+        .await
+        .unwrap();
+    let Outcome::Succeeded { evidence, .. } = &verify.outcome else {
+        panic!("{verify:?}")
+    };
+    assert_eq!(evidence.after, Some(json!({ "present": false })));
+    // A delete cannot be compensated.
+    let comp = plugin
+        .call(Op::Compensate, &input("dave@example.com"), &g)
+        .await
+        .unwrap();
+    assert_eq!(comp.failure().unwrap().kind, FailureKind::Fatal);
+}
+
+#[tokio::test]
+async fn compensate_reactivates_and_verify_then_fails() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    server.scim.add_user("erin@example.com", "Erin");
+    let plugin = scim_plugin();
+    let g = scim_grants(&server);
+    plugin
+        .call(Op::Run, &input("erin@example.com"), &g)
+        .await
+        .unwrap();
+    let comp = plugin
+        .call(Op::Compensate, &input("erin@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(comp.failure().is_none(), "{comp:?}");
+    assert_eq!(
+        server.scim.user_by_name("erin@example.com").unwrap()["active"],
+        json!(true)
+    );
+    let verify = plugin
+        .call(Op::Verify, &input("erin@example.com"), &g)
+        .await
+        .unwrap();
+    let failure = verify.failure().expect("an active user must fail verify");
+    assert_eq!(failure.kind, FailureKind::Fatal);
+    assert!(
+        failure.message.contains("still active"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retryable_with_retry_after() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    server.scim.add_user("frank@example.com", "Frank");
+    let plugin = scim_plugin();
+    let g = scim_grants(&server);
+    server.scim.set_faults(Faults {
+        next: [429, 503].into(),
+        retry_after_secs: 7,
+        ..Faults::default()
+    });
+    for status in [429, 503] {
+        let report = plugin
+            .call(Op::Run, &input("frank@example.com"), &g)
+            .await
+            .unwrap();
+        let f = report
+            .failure()
+            .unwrap_or_else(|| panic!("{status} must fail: {report:?}"));
+        assert_eq!(f.kind, FailureKind::Retryable, "{status}");
+        assert_eq!(f.cause, FailureCause::Plugin);
+        assert_eq!(f.retry_after_ms, Some(7000), "{status}");
+        assert!(f.message.contains(&status.to_string()), "{}", f.message);
+    }
+    // Faults exhausted: the retry succeeds.
+    let report = plugin
+        .call(Op::Run, &input("frank@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(report.failure().is_none(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_fatal_and_the_token_never_shows() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    server.scim.add_user("gina@example.com", "Gina");
+    let plugin = scim_plugin();
+    let wrong = "wrong-token-7d1e";
+    let g = grants(
+        &[("base_url", &server.base_url())],
+        &[("scim_token", wrong)],
+    );
+    let report = plugin
+        .call(Op::Run, &input("gina@example.com"), &g)
+        .await
+        .unwrap();
+    let f = report.failure().expect("401 must fail");
+    assert_eq!(f.kind, FailureKind::Fatal);
+    assert!(f.message.contains("401"), "{}", f.message);
+    assert!(!serde_json::to_string(&report).unwrap().contains(wrong));
+}
+
+#[tokio::test]
+async fn missing_config_or_secret_is_a_setup_error_naming_it() {
+    let plugin = scim_plugin();
+    let err = plugin
+        .call(Op::Run, &input("x@example.com"), &grants(&[], &[]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("base_url"), "{err}");
+    let err = plugin
+        .call(
+            Op::Run,
+            &input("x@example.com"),
+            &grants(&[("base_url", "http://127.0.0.1:1/scim/v2")], &[]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("scim_token"), "{err}");
+}

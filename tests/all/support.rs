@@ -1,0 +1,110 @@
+//! Shared fixtures: the runtime, plugin paths, a SCIM sandbox on loopback.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use itsm_host::manifest::Manifest;
+use itsm_host::runtime::{Grants, Plugin, Runtime, RuntimeConfig, StepInput};
+use itsm_host::sandbox::scim::{BASE_PATH, Scim};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A plugin's source folder, e.g. `plugins/scim-deprovision` or `plugins/testing/noop`.
+pub fn plugin_dir(rel: &str) -> PathBuf {
+    root().join("plugins").join(rel)
+}
+
+/// The built component of a plugin crate (built by host/build.rs).
+pub fn wasm(crate_name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("ITSM_PLUGIN_WASM_DIR"))
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One runtime for the whole test binary, with a compiled-code cache so each
+/// plugin compiles once however many manifests a test tries on it.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    RT.get_or_init(|| {
+        let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            max_instances: 32,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime")
+    })
+}
+
+/// Load a plugin crate's component under a manifest given as TOML text.
+pub fn load(crate_name: &str, manifest: &str) -> Plugin {
+    let manifest = Manifest::parse(manifest).expect("test manifest");
+    runtime()
+        .load(manifest, &wasm(crate_name))
+        .expect("load plugin")
+}
+
+/// The scim-deprovision plugin under its own manifest.
+pub fn scim_plugin() -> Plugin {
+    let m = std::fs::read_to_string(plugin_dir("scim-deprovision/plugin.toml")).unwrap();
+    load("itsm-plugin-scim-deprovision", &m)
+}
+
+/// A step input for a subject.
+pub fn input(subject: &str) -> StepInput {
+    StepInput {
+        ticket_id: "T-1".into(),
+        step: "disable".into(),
+        subject: subject.into(),
+        attempt: 1,
+        ..StepInput::default()
+    }
+}
+
+/// Grants from literal pairs.
+pub fn grants(config: &[(&str, &str)], secrets: &[(&str, &str)]) -> Grants {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    Grants {
+        config: map(config),
+        secrets: map(secrets),
+    }
+}
+
+/// A SCIM sandbox serving on a loopback port for the rest of the test.
+pub struct ScimServer {
+    pub scim: Scim,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ScimServer {
+    pub async fn start(token: Option<&str>) -> Self {
+        let scim = Scim::new(token);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = scim.clone();
+        tokio::spawn(async move { s.serve(listener, std::future::pending()).await });
+        Self { scim, addr }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/scim/v2`.
+    pub fn base_url(&self) -> String {
+        format!("{}{BASE_PATH}", self.origin())
+    }
+}
+
+pub const TOKEN: &str = "tok-3f9a1c77e2b54d08";
