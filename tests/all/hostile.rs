@@ -400,6 +400,23 @@ async fn key_value_state_needs_a_grant() {
 }
 
 #[tokio::test]
+async fn no_state_survives_from_one_call_to_the_next() {
+    let plugin = hostile("", "");
+    for ticket in ["T-1", "T-2", "T-3"] {
+        let mut step = input("mallory@example.com");
+        step.ticket_id = ticket.into();
+        let report = plugin
+            .call(Op::Run, &step, &grants(&[("mode", "static-counter")], &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            outputs(&report),
+            serde_json::json!({ "calls": 1, "ticket": ticket })
+        );
+    }
+}
+
+#[tokio::test]
 async fn many_hostile_calls_at_once_leave_the_host_working() {
     let plugin = hostile("timeout_ms = 300\nmemory_mb = 32\nmax_instances = 4", "");
     let mut set = tokio::task::JoinSet::new();
@@ -423,4 +440,43 @@ async fn many_hostile_calls_at_once_leave_the_host_working() {
     }
     assert_eq!(failed, 8);
     host_still_works().await;
+}
+
+#[tokio::test]
+async fn a_full_instance_pool_is_a_retryable_capacity_error() {
+    use itsm_host::manifest::Manifest;
+    use itsm_host::runtime::{Runtime, RuntimeConfig};
+    let small = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let manifest = Manifest::parse(
+        "name = \"hostile\"\nversion = \"0.1.0\"\ncontract = \"0.1.0\"\n[limits]\ntimeout_ms = 500\n[config.mode]\n",
+    )
+    .unwrap();
+    let plugin = small
+        .load(manifest, &crate::support::wasm(HOSTILE))
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let p = plugin.clone();
+        set.spawn(async move { call(&p, &[("mode", "loop")], &[]).await });
+    }
+    let mut causes = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let f = r.unwrap().failure().cloned().unwrap();
+        assert_eq!(f.kind, FailureKind::Retryable);
+        causes.push(f.cause);
+    }
+    causes.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        causes,
+        [
+            FailureCause::Capacity,
+            FailureCause::Capacity,
+            FailureCause::Timeout,
+            FailureCause::Timeout
+        ]
+    );
 }

@@ -93,6 +93,12 @@ impl Step for Hostile {
                 }
                 ok(json!({}))
             }
+            "static-counter" => {
+                // Global state: survives only as long as the instance does.
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                ok(json!({ "calls": n, "ticket": ctx.ticket_id }))
+            }
             "kv" => {
                 itsm_sdk::kv::set("k", b"v")?;
                 ok(json!({}))
