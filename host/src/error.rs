@@ -28,6 +28,18 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A workflow file that does not parse or validate; names file and step.
+    #[error("invalid workflow: {0}")]
+    Workflow(String),
+    /// The durable store failed; nothing after the failure was acknowledged.
+    #[error("store: {0}")]
+    Store(String),
+    /// Something asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that conflicts with the current state (approve a ticket not waiting, ...).
+    #[error("{0}")]
+    Conflict(String),
     /// Bad input from a user (a flag, a JSON document).
     #[error("{0}")]
     Usage(String),

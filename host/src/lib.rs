@@ -5,11 +5,17 @@
 //! [`runtime`] (run one call of a plugin in a sandbox), [`sandbox`] (local
 //! test doubles of SaaS APIs), and the `itsm` command line in [`cli`].
 
+pub mod api;
+pub mod audit;
 pub mod bundled;
 pub mod cli;
 pub mod error;
 pub mod manifest;
 pub mod runtime;
 pub mod sandbox;
+pub mod scheduler;
+pub mod store;
+pub mod ticket;
+pub mod workflow;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 mod cache;
 mod contract;
 mod hostile;
+mod scheduler;
 mod scim;
 mod step_cli;
 mod support;

@@ -5,6 +5,7 @@
 
 mod demo;
 mod sandbox;
+mod serve;
 mod step;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Step(step::StepCommand),
     /// Offboard a batch of sample leavers end to end against the local sandbox.
     Demo(demo::DemoArgs),
+    /// Run the scheduler and the HTTP API on embedded defaults.
+    Serve(serve::ServeArgs),
     /// Run a local test double of a SaaS API (for tests and demos only).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
             Command::Step(cmd) => step::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

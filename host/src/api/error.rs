@@ -1,0 +1,75 @@
+//! One error type for every handler; it picks the status code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// A failed request. 5xx bodies say nothing internal; the detail is logged.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with a message naming what is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Error::Store(_) | Error::Io { .. } | Error::Engine(_) | Error::Plugin { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+            return Self {
+                status,
+                message: "internal error; see the server log".into(),
+            };
+        }
+        Self {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        Self {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: r.body_text(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}

@@ -1,0 +1,40 @@
+//! The HTTP API under `/v1`: enough to create, watch and steer tickets.
+//!
+//! Routes are grouped per resource (`tickets::router`) and merged here.
+//! Authentication and the rest of the surface come with the interfaces work.
+
+mod error;
+mod tickets;
+
+use axum::Router;
+use axum::routing::get;
+
+pub use error::ApiError;
+
+use crate::scheduler::Scheduler;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The scheduler (and, through it, the store).
+    pub scheduler: Scheduler,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(tickets::router())
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,216 @@
+//! `/v1/tickets`: create (one subject each), read with its trail, list, and
+//! approve / reject / cancel / retry.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::audit;
+use crate::scheduler::NewTicket;
+use crate::scheduler::machine::Event;
+use crate::ticket::{Ticket, TicketState};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tickets", post(create).get(list))
+        .route("/v1/tickets/{id}", get(show))
+        .route("/v1/tickets/{id}/approve", post(approve))
+        .route("/v1/tickets/{id}/reject", post(reject))
+        .route("/v1/tickets/{id}/cancel", post(cancel))
+        .route("/v1/tickets/{id}/retry", post(retry))
+}
+
+/// Until tokens exist, the caller names itself (`X-Principal`), default `anonymous`.
+fn principal(headers: &HeaderMap) -> String {
+    headers
+        .get("x-principal")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewTicket>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Ticket>), ApiError> {
+    let Json(req) = body?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string));
+    let key = match key {
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key must be 1-200 visible ASCII characters",
+            ));
+        }
+        None => None,
+    };
+    let (ticket, created) = app
+        .scheduler
+        .create(req, &principal(&headers), key.as_deref())
+        .await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(ticket),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<TicketState>,
+    workflow: Option<String>,
+    subject: Option<String>,
+    batch: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    id: String,
+    workflow: String,
+    subject: String,
+    state: TicketState,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let tickets = app.scheduler.store().tickets()?;
+    let limit = q.limit.unwrap_or(1000);
+    let items: Vec<Summary> = tickets
+        .into_iter()
+        .filter(|t| q.state.is_none_or(|s| t.state == s))
+        .filter(|t| q.workflow.as_ref().is_none_or(|w| &t.workflow == w))
+        .filter(|t| q.subject.as_ref().is_none_or(|s| &t.subject == s))
+        .filter(|t| q.batch.as_ref().is_none_or(|b| t.batch.as_ref() == Some(b)))
+        .take(limit)
+        .map(|t| Summary {
+            id: t.id,
+            workflow: t.workflow,
+            subject: t.subject,
+            state: t.state,
+            created_ms: t.created_ms,
+            updated_ms: t.updated_ms,
+        })
+        .collect();
+    Ok(Json(json!({ "tickets": items })))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = app.scheduler.store();
+    let ticket = store
+        .ticket(&id)?
+        .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
+    let trail = store.events(&id)?;
+    let verified = audit::verify(&id, &trail, &ticket.head);
+    Ok(Json(json!({
+        "ticket": ticket,
+        "trail": trail,
+        "trail_verified": verified.is_ok(),
+        "trail_error": verified.err().map(|e| e.to_string()),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide(
+    app: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Option<Decision>,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let by = principal(&headers);
+    let comment = body.unwrap_or_default().comment;
+    let event = if approve {
+        Event::Approve { by, comment }
+    } else {
+        Event::Reject { by, comment }
+    };
+    app.scheduler.send(&id, event).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn approve(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Result<Json<Value>, ApiError> {
+    decide(app, headers, id, body.map(|b| b.0), true).await
+}
+
+async fn reject(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Result<Json<Value>, ApiError> {
+    decide(app, headers, id, body.map(|b| b.0), false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<CancelBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    app.scheduler
+        .send(
+            &id,
+            Event::Cancel {
+                by: principal(&headers),
+                reason,
+            },
+        )
+        .await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn retry(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.scheduler
+        .send(
+            &id,
+            Event::Retry {
+                by: principal(&headers),
+            },
+        )
+        .await?;
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,292 @@
+//! The audit trail: an append-only, per-ticket hash chain.
+//!
+//! Each event carries the hash of the previous one and the SHA-256 of its
+//! own canonical encoding (JSON with sorted keys, `hash` left empty). The
+//! ticket record keeps the head (last seq and hash), so verification detects
+//! an edited, deleted, inserted or reordered event, and a cut-off tail.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `prev_hash` of a ticket's first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// Ticket created (with workflow version and requester).
+    Created,
+    /// A step call began (attempt n).
+    StepStarted,
+    /// `run` succeeded, with evidence.
+    StepSucceeded,
+    /// `verify` proved the effect, with evidence.
+    StepVerified,
+    /// A call failed, with the error.
+    StepFailed,
+    /// A retry was scheduled after a retryable failure.
+    RetryScheduled,
+    /// The host restarted while a call was running; it runs again.
+    StepInterrupted,
+    /// A step waits for a human decision.
+    ApprovalRequested,
+    /// A human approved (principal, comment).
+    Approved,
+    /// A human rejected (principal, comment).
+    Rejected,
+    /// A completed step was undone, with evidence.
+    Compensated,
+    /// Undoing a step failed.
+    CompensationFailed,
+    /// Someone asked to retry a failed ticket.
+    RetryRequested,
+    /// Cancelled (principal, reason).
+    Cancelled,
+    /// The SLA deadline passed with the ticket unfinished.
+    SlaBreached,
+    /// All steps done.
+    TicketSucceeded,
+    /// The ticket ended in failure.
+    TicketFailed,
+}
+
+/// The plugin that produced an event, pinned by its wasm hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// SHA-256 of the wasm that ran.
+    pub wasm_sha256: String,
+}
+
+/// One link of a ticket's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// The ticket.
+    pub ticket_id: String,
+    /// 0, 1, 2, ... within the ticket.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// Who did it: `system` or a user principal.
+    pub principal: String,
+    /// The step concerned, if any.
+    pub step: Option<String>,
+    /// The plugin concerned, if any.
+    pub plugin: Option<PluginRef>,
+    /// Details: attempt, evidence, error, comment.
+    pub data: Value,
+    /// Hash of the previous event ([`GENESIS`] for the first).
+    pub prev_hash: String,
+    /// SHA-256 of this event's canonical encoding.
+    pub hash: String,
+}
+
+/// The last link: stored with the ticket so a cut-off tail is detectable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// Events so far.
+    pub len: u64,
+    /// Hash of the last one ([`GENESIS`] when none).
+    pub hash: String,
+}
+
+/// An event before it is linked.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// What happened.
+    pub kind: AuditKind,
+    /// Who.
+    pub principal: String,
+    /// Which step.
+    pub step: Option<String>,
+    /// Which plugin.
+    pub plugin: Option<PluginRef>,
+    /// Details.
+    pub data: Value,
+}
+
+impl Draft {
+    /// A system event.
+    pub fn new(kind: AuditKind, data: Value) -> Self {
+        Self {
+            kind,
+            principal: "system".into(),
+            step: None,
+            plugin: None,
+            data,
+        }
+    }
+
+    /// For a step.
+    pub fn step(mut self, step: &str) -> Self {
+        self.step = Some(step.to_string());
+        self
+    }
+
+    /// By a principal.
+    pub fn by(mut self, principal: &str) -> Self {
+        self.principal = principal.to_string();
+        self
+    }
+
+    /// From a plugin.
+    pub fn plugin(mut self, plugin: Option<PluginRef>) -> Self {
+        self.plugin = plugin;
+        self
+    }
+}
+
+impl AuditEvent {
+    /// The canonical encoding's hash (with `hash` empty).
+    pub fn compute_hash(&self) -> String {
+        let mut copy = self.clone();
+        copy.hash = String::new();
+        // Through `Value`, whose maps are sorted: one encoding per event.
+        let canonical = serde_json::to_value(&copy)
+            .expect("event serializes")
+            .to_string();
+        crate::runtime::sha256_hex(canonical.as_bytes())
+    }
+}
+
+/// Link `draft` after `head`, advancing the head.
+pub fn link(ticket_id: &str, head: &mut ChainHead, at_ms: u64, draft: Draft) -> AuditEvent {
+    let prev = if head.len == 0 {
+        GENESIS.to_string()
+    } else {
+        head.hash.clone()
+    };
+    let mut event = AuditEvent {
+        ticket_id: ticket_id.to_string(),
+        seq: head.len,
+        at_ms,
+        kind: draft.kind,
+        principal: draft.principal,
+        step: draft.step,
+        plugin: draft.plugin,
+        data: draft.data,
+        prev_hash: prev,
+        hash: String::new(),
+    };
+    event.hash = event.compute_hash();
+    head.len += 1;
+    head.hash = event.hash.clone();
+    event
+}
+
+/// Where and why a chain fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("event {seq}: {reason}")]
+pub struct ChainBreak {
+    /// The first bad position.
+    pub seq: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Check a ticket's events, in stored order, against its recorded head.
+pub fn verify(ticket_id: &str, events: &[AuditEvent], head: &ChainHead) -> Result<(), ChainBreak> {
+    let mut prev = GENESIS.to_string();
+    for (i, e) in events.iter().enumerate() {
+        let i = i as u64;
+        let brk = |reason: String| Err(ChainBreak { seq: i, reason });
+        if e.ticket_id != ticket_id {
+            return brk(format!("belongs to ticket {}", e.ticket_id));
+        }
+        if e.seq != i {
+            return brk(format!(
+                "has seq {} (events deleted, inserted or reordered)",
+                e.seq
+            ));
+        }
+        if e.prev_hash != prev {
+            return brk("does not link to the previous event".into());
+        }
+        if e.compute_hash() != e.hash {
+            return brk("content does not match its hash (edited)".into());
+        }
+        prev = e.hash.clone();
+    }
+    if events.len() as u64 != head.len || (head.len > 0 && prev != head.hash) {
+        return Err(ChainBreak {
+            seq: events.len() as u64,
+            reason: format!(
+                "the ticket records {} events but {} are stored (tail cut or added)",
+                head.len,
+                events.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain(n: usize) -> (Vec<AuditEvent>, ChainHead) {
+        let mut head = ChainHead::default();
+        let events = (0..n)
+            .map(|i| {
+                link(
+                    "T-1",
+                    &mut head,
+                    1000 + i as u64,
+                    Draft::new(AuditKind::StepStarted, json!({ "i": i })).step("s"),
+                )
+            })
+            .collect();
+        (events, head)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let (events, head) = chain(5);
+        verify("T-1", &events, &head).unwrap();
+    }
+
+    #[test]
+    fn edits_deletions_insertions_reorders_and_cut_tails_are_detected() {
+        let (events, head) = chain(5);
+        let mut edited = events.clone();
+        edited[2].data = json!({ "i": 99 });
+        assert!(
+            verify("T-1", &edited, &head)
+                .unwrap_err()
+                .reason
+                .contains("edited")
+        );
+
+        let mut rehashed = events.clone();
+        rehashed[2].principal = "mallory".into();
+        rehashed[2].hash = rehashed[2].compute_hash();
+        assert_eq!(verify("T-1", &rehashed, &head).unwrap_err().seq, 3);
+
+        let mut deleted = events.clone();
+        deleted.remove(1);
+        assert_eq!(verify("T-1", &deleted, &head).unwrap_err().seq, 1);
+
+        let mut inserted = events.clone();
+        inserted.insert(2, events[2].clone());
+        assert_eq!(verify("T-1", &inserted, &head).unwrap_err().seq, 3);
+
+        let mut reordered = events.clone();
+        reordered.swap(1, 3);
+        assert_eq!(verify("T-1", &reordered, &head).unwrap_err().seq, 1);
+
+        let cut = &events[..4];
+        assert!(
+            verify("T-1", cut, &head)
+                .unwrap_err()
+                .reason
+                .contains("tail")
+        );
+    }
+}

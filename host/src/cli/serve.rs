@@ -1,0 +1,107 @@
+//! `itsm serve`: the scheduler and the API, on embedded defaults.
+//!
+//! Everything lives under one home directory (`--home`, else `$ITSM_HOME`,
+//! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
+//! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
+//! `cache/` (compiled code). Secrets come from `ITSM_SECRET_<NAME>` variables.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::Exit;
+use crate::api::{AppState, serve};
+use crate::bundled::SCIM_DEPROVISION;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::{Store, StoreKv, sled::SledStore};
+use crate::workflow::Workflow;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Home directory for data, plugins, workflows and the code cache.
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Address to listen on (loopback by default; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Plugin calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+}
+
+fn secrets_from_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("ITSM_SECRET_")
+                .map(|n| (n.to_ascii_lowercase(), v))
+        })
+        .collect()
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
+    let home = args.home.unwrap_or_else(super::data_dir);
+    for sub in ["data", "plugins", "workflows", "cache"] {
+        std::fs::create_dir_all(home.join(sub))
+            .map_err(|e| Exit::Usage(format!("{}: {e}", home.join(sub).display())))?;
+    }
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("data"))?);
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(home.join("cache")),
+        max_instances: (args.workers as u32).clamp(8, 1000),
+        kv: Arc::new(StoreKv(store.clone())),
+    })?;
+    let mut plugins = BTreeMap::new();
+    let bundled = runtime.load(SCIM_DEPROVISION.manifest()?, SCIM_DEPROVISION.wasm)?;
+    plugins.insert(bundled.manifest().name.clone(), bundled);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(home.join("plugins"))
+        .map_err(|e| Exit::Usage(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("plugin.toml").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let plugin = runtime.load_dir(&dir)?;
+        plugins.insert(plugin.manifest().name.clone(), plugin);
+    }
+    let workflows = Workflow::load_dir(&home.join("workflows"))?;
+    let scheduler = Scheduler::new(
+        store,
+        plugins.clone(),
+        workflows.clone(),
+        SchedulerConfig {
+            workers: args.workers,
+            secrets: secrets_from_env(),
+        },
+    )?;
+    let resumed = scheduler.recover().await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Exit::Usage(e.to_string()))?;
+    println!("itsm serving on http://{addr} (home {})", home.display());
+    println!(
+        "  plugins: {}",
+        plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "  workflows: {}",
+        if workflows.is_empty() {
+            "none (add *.toml to workflows/)".to_string()
+        } else {
+            workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    );
+    println!("  resumed {resumed} in-flight tickets");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    serve(listener, AppState { scheduler }, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| Exit::Usage(format!("server failed: {e}")))
+}

@@ -1,0 +1,550 @@
+//! The ticket state machine, as a pure function.
+//!
+//! `apply(ticket, context, event)` changes the ticket and returns the audit
+//! events to append and the plugin calls to make. It does no I/O: the engine
+//! commits the new ticket and its events durably first, then makes the calls
+//! (write-ahead), and tests assert on the returned values.
+
+use serde_json::{Value, json};
+
+use crate::audit::{AuditKind, Draft, PluginRef};
+use crate::error::{Error, Result};
+use crate::runtime::{CallReport, FailureKind, Op, Outcome};
+use crate::ticket::{Attempt, AttemptResult, Decision, StepStatus, Ticket, TicketState};
+use crate::workflow::{OnFailure, Workflow};
+
+/// Something that happened to a ticket.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The ticket was just created.
+    Created {
+        /// Who asked.
+        by: String,
+    },
+    /// The host restarted; calls that were running died with it.
+    Recovered,
+    /// A plugin call returned.
+    CallFinished {
+        /// Which step.
+        step: String,
+        /// The report.
+        report: Box<CallReport>,
+    },
+    /// A call could not be set up (bad config, missing secret): fatal.
+    CallSetupFailed {
+        /// Which step.
+        step: String,
+        /// Which export.
+        op: Op,
+        /// Why.
+        message: String,
+    },
+    /// A human approved the waiting step.
+    Approve {
+        /// Who.
+        by: String,
+        /// Why.
+        comment: String,
+    },
+    /// A human rejected the waiting step.
+    Reject {
+        /// Who.
+        by: String,
+        /// Why.
+        comment: String,
+    },
+    /// Stop the ticket.
+    Cancel {
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// Run a failed ticket again from its failed steps.
+    Retry {
+        /// Who.
+        by: String,
+    },
+    /// Time passed: retries may be due, the SLA may be breached.
+    Tick,
+}
+
+/// A plugin call to make after the transition is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Which step.
+    pub step: String,
+    /// Which export.
+    pub op: Op,
+    /// The attempt number recorded for it.
+    pub attempt: u32,
+}
+
+/// What a transition produced.
+#[derive(Debug, Default)]
+pub struct Transition {
+    /// Audit events to append, in order.
+    pub drafts: Vec<Draft>,
+    /// Calls to make once committed.
+    pub calls: Vec<Call>,
+}
+
+/// What the machine may consult besides the ticket.
+pub struct Context<'a> {
+    /// The ticket's pinned workflow.
+    pub workflow: &'a Workflow,
+    /// Plugin identity for the trail, by plugin name.
+    pub plugins: &'a std::collections::BTreeMap<String, PluginRef>,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
+    /// A random number in [0, 1) for backoff jitter.
+    pub random: f64,
+}
+
+/// Apply `event` to `ticket`.
+pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transition> {
+    let mut tr = Transition::default();
+    match event {
+        Event::Created { by } => {
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::Created,
+                    json!({
+                        "workflow": t.workflow,
+                        "workflow_version": t.workflow_version,
+                        "workflow_hash": t.workflow_hash,
+                        "subject": t.subject,
+                        "inputs": t.inputs,
+                        "batch": t.batch,
+                        "sla_deadline_ms": t.sla_deadline_ms,
+                    }),
+                )
+                .by(&by),
+            );
+        }
+        Event::Recovered => {
+            for (name, s) in t.steps.iter_mut() {
+                if s.status != StepStatus::Running {
+                    continue;
+                }
+                if let Some(a) = s.attempts.last_mut() {
+                    a.result = AttemptResult::Interrupted;
+                    a.ended_ms = Some(cx.now_ms);
+                    tr.drafts.push(
+                        Draft::new(
+                            AuditKind::StepInterrupted,
+                            json!({ "attempt": a.n, "op": a.op }),
+                        )
+                        .step(name)
+                        .plugin(plugin_of(cx, name)),
+                    );
+                }
+                // Same idempotency key, right away.
+                s.status = StepStatus::RetryWait;
+                s.retry_at_ms = Some(cx.now_ms);
+            }
+        }
+        Event::CallFinished { step, report } => finish_call(t, cx, &step, *report, &mut tr),
+        Event::CallSetupFailed { step, op, message } => {
+            let error = crate::runtime::StepFailure {
+                kind: FailureKind::Fatal,
+                cause: crate::runtime::FailureCause::Plugin,
+                message,
+                retry_after_ms: None,
+            };
+            let report = CallReport {
+                plugin: String::new(),
+                version: String::new(),
+                wasm_sha256: String::new(),
+                op,
+                outcome: Outcome::Failed { error },
+                log: Vec::new(),
+                requests: Vec::new(),
+                duration_ms: 0,
+            };
+            finish_call(t, cx, &step, report, &mut tr);
+        }
+        Event::Approve { by, comment } | Event::Reject { by, comment } if t.state.is_terminal() => {
+            let _ = (by, comment);
+            return Err(Error::Conflict(format!(
+                "ticket {} is {:?}: nothing to decide",
+                t.id, t.state
+            )));
+        }
+        Event::Approve { by, comment } => {
+            let name = waiting_step(t)?;
+            let s = t.steps.get_mut(&name).expect("step exists");
+            s.decision = Some(Decision {
+                approved: true,
+                by: by.clone(),
+                comment: comment.clone(),
+                at_ms: cx.now_ms,
+            });
+            s.status = StepStatus::Pending;
+            tr.drafts.push(
+                Draft::new(AuditKind::Approved, json!({ "comment": comment }))
+                    .step(&name)
+                    .by(&by),
+            );
+        }
+        Event::Reject { by, comment } => {
+            let name = waiting_step(t)?;
+            let s = t.steps.get_mut(&name).expect("step exists");
+            s.decision = Some(Decision {
+                approved: false,
+                by: by.clone(),
+                comment: comment.clone(),
+                at_ms: cx.now_ms,
+            });
+            s.status = StepStatus::Failed;
+            tr.drafts.push(
+                Draft::new(AuditKind::Rejected, json!({ "comment": comment }))
+                    .step(&name)
+                    .by(&by),
+            );
+        }
+        Event::Cancel { by, reason } => {
+            if t.state.is_terminal() {
+                return Err(Error::Conflict(format!(
+                    "ticket {} is already {:?}",
+                    t.id, t.state
+                )));
+            }
+            t.state = TicketState::Cancelled;
+            tr.drafts
+                .push(Draft::new(AuditKind::Cancelled, json!({ "reason": reason })).by(&by));
+        }
+        Event::Retry { by } => {
+            if t.state != TicketState::Failed {
+                return Err(Error::Conflict(format!(
+                    "ticket {} is {:?}; only a failed ticket can be retried",
+                    t.id, t.state
+                )));
+            }
+            let mut again = Vec::new();
+            for (name, s) in t.steps.iter_mut() {
+                if s.status == StepStatus::Failed {
+                    s.status = StepStatus::Pending;
+                    s.retry_at_ms = None;
+                    if s.decision.as_ref().is_some_and(|d| !d.approved) {
+                        s.decision = None;
+                    }
+                    again.push(name.clone());
+                }
+            }
+            t.compensating = false;
+            t.state = TicketState::Running;
+            tr.drafts
+                .push(Draft::new(AuditKind::RetryRequested, json!({ "steps": again })).by(&by));
+        }
+        Event::Tick => {}
+    }
+    advance(t, cx, &mut tr);
+    t.updated_ms = cx.now_ms;
+    Ok(tr)
+}
+
+/// When the ticket next needs a [`Event::Tick`]: a due retry or its SLA.
+pub fn next_wake(t: &Ticket) -> Option<u64> {
+    if t.state.is_terminal() {
+        return None;
+    }
+    let retries = t
+        .steps
+        .values()
+        .filter(|s| s.status == StepStatus::RetryWait)
+        .filter_map(|s| s.retry_at_ms);
+    let sla = t.sla_deadline_ms.filter(|_| !t.sla_breached);
+    retries.chain(sla).min()
+}
+
+/// Outputs of the steps that succeeded, by name: what later steps see.
+pub fn prior_outputs(t: &Ticket) -> Value {
+    let map: serde_json::Map<String, Value> = t
+        .steps
+        .iter()
+        .filter_map(|(n, s)| s.outputs.clone().map(|o| (n.clone(), o)))
+        .collect();
+    Value::Object(map)
+}
+
+fn plugin_of(cx: &Context<'_>, step: &str) -> Option<PluginRef> {
+    cx.workflow
+        .step(step)
+        .and_then(|d| cx.plugins.get(&d.plugin).cloned())
+}
+
+fn waiting_step(t: &Ticket) -> Result<String> {
+    t.steps
+        .iter()
+        .find(|(_, s)| s.status == StepStatus::WaitingApproval)
+        .map(|(n, _)| n.clone())
+        .ok_or_else(|| Error::Conflict(format!("ticket {} has no step waiting for approval", t.id)))
+}
+
+fn finish_call(
+    t: &mut Ticket,
+    cx: &Context<'_>,
+    step: &str,
+    report: CallReport,
+    tr: &mut Transition,
+) {
+    let Some(s) = t.steps.get_mut(step) else {
+        return;
+    };
+    let Some(a) = s.attempts.last_mut() else {
+        return;
+    };
+    if a.result != AttemptResult::Running || a.op != report.op {
+        return; // a stale result (the attempt was interrupted and replaced)
+    }
+    a.ended_ms = Some(cx.now_ms);
+    a.log = report.log.clone();
+    a.requests = report.requests.clone();
+    let n = a.n;
+    let op = report.op;
+    let plugin = if report.plugin.is_empty() {
+        plugin_of(cx, step)
+    } else {
+        Some(PluginRef {
+            name: report.plugin.clone(),
+            version: report.version.clone(),
+            wasm_sha256: report.wasm_sha256.clone(),
+        })
+    };
+    let draft = |kind, data| Draft::new(kind, data).step(step).plugin(plugin.clone());
+    match report.outcome {
+        Outcome::Succeeded { outputs, evidence } => {
+            a.result = AttemptResult::Succeeded;
+            match op {
+                Op::Run => {
+                    tr.drafts.push(draft(
+                        AuditKind::StepSucceeded,
+                        json!({ "attempt": n, "outputs": outputs, "evidence": evidence, "requests": report.requests }),
+                    ));
+                    s.outputs = outputs;
+                    s.evidence = Some(evidence);
+                    let verify = cx.workflow.step(step).is_some_and(|d| d.verify);
+                    if verify && !t.state.is_terminal() {
+                        s.next_op = Op::Verify;
+                        s.status = StepStatus::RetryWait;
+                        s.retry_at_ms = Some(cx.now_ms);
+                    } else {
+                        s.status = StepStatus::Succeeded;
+                    }
+                }
+                Op::Verify => {
+                    tr.drafts.push(draft(
+                        AuditKind::StepVerified,
+                        json!({ "attempt": n, "evidence": evidence, "requests": report.requests }),
+                    ));
+                    s.verification = Some(evidence);
+                    s.status = StepStatus::Succeeded;
+                }
+                Op::Compensate => {
+                    tr.drafts.push(draft(
+                        AuditKind::Compensated,
+                        json!({ "attempt": n, "evidence": evidence }),
+                    ));
+                    s.compensation = Some(serde_json::to_value(&evidence).unwrap_or(Value::Null));
+                    s.status = StepStatus::Compensated;
+                }
+            }
+        }
+        Outcome::Failed { error } => {
+            a.result = AttemptResult::Failed {
+                error: error.clone(),
+            };
+            tr.drafts.push(draft(
+                AuditKind::StepFailed,
+                json!({ "attempt": n, "op": op, "error": error }),
+            ));
+            if op == Op::Compensate {
+                tr.drafts.push(draft(
+                    AuditKind::CompensationFailed,
+                    json!({ "error": error.message }),
+                ));
+                s.compensation = Some(json!({ "error": error }));
+                s.status = StepStatus::Succeeded;
+                return;
+            }
+            let failures = s
+                .attempts
+                .iter()
+                .filter(|a| {
+                    a.op != Op::Compensate && matches!(a.result, AttemptResult::Failed { .. })
+                })
+                .count() as u32;
+            let policy = cx
+                .workflow
+                .step(step)
+                .map(|d| d.retry.clone())
+                .unwrap_or_default();
+            if error.kind == FailureKind::Retryable
+                && failures < policy.max_attempts
+                && !t.state.is_terminal()
+            {
+                let wait = policy.backoff(
+                    failures + 1,
+                    cx.random,
+                    error.retry_after_ms.map(std::time::Duration::from_millis),
+                );
+                let at = cx.now_ms + wait.as_millis() as u64;
+                s.status = StepStatus::RetryWait;
+                s.retry_at_ms = Some(at);
+                tr.drafts.push(draft(AuditKind::RetryScheduled, json!({ "after_attempt": n, "retry_at_ms": at, "wait_ms": wait.as_millis() as u64 })));
+            } else {
+                s.status = StepStatus::Failed;
+            }
+        }
+    }
+}
+
+fn start(t: &mut Ticket, cx: &Context<'_>, step: &str, op: Op, tr: &mut Transition) {
+    let s = t.steps.get_mut(step).expect("step exists");
+    let n = s.attempts.len() as u32 + 1;
+    s.attempts.push(Attempt {
+        n,
+        op,
+        started_ms: cx.now_ms,
+        ended_ms: None,
+        result: AttemptResult::Running,
+        log: Vec::new(),
+        requests: Vec::new(),
+    });
+    s.status = StepStatus::Running;
+    s.next_op = op;
+    s.retry_at_ms = None;
+    tr.drafts.push(
+        Draft::new(AuditKind::StepStarted, json!({ "attempt": n, "op": op }))
+            .step(step)
+            .plugin(plugin_of(cx, step)),
+    );
+    tr.calls.push(Call {
+        step: step.to_string(),
+        op,
+        attempt: n,
+    });
+}
+
+/// Start what can start and settle the ticket's state.
+fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
+    if t.state.is_terminal() {
+        return;
+    }
+    if let Some(deadline) = t.sla_deadline_ms
+        && !t.sla_breached
+        && cx.now_ms >= deadline
+    {
+        t.sla_breached = true;
+        tr.drafts.push(Draft::new(
+            AuditKind::SlaBreached,
+            json!({ "deadline_ms": deadline }),
+        ));
+    }
+    let count = |t: &Ticket, st: StepStatus| t.steps.values().filter(|s| s.status == st).count();
+    let failed = count(t, StepStatus::Failed) > 0;
+    if failed && cx.workflow.on_failure == OnFailure::Compensate && !t.compensating {
+        t.compensating = true;
+    }
+    if t.compensating {
+        if count(t, StepStatus::Running) > 0 {
+            return;
+        }
+        // Undo the most recently completed step first.
+        let next = t
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Succeeded && s.compensation.is_none())
+            .max_by_key(|(_, s)| s.attempts.iter().filter_map(|a| a.ended_ms).max())
+            .map(|(n, _)| n.clone());
+        match next {
+            Some(step) => start(t, cx, &step, Op::Compensate, tr),
+            None => finish(t, TicketState::Failed, tr),
+        }
+        return;
+    }
+    if !failed {
+        let due: Vec<(String, Op)> = t
+            .steps
+            .iter()
+            .filter(|(_, s)| {
+                s.status == StepStatus::RetryWait && s.retry_at_ms.is_some_and(|at| at <= cx.now_ms)
+            })
+            .map(|(n, s)| (n.clone(), s.next_op))
+            .collect();
+        for (step, op) in due {
+            start(t, cx, &step, op, tr);
+        }
+        for def in &cx.workflow.steps {
+            let ready = t
+                .steps
+                .get(&def.name)
+                .is_some_and(|s| s.status == StepStatus::Pending)
+                && def.depends_on.iter().all(|d| {
+                    t.steps
+                        .get(d)
+                        .is_some_and(|s| s.status == StepStatus::Succeeded)
+                });
+            if !ready {
+                continue;
+            }
+            let s = t.steps.get_mut(&def.name).expect("step exists");
+            match (&def.approval, &s.decision) {
+                (Some(approval), None) => {
+                    s.status = StepStatus::WaitingApproval;
+                    tr.drafts.push(
+                        Draft::new(
+                            AuditKind::ApprovalRequested,
+                            json!({ "role": approval.role }),
+                        )
+                        .step(&def.name),
+                    );
+                }
+                _ => start(t, cx, &def.name, Op::Run, tr),
+            }
+        }
+    }
+    let running = count(t, StepStatus::Running) > 0;
+    let retrying = count(t, StepStatus::RetryWait) > 0;
+    if failed {
+        if !running {
+            finish(t, TicketState::Failed, tr);
+        }
+        return;
+    }
+    if t.steps.values().all(|s| s.status == StepStatus::Succeeded) {
+        finish(t, TicketState::Succeeded, tr);
+        return;
+    }
+    t.state = if !running && !retrying && count(t, StepStatus::WaitingApproval) > 0 {
+        TicketState::WaitingApproval
+    } else {
+        TicketState::Running
+    };
+}
+
+fn finish(t: &mut Ticket, state: TicketState, tr: &mut Transition) {
+    t.state = state;
+    let kind = if state == TicketState::Succeeded {
+        AuditKind::TicketSucceeded
+    } else {
+        AuditKind::TicketFailed
+    };
+    let failed: Vec<&String> = t
+        .steps
+        .iter()
+        .filter(|(_, s)| s.status == StepStatus::Failed)
+        .map(|(n, _)| n)
+        .collect();
+    let compensated: Vec<&String> = t
+        .steps
+        .iter()
+        .filter(|(_, s)| s.status == StepStatus::Compensated)
+        .map(|(n, _)| n)
+        .collect();
+    tr.drafts.push(Draft::new(
+        kind,
+        json!({ "failed_steps": failed, "compensated_steps": compensated }),
+    ));
+}

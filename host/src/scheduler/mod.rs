@@ -1,0 +1,564 @@
+//! The durable per-ticket scheduler.
+//!
+//! Each in-flight ticket has a driver task that owns it: it applies events
+//! with the pure [`machine`], commits the new ticket and its audit events
+//! (group commit, flushed) and only then makes the plugin calls the
+//! transition asked for. A crash therefore loses no acknowledged state, and a
+//! call that was running when the host died is found `running` on restart
+//! and made again with the same idempotency key.
+
+pub mod machine;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use self::machine::{Call, Context, Event};
+use crate::audit::{self, AuditEvent, PluginRef};
+use crate::error::{Error, Result};
+use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
+use crate::store::commit::CommitQueue;
+use crate::store::{Batch, Store};
+use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
+use crate::workflow::Workflow;
+
+/// A request for a new ticket: one subject, one workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicket {
+    /// Workflow name.
+    pub workflow: String,
+    /// Who the ticket is about.
+    pub subject: String,
+    /// Inputs for the steps (a JSON object).
+    #[serde(default)]
+    pub inputs: Value,
+    /// Bulk import batch, if any.
+    #[serde(default)]
+    pub batch: Option<String>,
+}
+
+/// Settings for a [`Scheduler`].
+pub struct SchedulerConfig {
+    /// Plugin calls in flight at once, across tickets.
+    pub workers: usize,
+    /// Secret values by name, for the plugins whose manifests reference them.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// In-flight plugin calls of one ticket: the step and the report, or the
+/// export and why the call could not be made.
+type Calls = JoinSet<(
+    String,
+    std::result::Result<CallReport, (crate::runtime::Op, String)>,
+)>;
+
+/// Events waiting to be applied, with their callers' reply channels.
+type Queue = VecDeque<(Event, Option<oneshot::Sender<Result<()>>>)>;
+
+struct Command {
+    event: Event,
+    reply: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// Runs tickets. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    commits: CommitQueue,
+    plugins: BTreeMap<String, Plugin>,
+    plugin_refs: BTreeMap<String, PluginRef>,
+    current: RwLock<BTreeMap<String, Arc<Workflow>>>,
+    pinned: Mutex<HashMap<String, Arc<Workflow>>>,
+    active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    create_lock: tokio::sync::Mutex<()>,
+    workers: Arc<Semaphore>,
+    secrets: BTreeMap<String, String>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store` with these plugins and workflows. Every
+    /// workflow's plugins must be loaded.
+    pub fn new(
+        store: Arc<dyn Store>,
+        plugins: BTreeMap<String, Plugin>,
+        workflows: BTreeMap<String, Workflow>,
+        config: SchedulerConfig,
+    ) -> Result<Self> {
+        let s = Self {
+            inner: Arc::new(Inner {
+                commits: CommitQueue::start(store.clone()),
+                plugin_refs: plugins
+                    .iter()
+                    .map(|(n, p)| {
+                        let m = p.manifest();
+                        (
+                            n.clone(),
+                            PluginRef {
+                                name: m.name.clone(),
+                                version: m.version.clone(),
+                                wasm_sha256: p.wasm_sha256().to_string(),
+                            },
+                        )
+                    })
+                    .collect(),
+                store,
+                plugins,
+                current: RwLock::new(BTreeMap::new()),
+                pinned: Mutex::new(HashMap::new()),
+                active: Mutex::new(HashMap::new()),
+                create_lock: tokio::sync::Mutex::new(()),
+                workers: Arc::new(Semaphore::new(config.workers.max(1))),
+                secrets: config.secrets,
+            }),
+        };
+        s.set_workflows(workflows)?;
+        Ok(s)
+    }
+
+    /// Replace the current workflow definitions. Tickets already created
+    /// keep the version they pinned.
+    pub fn set_workflows(&self, workflows: BTreeMap<String, Workflow>) -> Result<()> {
+        let known = self.inner.plugins.keys().cloned().collect();
+        for wf in workflows.values() {
+            wf.check_plugins(&known)?;
+        }
+        let map = workflows
+            .into_iter()
+            .map(|(n, w)| (n, Arc::new(w)))
+            .collect();
+        *self.inner.current.write().expect("workflows lock") = map;
+        Ok(())
+    }
+
+    /// Current workflows by name.
+    pub fn workflows(&self) -> BTreeMap<String, Arc<Workflow>> {
+        self.inner.current.read().expect("workflows lock").clone()
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Create a ticket; it is durable when this returns. With an
+    /// idempotency key, a repeat returns the ticket the first call created
+    /// (`false`: not created now).
+    pub async fn create(
+        &self,
+        req: NewTicket,
+        requested_by: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Ticket, bool)> {
+        if req.subject.trim().is_empty() {
+            return Err(Error::Usage(
+                "`subject` is empty: a ticket is about one person".into(),
+            ));
+        }
+        if !(req.inputs.is_null() || req.inputs.is_object()) {
+            return Err(Error::Usage("`inputs` must be a JSON object".into()));
+        }
+        let wf = self
+            .inner
+            .current
+            .read()
+            .expect("workflows lock")
+            .get(&req.workflow)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no workflow named `{}`", req.workflow)))?;
+        let _guard = match idempotency_key {
+            Some(key) => {
+                let guard = self.inner.create_lock.lock().await;
+                if let Some(id) = self.inner.store.idempotency(key)? {
+                    let t = self.inner.store.ticket(&id)?.ok_or_else(|| {
+                        Error::Store(format!("idempotency key points at missing ticket {id}"))
+                    })?;
+                    return Ok((t, false));
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        let now = now_ms();
+        let hash = wf.hash();
+        let mut ticket = Ticket {
+            id: new_id(now),
+            workflow: wf.name.clone(),
+            workflow_hash: hash.clone(),
+            workflow_version: wf.version.clone(),
+            subject: req.subject.trim().to_string(),
+            inputs: if req.inputs.is_null() {
+                Value::Object(Default::default())
+            } else {
+                req.inputs
+            },
+            state: TicketState::Pending,
+            requested_by: requested_by.to_string(),
+            batch: req.batch,
+            created_ms: now,
+            updated_ms: now,
+            sla_deadline_ms: wf.sla.map(|d| now + d.as_millis() as u64),
+            sla_breached: false,
+            compensating: false,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| (s.name.clone(), StepRecord::new()))
+                .collect(),
+            head: Default::default(),
+        };
+        let tr = machine::apply(
+            &mut ticket,
+            &self.context(&wf, now),
+            Event::Created {
+                by: requested_by.to_string(),
+            },
+        )?;
+        let events = link_all(&mut ticket, now, tr.drafts);
+        let newly_pinned = self
+            .inner
+            .pinned
+            .lock()
+            .expect("pinned lock")
+            .insert(hash.clone(), wf.clone())
+            .is_none();
+        let batch = Batch {
+            tickets: vec![ticket.clone()],
+            events,
+            workflows: if newly_pinned {
+                vec![(wf.name.clone(), hash, (*wf).clone())]
+            } else {
+                Vec::new()
+            },
+            idempotency: idempotency_key
+                .map(|k| vec![(k.to_string(), ticket.id.clone())])
+                .unwrap_or_default(),
+        };
+        if let Err(e) = self.inner.commits.commit(batch).await {
+            if newly_pinned {
+                self.inner
+                    .pinned
+                    .lock()
+                    .expect("pinned lock")
+                    .remove(&ticket.workflow_hash);
+            }
+            return Err(e);
+        }
+        self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls);
+        Ok((ticket, true))
+    }
+
+    /// Resume every ticket that was in flight when the host stopped.
+    pub async fn recover(&self) -> Result<usize> {
+        let ids = self.inner.store.in_flight()?;
+        let mut n = 0;
+        for id in ids {
+            let Some(ticket) = self.inner.store.ticket(&id)? else {
+                continue;
+            };
+            let wf = self.pinned(&ticket)?;
+            let queue = VecDeque::from([(Event::Recovered, None)]);
+            self.spawn_driver(ticket, wf, queue, Vec::new());
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Approve, reject, cancel or retry a ticket. Returns once the decision
+    /// is durable, or with why it does not apply.
+    pub async fn send(&self, id: &str, event: Event) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut cmd = Command {
+            event,
+            reply: Some(tx),
+        };
+        let sender = self
+            .inner
+            .active
+            .lock()
+            .expect("active lock")
+            .get(id)
+            .cloned();
+        if let Some(sender) = sender {
+            match sender.send(cmd) {
+                Ok(()) => {
+                    return rx
+                        .await
+                        .map_err(|_| Error::Store("the ticket's driver stopped".into()))?;
+                }
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+        }
+        // No driver: the ticket is at rest (terminal). Start one for this event.
+        let ticket = self
+            .inner
+            .store
+            .ticket(id)?
+            .ok_or_else(|| Error::NotFound(format!("no ticket {id}")))?;
+        let wf = self.pinned(&ticket)?;
+        self.spawn_driver(
+            ticket,
+            wf,
+            VecDeque::from([(cmd.event, cmd.reply)]),
+            Vec::new(),
+        );
+        rx.await
+            .map_err(|_| Error::Store("the ticket's driver stopped".into()))?
+    }
+
+    /// How many tickets have a driver (are being worked on).
+    pub fn active(&self) -> usize {
+        self.inner.active.lock().expect("active lock").len()
+    }
+
+    fn pinned(&self, ticket: &Ticket) -> Result<Arc<Workflow>> {
+        if let Some(wf) = self
+            .inner
+            .pinned
+            .lock()
+            .expect("pinned lock")
+            .get(&ticket.workflow_hash)
+        {
+            return Ok(wf.clone());
+        }
+        let wf = self
+            .inner
+            .store
+            .workflow(&ticket.workflow, &ticket.workflow_hash)?
+            .ok_or_else(|| {
+                Error::Store(format!(
+                    "ticket {} pins workflow {}@{} which is not stored",
+                    ticket.id, ticket.workflow, ticket.workflow_hash
+                ))
+            })?;
+        let wf = Arc::new(wf);
+        self.inner
+            .pinned
+            .lock()
+            .expect("pinned lock")
+            .insert(ticket.workflow_hash.clone(), wf.clone());
+        Ok(wf)
+    }
+
+    fn context<'a>(&'a self, wf: &'a Workflow, now: u64) -> Context<'a> {
+        Context {
+            workflow: wf,
+            plugins: &self.inner.plugin_refs,
+            now_ms: now,
+            random: rand::random(),
+        }
+    }
+
+    fn spawn_driver(
+        &self,
+        ticket: Ticket,
+        wf: Arc<Workflow>,
+        queue: VecDeque<(Event, Option<oneshot::Sender<Result<()>>>)>,
+        calls: Vec<Call>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .active
+            .lock()
+            .expect("active lock")
+            .insert(ticket.id.clone(), tx);
+        let this = self.clone();
+        tokio::spawn(async move { this.drive(ticket, wf, queue, calls, rx).await });
+    }
+
+    async fn drive(
+        self,
+        mut ticket: Ticket,
+        wf: Arc<Workflow>,
+        mut queue: Queue,
+        initial: Vec<Call>,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut calls = Calls::new();
+        for call in initial {
+            self.spawn_call(&mut calls, &ticket, &wf, call);
+        }
+        loop {
+            while let Some((event, reply)) = queue.pop_front() {
+                let result = self.transition(&mut ticket, &wf, event, &mut calls).await;
+                if let Err(e) = &result
+                    && matches!(e, Error::Store(_))
+                {
+                    tracing::error!(ticket = %ticket.id, error = %e, "commit failed; the ticket resumes on restart");
+                    if let Some(r) = reply {
+                        let _ = r.send(result);
+                    }
+                    self.inner
+                        .active
+                        .lock()
+                        .expect("active lock")
+                        .remove(&ticket.id);
+                    return;
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(result);
+                }
+            }
+            if ticket.state.is_terminal() && calls.is_empty() {
+                let mut active = self.inner.active.lock().expect("active lock");
+                // A command may have raced in; handle it before leaving.
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        drop(active);
+                        queue.push_back((cmd.event, cmd.reply));
+                        continue;
+                    }
+                    Err(_) => {
+                        active.remove(&ticket.id);
+                        return;
+                    }
+                }
+            }
+            let wake = machine::next_wake(&ticket).map(|at| {
+                let wait = at.saturating_sub(now_ms());
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            tokio::select! {
+                Some(cmd) = rx.recv() => queue.push_back((cmd.event, cmd.reply)),
+                Some(joined) = calls.join_next(), if !calls.is_empty() => {
+                    let event = match joined {
+                        Ok((step, Ok(report))) => Event::CallFinished { step, report: Box::new(report) },
+                        Ok((step, Err((op, message)))) => Event::CallSetupFailed { step, op, message },
+                        Err(e) => {
+                            tracing::error!(ticket = %ticket.id, error = %e, "plugin call task failed");
+                            continue;
+                        }
+                    };
+                    queue.push_back((event, None));
+                }
+                () = sleep_until(wake), if wake.is_some() => queue.push_back((Event::Tick, None)),
+            }
+        }
+    }
+
+    /// Apply, commit, then call: the write-ahead order.
+    async fn transition(
+        &self,
+        ticket: &mut Ticket,
+        wf: &Arc<Workflow>,
+        event: Event,
+        calls: &mut Calls,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut next = ticket.clone();
+        let tr = machine::apply(&mut next, &self.context(wf, now), event)?;
+        let events = link_all(&mut next, now, tr.drafts);
+        if next != *ticket || !events.is_empty() {
+            self.inner
+                .commits
+                .commit(Batch {
+                    tickets: vec![next.clone()],
+                    events,
+                    ..Batch::default()
+                })
+                .await?;
+        }
+        *ticket = next;
+        for call in tr.calls {
+            self.spawn_call(calls, ticket, wf, call);
+        }
+        Ok(())
+    }
+
+    fn spawn_call(&self, calls: &mut Calls, ticket: &Ticket, wf: &Workflow, call: Call) {
+        let def = wf.step(&call.step).cloned();
+        let plugin = def
+            .as_ref()
+            .and_then(|d| self.inner.plugins.get(&d.plugin).cloned());
+        let input = StepInput {
+            ticket_id: ticket.id.clone(),
+            step: call.step.clone(),
+            subject: ticket.subject.clone(),
+            inputs: ticket.inputs.clone(),
+            prior_outputs: machine::prior_outputs(ticket),
+            attempt: call.attempt,
+            idempotency_key: format!("{}/{}", ticket.id, call.step),
+        };
+        let workers = self.inner.workers.clone();
+        let secrets = self.inner.secrets.clone();
+        calls.spawn(async move {
+            let step = call.step.clone();
+            let (Some(def), Some(plugin)) = (def, plugin) else {
+                return (
+                    step,
+                    Err((call.op, "the step's plugin is not loaded".to_string())),
+                );
+            };
+            let _permit = workers
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
+            let grants = Grants {
+                config: def.config.clone(),
+                secrets,
+            };
+            let limit = def.timeout.unwrap_or(Duration::MAX);
+            match tokio::time::timeout(limit, plugin.call(call.op, &input, &grants)).await {
+                Ok(Ok(report)) => (step, Ok(report)),
+                Ok(Err(e)) => (step, Err((call.op, e.to_string()))),
+                Err(_) => (step, Ok(timed_out(&plugin, call.op, limit))),
+            }
+        });
+    }
+}
+
+fn timed_out(plugin: &Plugin, op: crate::runtime::Op, limit: Duration) -> CallReport {
+    CallReport {
+        plugin: plugin.manifest().name.clone(),
+        version: plugin.manifest().version.clone(),
+        wasm_sha256: plugin.wasm_sha256().to_string(),
+        op,
+        outcome: Outcome::Failed {
+            error: StepFailure {
+                kind: crate::runtime::FailureKind::Retryable,
+                cause: FailureCause::Timeout,
+                message: format!(
+                    "the step ran past its workflow timeout of {} ms",
+                    limit.as_millis()
+                ),
+                retry_after_ms: None,
+            },
+        },
+        log: Vec::new(),
+        requests: Vec::new(),
+        duration_ms: limit.as_millis() as u64,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn link_all(ticket: &mut Ticket, now: u64, drafts: Vec<audit::Draft>) -> Vec<AuditEvent> {
+    let id = ticket.id.clone();
+    drafts
+        .into_iter()
+        .map(|d| audit::link(&id, &mut ticket.head, now, d))
+        .collect()
+}

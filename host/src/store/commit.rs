@@ -1,0 +1,70 @@
+//! Group commit: many tickets' transitions, one flush.
+//!
+//! Ticket drivers hand their batch to a single committer thread and wait.
+//! The committer takes everything queued, commits it in one
+//! [`Store::commit`] (one fsync), and wakes every waiter. Nothing is
+//! acknowledged, and no effect runs, before its batch is durable.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::{Batch, Store};
+use crate::error::{Error, Result};
+
+type Job = (Batch, oneshot::Sender<Result<()>>);
+
+/// Handle to the committer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct CommitQueue {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Batches merged into one commit at most.
+const MAX_GROUP: usize = 1024;
+
+impl CommitQueue {
+    /// Start the committer for `store`.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("itsm-commit".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let (batches, waiters): (Vec<Batch>, Vec<_>) = jobs.into_iter().unzip();
+                    let result = store.commit(&batches);
+                    for w in waiters {
+                        let _ = w.send(
+                            result
+                                .as_ref()
+                                .map(|_| ())
+                                .map_err(|e| Error::Store(e.to_string())),
+                        );
+                    }
+                }
+            })
+            .expect("spawn committer");
+        Self { tx }
+    }
+
+    /// Commit `batch` with whatever else is queued; returns once durable.
+    pub async fn commit(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((batch, tx))
+            .map_err(|_| Error::Store("the committer has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Store("the committer has stopped".into()))?
+    }
+}

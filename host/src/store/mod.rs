@@ -1,0 +1,83 @@
+//! Durable state behind a trait: tickets, audit events, pinned workflow
+//! versions, idempotency records and plugin key-value state.
+//!
+//! Only `sled.rs` names a database; a PostgreSQL implementation can follow
+//! by passing the same conformance suite ([`conformance`]). Writes go in
+//! [`Batch`]es, applied atomically and durably by [`Store::commit`], so a
+//! ticket's new state and its audit events land together or not at all.
+
+pub mod commit;
+#[doc(hidden)]
+pub mod conformance;
+pub mod memory;
+pub mod sled;
+
+use crate::audit::AuditEvent;
+use crate::error::Result;
+use crate::ticket::Ticket;
+use crate::workflow::Workflow;
+
+/// Writes that land together.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Tickets to write whole.
+    pub tickets: Vec<Ticket>,
+    /// Audit events to append.
+    pub events: Vec<AuditEvent>,
+    /// Workflow definitions to pin, by (name, hash).
+    pub workflows: Vec<(String, String, Workflow)>,
+    /// Idempotency keys to record, with the ticket id each created.
+    pub idempotency: Vec<(String, String)>,
+}
+
+impl Batch {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+            && self.events.is_empty()
+            && self.workflows.is_empty()
+            && self.idempotency.is_empty()
+    }
+}
+
+/// The durable store.
+pub trait Store: Send + Sync + 'static {
+    /// Apply batches atomically, in order, and durably: on `Ok` they survive
+    /// a crash. Many batches per call is the group commit.
+    fn commit(&self, batches: &[Batch]) -> Result<()>;
+    /// A ticket by id.
+    fn ticket(&self, id: &str) -> Result<Option<Ticket>>;
+    /// All tickets, oldest first.
+    fn tickets(&self) -> Result<Vec<Ticket>>;
+    /// Ids of tickets not in a terminal state, oldest first.
+    fn in_flight(&self) -> Result<Vec<String>>;
+    /// A ticket's audit events, in seq order.
+    fn events(&self, ticket_id: &str) -> Result<Vec<AuditEvent>>;
+    /// A pinned workflow version.
+    fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>>;
+    /// The ticket an idempotency key created.
+    fn idempotency(&self, key: &str) -> Result<Option<String>>;
+    /// Plugin key-value: read.
+    fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Plugin key-value: write (durable on return).
+    fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()>;
+    /// Plugin key-value: delete.
+    fn kv_delete(&self, plugin: &str, key: &str) -> Result<()>;
+}
+
+/// Plugin key-value state served from a [`Store`].
+pub struct StoreKv(pub std::sync::Arc<dyn Store>);
+
+impl crate::runtime::kv::KvBackend for StoreKv {
+    fn get(&self, plugin: &str, key: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+        self.0.kv_get(plugin, key).map_err(|e| e.to_string())
+    }
+    fn set(&self, plugin: &str, key: &str, value: Vec<u8>) -> std::result::Result<(), String> {
+        self.0
+            .kv_set(plugin, key, &value)
+            .map_err(|e| e.to_string())
+    }
+    fn delete(&self, plugin: &str, key: &str) -> std::result::Result<(), String> {
+        self.0.kv_delete(plugin, key).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,212 @@
+//! The ticket: one subject run through one pinned workflow version.
+//!
+//! Plain data shared by the scheduler (which changes it), the store (which
+//! keeps it) and the API (which shows it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::audit::ChainHead;
+use crate::runtime::{Evidence, LogLine, Op, StepFailure, net::RequestRecord};
+
+/// Where a ticket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketState {
+    /// Created, no step started yet.
+    Pending,
+    /// Steps are running or due.
+    Running,
+    /// Nothing can move until a human decides.
+    WaitingApproval,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed for good (after compensation, if configured).
+    Failed,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+impl TicketState {
+    /// No more work will happen unless someone retries it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for its dependencies.
+    Pending,
+    /// Waiting for a human decision.
+    WaitingApproval,
+    /// A call is in flight.
+    Running,
+    /// Waiting for its next attempt.
+    RetryWait,
+    /// Done (and verified, if configured).
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Undone by compensation.
+    Compensated,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// Still running (or the host died during it).
+    Running,
+    /// The call succeeded.
+    Succeeded,
+    /// The call failed.
+    Failed {
+        /// Why.
+        error: StepFailure,
+    },
+    /// The host restarted during the call; the step runs again.
+    Interrupted,
+}
+
+/// One call of a step's plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based, counting every call of the step.
+    pub n: u32,
+    /// The export called.
+    pub op: Op,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+    /// When it ended.
+    pub ended_ms: Option<u64>,
+    /// How it ended.
+    pub result: AttemptResult,
+    /// The plugin's log.
+    #[serde(default)]
+    pub log: Vec<LogLine>,
+    /// Outbound requests.
+    #[serde(default)]
+    pub requests: Vec<RequestRecord>,
+}
+
+/// A human decision on an approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Approved or rejected.
+    pub approved: bool,
+    /// Who decided.
+    pub by: String,
+    /// Why.
+    pub comment: String,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// A step of a ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Where it is.
+    pub status: StepStatus,
+    /// Every call so far, failed ones included.
+    pub attempts: Vec<Attempt>,
+    /// The export the next attempt calls (`run`, or `verify` after a run).
+    pub next_op: Op,
+    /// When a retry is due.
+    pub retry_at_ms: Option<u64>,
+    /// Outputs of `run`.
+    pub outputs: Option<Value>,
+    /// Evidence of `run`.
+    pub evidence: Option<Evidence>,
+    /// Evidence of `verify`.
+    pub verification: Option<Evidence>,
+    /// Evidence of `compensate`, or why it failed.
+    pub compensation: Option<Value>,
+    /// The approval decision, if one was needed.
+    pub decision: Option<Decision>,
+}
+
+impl StepRecord {
+    /// A step not started.
+    pub fn new() -> Self {
+        Self {
+            status: StepStatus::Pending,
+            attempts: Vec::new(),
+            next_op: Op::Run,
+            retry_at_ms: None,
+            outputs: None,
+            evidence: None,
+            verification: None,
+            compensation: None,
+            decision: None,
+        }
+    }
+}
+
+impl Default for StepRecord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One subject's run through one workflow version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// `T-` + 26 characters, sortable by creation time.
+    pub id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// The pinned definition's content hash.
+    pub workflow_hash: String,
+    /// The author's version label of that definition.
+    pub workflow_version: String,
+    /// Who the ticket is about.
+    pub subject: String,
+    /// Inputs (a JSON object).
+    pub inputs: Value,
+    /// Where it is.
+    pub state: TicketState,
+    /// Who created it.
+    pub requested_by: String,
+    /// Bulk import batch, if any.
+    pub batch: Option<String>,
+    /// Created (ms since the epoch).
+    pub created_ms: u64,
+    /// Last changed.
+    pub updated_ms: u64,
+    /// SLA deadline.
+    pub sla_deadline_ms: Option<u64>,
+    /// Whether the SLA breach was recorded.
+    pub sla_breached: bool,
+    /// Rolling back completed steps after a failure.
+    pub compensating: bool,
+    /// Steps by name.
+    pub steps: BTreeMap<String, StepRecord>,
+    /// The audit chain's head.
+    pub head: ChainHead,
+}
+
+/// New ticket ids: time-ordered and unique without coordination.
+pub fn new_id(now_ms: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let noise: u64 = rand::random();
+    format!(
+        "T-{now_ms:012x}{:04x}{:010x}",
+        n & 0xffff,
+        noise & 0xff_ffff_ffff
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

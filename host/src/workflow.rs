@@ -1,0 +1,458 @@
+//! Workflow files: a named, versioned DAG of steps, each run by a plugin.
+//!
+//! ```toml
+//! name = "offboarding"
+//! version = "1"
+//! sla = "24h"
+//! on_failure = "stop"            # or "compensate"
+//!
+//! [[steps]]
+//! name = "disable-slack"
+//! plugin = "scim-deprovision"
+//! config = { base_url = "https://api.slack.com/scim/v2" }
+//! depends_on = []
+//! timeout = "30s"
+//! verify = true
+//! retry = { max_attempts = 5, initial_backoff = "1s", max_backoff = "5m", jitter = 0.2 }
+//! approval = { role = "security" }
+//! ```
+//!
+//! A ticket pins the exact definition it was created with (by content hash),
+//! so editing a file makes a new version and running tickets finish on theirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// A workflow definition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Name tickets refer to, e.g. `offboarding`.
+    pub name: String,
+    /// The author's version label; the content hash is what pins.
+    #[serde(default)]
+    pub version: String,
+    /// What the workflow is for.
+    #[serde(default)]
+    pub description: String,
+    /// Deadline per ticket from its creation; a breach is recorded in the trail.
+    #[serde(default, with = "opt_duration")]
+    pub sla: Option<Duration>,
+    /// What a fatal step failure does to the ticket.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// The steps, a DAG by `depends_on`.
+    pub steps: Vec<StepDef>,
+}
+
+/// What happens when a step fails for good.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The ticket fails; completed steps stay done.
+    #[default]
+    Stop,
+    /// Completed steps are compensated in reverse order, then the ticket fails.
+    Compensate,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    /// Unique within the workflow.
+    pub name: String,
+    /// The plugin that runs it.
+    pub plugin: String,
+    /// Config handed to the plugin.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Steps that must succeed first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Retries of retryable failures.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Wall time per call; the plugin's own limit applies when shorter.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Call `verify` after a successful `run`; a failed verify fails the step.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// A human decision needed before the step runs.
+    #[serde(default)]
+    pub approval: Option<Approval>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who must approve a step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The role whose members may approve, e.g. `security`.
+    pub role: String,
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "RetryPolicy::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    #[serde(default = "RetryPolicy::default_initial", with = "duration")]
+    pub initial_backoff: Duration,
+    /// Ceiling for the wait.
+    #[serde(default = "RetryPolicy::default_max", with = "duration")]
+    pub max_backoff: Duration,
+    /// Fraction of the wait randomised, 0 to 1.
+    #[serde(default = "RetryPolicy::default_jitter")]
+    pub jitter: f64,
+}
+
+impl RetryPolicy {
+    fn default_max_attempts() -> u32 {
+        5
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_max() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_jitter() -> f64 {
+        0.2
+    }
+
+    /// The wait before attempt `next` (2 for the first retry), given a
+    /// random `unit` in [0, 1) and the plugin's own retry-after, which wins
+    /// when longer.
+    pub fn backoff(&self, next: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
+        let exp = next.saturating_sub(2).min(30);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let spread = base.as_secs_f64() * self.jitter.clamp(0.0, 1.0);
+        let wait =
+            Duration::from_secs_f64((base.as_secs_f64() - spread / 2.0 + spread * unit).max(0.0));
+        match retry_after {
+            Some(r) if r > wait => r,
+            _ => wait,
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::default_max_attempts(),
+            initial_backoff: Self::default_initial(),
+            max_backoff: Self::default_max(),
+            jitter: Self::default_jitter(),
+        }
+    }
+}
+
+impl Workflow {
+    /// Parse and validate; errors name `source` and the step.
+    pub fn parse(text: &str, source: &str) -> Result<Self> {
+        let wf: Workflow = toml::from_str(text)
+            .map_err(|e| Error::Workflow(format!("{source}: {}", e.to_string().trim_end())))?;
+        wf.validate()
+            .map_err(|e| Error::Workflow(format!("{source}: {e}")))?;
+        Ok(wf)
+    }
+
+    /// Read one workflow file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Every `*.toml` in a folder, by name; two files with one name is an error.
+    pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Workflow>> {
+        let mut out = BTreeMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let wf = Self::load(&path)?;
+            if out.contains_key(&wf.name) {
+                return Err(Error::Workflow(format!(
+                    "{}: workflow name `{}` is already used by another file",
+                    path.display(),
+                    wf.name
+                )));
+            }
+            out.insert(wf.name.clone(), wf);
+        }
+        Ok(out)
+    }
+
+    /// Names, references and the DAG.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty() {
+            return Err("`name` is empty".into());
+        }
+        if self.steps.is_empty() {
+            return Err("a workflow needs at least one step".into());
+        }
+        let mut names = BTreeSet::new();
+        for s in &self.steps {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "step {:?}: names are letters, digits, - and _",
+                    s.name
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("step `{}` is defined twice", s.name));
+            }
+            if s.retry.max_attempts == 0 {
+                return Err(format!(
+                    "step `{}`: retry.max_attempts must be at least 1",
+                    s.name
+                ));
+            }
+            if !(0.0..=1.0).contains(&s.retry.jitter) {
+                return Err(format!(
+                    "step `{}`: retry.jitter must be between 0 and 1",
+                    s.name
+                ));
+            }
+            if s.retry.initial_backoff > s.retry.max_backoff {
+                return Err(format!(
+                    "step `{}`: retry.initial_backoff exceeds max_backoff",
+                    s.name
+                ));
+            }
+        }
+        for s in &self.steps {
+            for d in &s.depends_on {
+                if !names.contains(d.as_str()) {
+                    return Err(format!("step `{}` depends on unknown step `{d}`", s.name));
+                }
+                if d == &s.name {
+                    return Err(format!("step `{}` depends on itself", s.name));
+                }
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            return Err(format!("steps form a cycle: {}", cycle.join(" -> ")));
+        }
+        Ok(())
+    }
+
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        // Depth-first search with colours; returns the path around the cycle.
+        fn visit<'a>(
+            wf: &'a Workflow,
+            name: &'a str,
+            colour: &mut BTreeMap<&'a str, u8>,
+            path: &mut Vec<&'a str>,
+        ) -> Option<Vec<String>> {
+            match colour.get(name) {
+                Some(2) => return None,
+                Some(1) => {
+                    let start = path.iter().position(|n| *n == name).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(name.to_string());
+                    return Some(cycle);
+                }
+                _ => {}
+            }
+            colour.insert(name, 1);
+            path.push(name);
+            let step = wf.step(name)?;
+            for d in &step.depends_on {
+                if let Some(c) = visit(wf, d, colour, path) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            colour.insert(name, 2);
+            None
+        }
+        let mut colour = BTreeMap::new();
+        for s in &self.steps {
+            if let Some(c) = visit(self, &s.name, &mut colour, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A step by name.
+    pub fn step(&self, name: &str) -> Option<&StepDef> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Check every step's plugin is among `known`.
+    pub fn check_plugins(&self, known: &BTreeSet<String>) -> Result<()> {
+        for s in &self.steps {
+            if !known.contains(&s.plugin) {
+                return Err(Error::Workflow(format!(
+                    "workflow `{}` step `{}`: unknown plugin `{}`",
+                    self.name, s.name, s.plugin
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Content hash: what a ticket pins. Canonical JSON of the parsed definition.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("workflow serializes");
+        crate::runtime::sha256_hex(&json)[..16].to_string()
+    }
+}
+
+/// Durations as humantime strings ("30s", "24h").
+mod duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "bad duration {text:?}: {e} (use e.g. \"30s\", \"5m\", \"24h\")"
+            ))
+        })
+    }
+}
+
+mod opt_duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WF: &str = r#"
+        name = "offboarding"
+        version = "1"
+        sla = "24h"
+        [[steps]]
+        name = "directory"
+        plugin = "noop"
+        [[steps]]
+        name = "saas"
+        plugin = "noop"
+        depends_on = ["directory"]
+        retry = { max_attempts = 3, initial_backoff = "100ms" }
+        [[steps]]
+        name = "wipe"
+        plugin = "noop"
+        depends_on = ["directory"]
+        approval = { role = "security" }
+        timeout = "10s"
+    "#;
+
+    #[test]
+    fn parses_a_dag_with_defaults() {
+        let wf = Workflow::parse(WF, "wf.toml").unwrap();
+        assert_eq!(wf.sla, Some(Duration::from_secs(86400)));
+        assert!(wf.step("saas").unwrap().verify);
+        assert_eq!(wf.step("saas").unwrap().retry.max_attempts, 3);
+        assert_eq!(
+            wf.step("wipe").unwrap().approval.as_ref().unwrap().role,
+            "security"
+        );
+        assert_eq!(wf.hash(), Workflow::parse(WF, "again").unwrap().hash());
+        assert_ne!(
+            wf.hash(),
+            Workflow::parse(&WF.replace("10s", "11s"), "x")
+                .unwrap()
+                .hash()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_step() {
+        let cases = [
+            (WF.replace("depends_on = [\"directory\"]\n        retry", "depends_on = [\"nope\"]\n        retry"), "step `saas` depends on unknown step `nope`"),
+            (WF.replace("name = \"wipe\"", "name = \"saas\""), "step `saas` is defined twice"),
+            (WF.replace("\"10s\"", "\"ten seconds\""), "bad duration"),
+            (WF.replace("name = \"directory\"\n        plugin = \"noop\"", "name = \"directory\"\n        plugin = \"noop\"\n        depends_on = [\"wipe\"]"), "cycle: directory -> wipe -> directory"),
+            (WF.replace("sla = \"24h\"", "sla = \"24h\"\nowner = \"x\""), "unknown field `owner`"),
+        ];
+        for (text, want) in cases {
+            let err = Workflow::parse(&text, "wf.toml").unwrap_err().to_string();
+            assert!(
+                err.contains("wf.toml") && err.contains(want),
+                "want {want:?} in {err}"
+            );
+        }
+        let wf = Workflow::parse(WF, "wf.toml").unwrap();
+        let err = wf
+            .check_plugins(&BTreeSet::from(["other".to_string()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("step `directory`: unknown plugin `noop`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            jitter: 0.0,
+        };
+        assert_eq!(p.backoff(2, 0.5, None), Duration::from_secs(1));
+        assert_eq!(p.backoff(3, 0.5, None), Duration::from_secs(2));
+        assert_eq!(p.backoff(9, 0.5, None), Duration::from_secs(10));
+        assert_eq!(
+            p.backoff(2, 0.5, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        let j = RetryPolicy { jitter: 0.5, ..p };
+        assert_eq!(j.backoff(2, 0.0, None), Duration::from_millis(750));
+        assert_eq!(j.backoff(2, 0.999_999, None).as_millis(), 1249);
+    }
+}

@@ -1,0 +1,557 @@
+//! The scheduler in process: DAGs, retries, approvals, compensation, cancel,
+//! SLA, and workflow versions, with the real scripted test plugin.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use itsm_host::audit::{AuditKind, verify};
+use itsm_host::runtime::Plugin;
+use itsm_host::scheduler::machine::Event;
+use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
+use itsm_host::store::Store;
+use itsm_host::store::memory::MemoryStore;
+use itsm_host::ticket::{AttemptResult, StepStatus, Ticket, TicketState};
+use itsm_host::workflow::Workflow;
+use serde_json::json;
+
+use crate::support::load;
+
+fn scripted() -> Plugin {
+    load(
+        "itsm-plugin-test-scripted",
+        include_str!("../../plugins/testing/scripted/plugin.toml"),
+    )
+}
+
+fn workflows(defs: &[&str]) -> BTreeMap<String, Workflow> {
+    defs.iter()
+        .map(|d| {
+            let wf = Workflow::parse(d, "test.toml").unwrap();
+            (wf.name.clone(), wf)
+        })
+        .collect()
+}
+
+pub fn scheduler(defs: &[&str]) -> Scheduler {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let plugins = BTreeMap::from([("scripted".to_string(), scripted())]);
+    Scheduler::new(store, plugins, workflows(defs), SchedulerConfig::default()).unwrap()
+}
+
+async fn create(s: &Scheduler, workflow: &str, subject: &str) -> Ticket {
+    let req = NewTicket {
+        workflow: workflow.into(),
+        subject: subject.into(),
+        inputs: json!({ "employee_id": 7 }),
+        batch: None,
+    };
+    s.create(req, "operator-1", None).await.unwrap().0
+}
+
+async fn wait_for(s: &Scheduler, id: &str, done: impl Fn(&Ticket) -> bool) -> Ticket {
+    let started = Instant::now();
+    loop {
+        let t = s.store().ticket(id).unwrap().unwrap();
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ticket stuck: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn settled(s: &Scheduler, id: &str) -> Ticket {
+    wait_for(s, id, |t| t.state.is_terminal()).await
+}
+
+fn kinds(s: &Scheduler, t: &Ticket) -> Vec<(AuditKind, Option<String>)> {
+    let events = s.store().events(&t.id).unwrap();
+    verify(&t.id, &events, &t.head).expect("the trail verifies");
+    events.into_iter().map(|e| (e.kind, e.step)).collect()
+}
+
+fn count(kinds: &[(AuditKind, Option<String>)], kind: AuditKind, step: &str) -> usize {
+    kinds
+        .iter()
+        .filter(|(k, s)| *k == kind && s.as_deref() == Some(step))
+        .count()
+}
+
+const DAG: &str = r#"
+name = "dag"
+version = "1"
+[[steps]]
+name = "directory"
+plugin = "scripted"
+[[steps]]
+name = "mail"
+plugin = "scripted"
+depends_on = ["directory"]
+config = { behaviour = "slow", sleep_ms = "300" }
+[[steps]]
+name = "saas"
+plugin = "scripted"
+depends_on = ["directory"]
+config = { behaviour = "slow", sleep_ms = "300" }
+[[steps]]
+name = "report"
+plugin = "scripted"
+depends_on = ["mail", "saas"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_runs_independent_steps_in_parallel_verifies_each_and_succeeds() {
+    let s = scheduler(&[DAG]);
+    let t = create(&s, "dag", "alice@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Succeeded, "{t:#?}");
+    for step in ["directory", "mail", "saas", "report"] {
+        let rec = &t.steps[step];
+        assert_eq!(rec.status, StepStatus::Succeeded);
+        assert!(
+            rec.evidence.is_some() && rec.verification.is_some(),
+            "{step}"
+        );
+    }
+    // mail and saas overlapped: each started before the other ended.
+    let (m, sa) = (&t.steps["mail"].attempts[0], &t.steps["saas"].attempts[0]);
+    assert!(
+        m.started_ms < sa.ended_ms.unwrap() && sa.started_ms < m.ended_ms.unwrap(),
+        "{m:?} {sa:?}"
+    );
+    // report saw the outputs of the three before it.
+    assert_eq!(t.steps["report"].outputs.as_ref().unwrap()["seen"], 3);
+    let k = kinds(&s, &t);
+    assert_eq!(k.first().unwrap().0, AuditKind::Created);
+    assert_eq!(k.last().unwrap().0, AuditKind::TicketSucceeded);
+    for step in ["directory", "mail", "saas", "report"] {
+        assert_eq!(count(&k, AuditKind::StepSucceeded, step), 1);
+        assert_eq!(count(&k, AuditKind::StepVerified, step), 1);
+    }
+    let events = s.store().events(&t.id).unwrap();
+    let started = events
+        .iter()
+        .find(|e| e.kind == AuditKind::StepStarted)
+        .unwrap();
+    let plugin = started.plugin.as_ref().unwrap();
+    assert_eq!(
+        (plugin.name.as_str(), plugin.wasm_sha256.len()),
+        ("scripted", 64)
+    );
+    assert_eq!(events[0].principal, "operator-1");
+}
+
+#[tokio::test]
+async fn a_flaky_step_is_retried_with_backoff_and_keeps_its_failed_attempts() {
+    let s = scheduler(&[r#"
+        name = "flaky"
+        [[steps]]
+        name = "saas"
+        plugin = "scripted"
+        config = { behaviour = "flaky", failures = "2" }
+        retry = { max_attempts = 5, initial_backoff = "20ms", max_backoff = "100ms" }
+    "#]);
+    let t = create(&s, "flaky", "bob@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Succeeded);
+    let attempts = &t.steps["saas"].attempts;
+    // Two failed runs, the successful run, then verify.
+    assert_eq!(attempts.len(), 4, "{attempts:#?}");
+    assert!(matches!(attempts[0].result, AttemptResult::Failed { .. }));
+    assert!(matches!(attempts[1].result, AttemptResult::Failed { .. }));
+    assert_eq!(attempts[2].result, AttemptResult::Succeeded);
+    let k = kinds(&s, &t);
+    assert_eq!(count(&k, AuditKind::RetryScheduled, "saas"), 2);
+    assert_eq!(count(&k, AuditKind::StepFailed, "saas"), 2);
+    assert_eq!(count(&k, AuditKind::StepSucceeded, "saas"), 1);
+}
+
+#[tokio::test]
+async fn a_fatal_failure_stops_the_ticket_and_retry_runs_it_again_from_the_failed_step() {
+    let s = scheduler(&[r#"
+        name = "fails"
+        [[steps]]
+        name = "first"
+        plugin = "scripted"
+        [[steps]]
+        name = "second"
+        plugin = "scripted"
+        depends_on = ["first"]
+        config = { behaviour = "fail" }
+        [[steps]]
+        name = "third"
+        plugin = "scripted"
+        depends_on = ["second"]
+    "#]);
+    let t = create(&s, "fails", "carol@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Failed);
+    assert_eq!(t.steps["first"].status, StepStatus::Succeeded);
+    assert_eq!(t.steps["second"].status, StepStatus::Failed);
+    assert_eq!(t.steps["third"].status, StepStatus::Pending);
+    assert_eq!(
+        t.steps["second"].attempts.len(),
+        1,
+        "fatal errors are not retried"
+    );
+
+    s.send(
+        &t.id,
+        Event::Retry {
+            by: "operator-2".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let again = wait_for(&s, &t.id, |x| {
+        x.state.is_terminal() && x.steps["second"].attempts.len() == 2
+    })
+    .await;
+    assert_eq!(again.state, TicketState::Failed);
+    assert_eq!(
+        again.steps["first"].attempts.len(),
+        2,
+        "first ran once (+verify), not again"
+    );
+    let k = kinds(&s, &again);
+    assert_eq!(count(&k, AuditKind::StepFailed, "second"), 2);
+    assert_eq!(
+        k.iter()
+            .filter(|(kind, _)| *kind == AuditKind::RetryRequested)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn on_failure_compensate_undoes_completed_steps_in_reverse_order() {
+    let s = scheduler(&[r#"
+        name = "rollback"
+        on_failure = "compensate"
+        [[steps]]
+        name = "a"
+        plugin = "scripted"
+        [[steps]]
+        name = "b"
+        plugin = "scripted"
+        depends_on = ["a"]
+        [[steps]]
+        name = "c"
+        plugin = "scripted"
+        depends_on = ["b"]
+        config = { behaviour = "fail" }
+    "#]);
+    let t = create(&s, "rollback", "dave@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Failed);
+    assert_eq!(t.steps["a"].status, StepStatus::Compensated);
+    assert_eq!(t.steps["b"].status, StepStatus::Compensated);
+    let events = s.store().events(&t.id).unwrap();
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == AuditKind::Compensated)
+        .map(|e| e.step.as_deref().unwrap())
+        .collect();
+    assert_eq!(order, ["b", "a"]);
+}
+
+const APPROVAL: &str = r#"
+name = "wipe"
+[[steps]]
+name = "disable"
+plugin = "scripted"
+[[steps]]
+name = "wipe-laptop"
+plugin = "scripted"
+depends_on = ["disable"]
+approval = { role = "security" }
+"#;
+
+#[tokio::test]
+async fn an_approval_holds_the_step_until_a_human_approves_and_records_who() {
+    let s = scheduler(&[APPROVAL]);
+    let t = create(&s, "wipe", "erin@example.com").await;
+    let waiting = wait_for(&s, &t.id, |x| x.state == TicketState::WaitingApproval).await;
+    assert_eq!(
+        waiting.steps["wipe-laptop"].status,
+        StepStatus::WaitingApproval
+    );
+    assert!(waiting.steps["wipe-laptop"].attempts.is_empty());
+    // Only a failed ticket can be retried.
+    let err = s
+        .send(&t.id, Event::Retry { by: "op".into() })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only a failed ticket can be retried"),
+        "{err}"
+    );
+    s.send(
+        &t.id,
+        Event::Approve {
+            by: "sec-lead".into(),
+            comment: "laptop returned".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let done = settled(&s, &t.id).await;
+    assert_eq!(done.state, TicketState::Succeeded);
+    let decision = done.steps["wipe-laptop"].decision.as_ref().unwrap();
+    assert!(decision.approved && decision.by == "sec-lead");
+    let events = s.store().events(&t.id).unwrap();
+    let approved = events
+        .iter()
+        .find(|e| e.kind == AuditKind::Approved)
+        .unwrap();
+    assert_eq!(
+        (
+            approved.principal.as_str(),
+            approved.data["comment"].as_str()
+        ),
+        ("sec-lead", Some("laptop returned"))
+    );
+    // Nothing left to approve.
+    assert!(
+        s.send(
+            &t.id,
+            Event::Approve {
+                by: "x".into(),
+                comment: String::new()
+            }
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_fails_the_ticket_and_is_distinct_in_the_trail() {
+    let s = scheduler(&[APPROVAL]);
+    let t = create(&s, "wipe", "frank@example.com").await;
+    wait_for(&s, &t.id, |x| x.state == TicketState::WaitingApproval).await;
+    s.send(
+        &t.id,
+        Event::Reject {
+            by: "sec-lead".into(),
+            comment: "legal hold".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let done = settled(&s, &t.id).await;
+    assert_eq!(done.state, TicketState::Failed);
+    let k = kinds(&s, &done);
+    assert_eq!(count(&k, AuditKind::Rejected, "wipe-laptop"), 1);
+    assert_eq!(count(&k, AuditKind::Approved, "wipe-laptop"), 0);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_ticket() {
+    let s = scheduler(&[r#"
+        name = "slow"
+        [[steps]]
+        name = "one"
+        plugin = "scripted"
+        config = { behaviour = "slow", sleep_ms = "400" }
+        [[steps]]
+        name = "two"
+        plugin = "scripted"
+        depends_on = ["one"]
+    "#]);
+    let t = create(&s, "slow", "gina@example.com").await;
+    s.send(
+        &t.id,
+        Event::Cancel {
+            by: "operator-1".into(),
+            reason: "rehired".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t = s.store().ticket(&t.id).unwrap().unwrap();
+    assert_eq!(t.state, TicketState::Cancelled);
+    assert!(
+        t.steps["two"].attempts.is_empty(),
+        "nothing starts after a cancel"
+    );
+    assert!(
+        s.send(
+            &t.id,
+            Event::Cancel {
+                by: "x".into(),
+                reason: String::new()
+            }
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_sla_breach_is_recorded_once() {
+    let s = scheduler(&[r#"
+        name = "sla"
+        sla = "150ms"
+        [[steps]]
+        name = "slow"
+        plugin = "scripted"
+        config = { behaviour = "slow", sleep_ms = "400" }
+    "#]);
+    let t = create(&s, "sla", "hank@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert!(t.sla_breached);
+    let k = kinds(&s, &t);
+    assert_eq!(
+        k.iter()
+            .filter(|(kind, _)| *kind == AuditKind::SlaBreached)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_step_timeout_is_a_retryable_failure() {
+    let s = scheduler(&[r#"
+        name = "timeout"
+        [[steps]]
+        name = "slow"
+        plugin = "scripted"
+        timeout = "100ms"
+        config = { behaviour = "slow", sleep_ms = "2000" }
+        retry = { max_attempts = 2, initial_backoff = "10ms" }
+    "#]);
+    let t = create(&s, "timeout", "ivy@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Failed);
+    let attempts = &t.steps["slow"].attempts;
+    assert_eq!(attempts.len(), 2);
+    for a in attempts {
+        let AttemptResult::Failed { error } = &a.result else {
+            panic!("{a:?}")
+        };
+        assert!(
+            error.message.contains("timeout of 100 ms"),
+            "{}",
+            error.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn editing_a_workflow_leaves_running_tickets_on_their_version() {
+    let v1 = r#"
+        name = "evolving"
+        version = "1"
+        [[steps]]
+        name = "old-step"
+        plugin = "scripted"
+        config = { behaviour = "slow", sleep_ms = "300" }
+    "#;
+    let v2 = r#"
+        name = "evolving"
+        version = "2"
+        [[steps]]
+        name = "new-step"
+        plugin = "scripted"
+    "#;
+    let s = scheduler(&[v1]);
+    let first = create(&s, "evolving", "jack@example.com").await;
+    s.set_workflows(workflows(&[v2])).unwrap();
+    let second = create(&s, "evolving", "kate@example.com").await;
+    let (first, second) = (settled(&s, &first.id).await, settled(&s, &second.id).await);
+    assert_eq!(first.state, TicketState::Succeeded);
+    assert_eq!(first.workflow_version, "1");
+    assert!(first.steps.contains_key("old-step") && !first.steps.contains_key("new-step"));
+    assert_eq!(second.workflow_version, "2");
+    assert!(second.steps.contains_key("new-step"));
+    assert_ne!(first.workflow_hash, second.workflow_hash);
+    assert!(
+        s.store()
+            .workflow("evolving", &first.workflow_hash)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_naming_the_problem() {
+    let s = scheduler(&[DAG]);
+    let err = s
+        .create(
+            NewTicket {
+                workflow: "nope".into(),
+                subject: "a".into(),
+                inputs: json!({}),
+                batch: None,
+            },
+            "op",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no workflow named `nope`"),
+        "{err}"
+    );
+    let err = s
+        .create(
+            NewTicket {
+                workflow: "dag".into(),
+                subject: " ".into(),
+                inputs: json!({}),
+                batch: None,
+            },
+            "op",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("subject"), "{err}");
+    let err = s
+        .create(
+            NewTicket {
+                workflow: "dag".into(),
+                subject: "a".into(),
+                inputs: json!([1]),
+                batch: None,
+            },
+            "op",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("inputs"), "{err}");
+    // An unknown plugin in a workflow is refused when workflows are set.
+    let err = s
+        .set_workflows(workflows(&[
+            "name = \"x\"\n[[steps]]\nname = \"a\"\nplugin = \"ghost\"\n",
+        ]))
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown plugin `ghost`"), "{err}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_ticket() {
+    let s = scheduler(&[DAG]);
+    let req = NewTicket {
+        workflow: "dag".into(),
+        subject: "lee@example.com".into(),
+        inputs: json!({}),
+        batch: None,
+    };
+    let (a, created_a) = s
+        .create(req.clone(), "op", Some("hr-event-42"))
+        .await
+        .unwrap();
+    let (b, created_b) = s.create(req, "op", Some("hr-event-42")).await.unwrap();
+    assert!(created_a && !created_b);
+    assert_eq!(a.id, b.id);
+    assert_eq!(s.store().tickets().unwrap().len(), 1);
+}
