@@ -362,7 +362,15 @@ mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> std::result::Result<Option<Duration>, D::Error> {
-        super::duration::deserialize(d).map(Some)
+        // `null` comes back from stored (JSON) definitions; TOML has no null.
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "bad duration {text:?}: {e} (use e.g. \"30s\", \"5m\", \"24h\")"
+                ))
+            }),
+        }
     }
 }
 
@@ -407,6 +415,13 @@ mod tests {
                 .unwrap()
                 .hash()
         );
+        // Stored definitions are JSON and must read back identical.
+        let json = serde_json::to_string(&wf).unwrap();
+        assert_eq!(serde_json::from_str::<Workflow>(&json).unwrap(), wf);
+        let no_sla = Workflow::parse(&WF.replace("sla = \"24h\"", ""), "x").unwrap();
+        let back: Workflow =
+            serde_json::from_str(&serde_json::to_string(&no_sla).unwrap()).unwrap();
+        assert_eq!(back, no_sla);
     }
 
     #[test]
