@@ -3,6 +3,7 @@
 
 mod cache;
 mod contract;
+mod crash;
 mod hostile;
 mod scheduler;
 mod scim;

@@ -173,7 +173,10 @@ mod tests {
             run(&store);
         }
         let reopened = super::super::sled::SledStore::open(&dir).unwrap();
-        assert_eq!(reopened.in_flight().unwrap(), vec!["T-b".to_string(), "T-e".to_string()]);
+        assert_eq!(
+            reopened.in_flight().unwrap(),
+            vec!["T-b".to_string(), "T-e".to_string()]
+        );
         assert_eq!(reopened.events("T-e").unwrap().len(), 20);
         drop(reopened);
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,290 @@
+//! The crash test: `itsm serve` as a child process, 500 tickets of a 4-step
+//! workflow whose plugin records each effect at an HTTP sink by idempotency
+//! key, `kill -9` at random moments 20 times, restart each time, until every
+//! ticket is done. Then: no ticket lost, every step succeeded (and verified)
+//! exactly once in the trail, every effect at the sink, every chain verifies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{plugin_dir, wasm};
+
+const TICKETS: usize = 500;
+const KILLS: usize = 20;
+const STEPS: [&str; 4] = ["directory", "mail", "saas", "assets"];
+
+/// Effects seen, by idempotency key.
+type Sink = Arc<Mutex<HashMap<String, u32>>>;
+
+async fn start_sink() -> (Sink, String) {
+    let sink: Sink = Arc::default();
+    let app = Router::new()
+        .route(
+            "/effects",
+            post(
+                |State(s): State<Sink>, Json(body): Json<Value>| async move {
+                    let key = body["key"].as_str().unwrap_or_default().to_string();
+                    *s.lock().unwrap().entry(key).or_default() += 1;
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/effects/{key}",
+            get(
+                |State(s): State<Sink>, UrlPath(key): UrlPath<String>| async move {
+                    if s.lock().unwrap().contains_key(&key) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    }
+                },
+            ),
+        )
+        .with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (sink, url)
+}
+
+fn set_up_home(home: &Path, sink: &str) {
+    let plugin = home.join("plugins/scripted");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::create_dir_all(home.join("workflows")).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("testing/scripted/plugin.toml")).unwrap();
+    std::fs::write(plugin.join("plugin.toml"), manifest).unwrap();
+    std::fs::write(
+        plugin.join("plugin.wasm"),
+        wasm("itsm-plugin-test-scripted"),
+    )
+    .unwrap();
+    let step = |name: &str, deps: &str| {
+        format!(
+            "[[steps]]\nname = \"{name}\"\nplugin = \"scripted\"\ndepends_on = [{deps}]\nconfig = {{ behaviour = \"sink\", sink = \"{sink}\" }}\nretry = {{ max_attempts = 20, initial_backoff = \"50ms\", max_backoff = \"500ms\" }}\n"
+        )
+    };
+    let wf = format!(
+        "name = \"offboarding\"\nversion = \"crash-1\"\n{}{}{}{}",
+        step("directory", ""),
+        step("mail", "\"directory\""),
+        step("saas", "\"directory\""),
+        step("assets", "\"mail\", \"saas\"")
+    );
+    std::fs::write(home.join("workflows/offboarding.toml"), wf).unwrap();
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+async fn start_server(home: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start itsm serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("serve starts within 60 s")
+        .unwrap()
+        .expect("serve prints its address");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, base }
+}
+
+/// POST a ticket; `Some(id)` once acknowledged.
+async fn post_ticket(client: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+    let resp = client
+        .post(format!("{base}/v1/tickets"))
+        .header("Idempotency-Key", format!("leaver-{i}"))
+        .json(&serde_json::json!({ "workflow": "offboarding", "subject": format!("leaver{i}@example.com") }))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json::<Value>().await.ok()?["id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn states(client: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
+    let list: Value = client
+        .get(format!("{base}/v1/tickets"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        list["tickets"]
+            .as_array()?
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_string(),
+                    t["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
+    let (sink, sink_url) = start_sink().await;
+    let home = tempfile::tempdir().unwrap();
+    set_up_home(home.path(), &sink_url);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+
+    let mut acknowledged: BTreeMap<usize, String> = BTreeMap::new();
+    let mut kills_with_work_in_flight = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move |lo: u64, hi: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lo + seed % (hi - lo)
+    };
+    for round in 0..KILLS {
+        let mut server = start_server(home.path()).await;
+        // Feed tickets over the first rounds, so kills also land mid-intake.
+        let batch: Vec<usize> = (0..TICKETS)
+            .filter(|i| !acknowledged.contains_key(i))
+            .take(TICKETS / 8 + 1)
+            .collect();
+        let base = server.base.clone();
+        let poster = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in batch {
+                    if let Some(id) = post_ticket(&client, &base, i).await {
+                        got.push((i, id));
+                    }
+                }
+                got
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(rand(150, 900))).await;
+        if let Some(s) = states(&client, &server.base).await
+            && s.values().any(|st| st != "succeeded")
+        {
+            kills_with_work_in_flight += 1;
+        }
+        server.child.start_kill().unwrap(); // SIGKILL
+        server.child.wait().await.unwrap();
+        for (i, id) in poster.await.unwrap() {
+            if let Some(previous) = acknowledged.insert(i, id.clone()) {
+                assert_eq!(previous, id, "an idempotency key made two tickets");
+            }
+        }
+        eprintln!(
+            "round {round}: {} acknowledged, {:?} elapsed",
+            acknowledged.len(),
+            started.elapsed()
+        );
+    }
+
+    // Last start: post whatever was never acknowledged, then run to the end.
+    let server = start_server(home.path()).await;
+    for i in 0..TICKETS {
+        if !acknowledged.contains_key(&i) {
+            let id = post_ticket(&client, &server.base, i)
+                .await
+                .expect("post after the last restart");
+            acknowledged.insert(i, id);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let s = states(&client, &server.base).await.expect("list tickets");
+        let done = s.values().filter(|st| *st == "succeeded").count();
+        if done == TICKETS && s.len() == TICKETS {
+            break;
+        }
+        assert!(
+            s.values().all(|st| st != "failed" && st != "cancelled"),
+            "{s:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {done}/{TICKETS} succeeded: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert!(
+        kills_with_work_in_flight >= KILLS / 2,
+        "only {kills_with_work_in_flight} kills hit work in flight"
+    );
+    let ids: BTreeSet<&String> = acknowledged.values().collect();
+    assert_eq!(ids.len(), TICKETS, "every acknowledged ticket is distinct");
+    let sink = sink.lock().unwrap().clone();
+    let mut interrupted = 0;
+    for id in ids {
+        let detail: Value = client
+            .get(format!("{}/v1/tickets/{id}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(detail["ticket"]["state"], "succeeded", "{id}");
+        assert_eq!(
+            detail["trail_verified"], true,
+            "{id}: {}",
+            detail["trail_error"]
+        );
+        let trail = detail["trail"].as_array().unwrap();
+        for step in STEPS {
+            let count = |kind: &str| {
+                trail
+                    .iter()
+                    .filter(|e| e["kind"] == kind && e["step"] == step)
+                    .count()
+            };
+            assert_eq!(count("step_succeeded"), 1, "{id} {step}");
+            assert_eq!(count("step_verified"), 1, "{id} {step}");
+            interrupted += count("step_interrupted");
+            assert!(
+                sink.get(&format!("{id}/{step}")).is_some_and(|n| *n >= 1),
+                "{id} {step}: effect missing at the sink"
+            );
+        }
+    }
+    let repeated: u32 = sink.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash test: {TICKETS} tickets, {KILLS} kills ({kills_with_work_in_flight} mid-work), {interrupted} calls interrupted and re-run, {repeated} effects delivered more than once (same key), {:?}",
+        started.elapsed()
+    );
+}
