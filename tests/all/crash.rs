@@ -217,11 +217,11 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
     // Last start: post whatever was never acknowledged, then run to the end.
     let server = start_server(home.path()).await;
     for i in 0..TICKETS {
-        if !acknowledged.contains_key(&i) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = acknowledged.entry(i) {
             let id = post_ticket(&client, &server.base, i)
                 .await
                 .expect("post after the last restart");
-            acknowledged.insert(i, id);
+            slot.insert(id);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(300);
