@@ -30,6 +30,48 @@ pub(crate) struct ServeArgs {
     /// Plugin calls in flight at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
+    /// Also start the local SCIM sandbox (a test double with users
+    /// user1..user25@example.com) and a `sandbox-offboarding` workflow
+    /// that deprovisions from it: a first run needs nothing else.
+    #[arg(long)]
+    sandbox: bool,
+}
+
+/// Start the SCIM sandbox; returns its workflow and the token it wants.
+async fn start_sandbox() -> Result<(Workflow, String, String), Exit> {
+    use crate::sandbox::scim::{BASE_PATH, Scim};
+    let token = format!("sandbox-{:x}", rand::random::<u64>());
+    let scim = Scim::new(Some(&token));
+    for i in 1..=25 {
+        scim.add_user(&format!("user{i}@example.com"), &format!("User {i}"));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Exit::Usage(format!("sandbox: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Exit::Usage(e.to_string()))?;
+    tokio::spawn(async move { scim.serve(listener, std::future::pending()).await });
+    let wf = Workflow::parse(
+        &format!(
+            r#"
+            name = "sandbox-offboarding"
+            version = "1"
+            description = "Deprovision the subject from the local SCIM sandbox (a test double)"
+            sla = "24h"
+            [[steps]]
+            name = "deprovision-scim"
+            plugin = "scim-deprovision"
+            config = {{ base_url = "http://{addr}{BASE_PATH}" }}
+            retry = {{ max_attempts = 5, initial_backoff = "500ms" }}
+            "#
+        ),
+        "sandbox",
+    )?;
+    let note = format!(
+        "  SCIM sandbox (a test double) at http://{addr}{BASE_PATH} with user1..user25@example.com"
+    );
+    Ok((wf, token, note))
 }
 
 fn secrets_from_env() -> BTreeMap<String, String> {
@@ -66,14 +108,22 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         let plugin = runtime.load_dir(&dir)?;
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }
-    let workflows = Workflow::load_dir(&home.join("workflows"))?;
+    let mut workflows = Workflow::load_dir(&home.join("workflows"))?;
+    let mut secrets = secrets_from_env();
+    let mut sandbox_note = None;
+    if args.sandbox {
+        let (wf, token, note) = start_sandbox().await?;
+        sandbox_note = Some(note);
+        workflows.insert(wf.name.clone(), wf);
+        secrets.insert("scim_token".into(), token);
+    }
     let scheduler = Scheduler::new(
         store,
         plugins.clone(),
         workflows.clone(),
         SchedulerConfig {
             workers: args.workers,
-            secrets: secrets_from_env(),
+            secrets,
         },
     )?;
     let resumed = scheduler.recover().await?;
@@ -97,6 +147,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         }
     );
     println!("  resumed {resumed} in-flight tickets");
+    if let Some(note) = sandbox_note {
+        println!("{note}");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     serve(listener, AppState { scheduler }, async {
