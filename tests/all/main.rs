@@ -1,6 +1,7 @@
 //! End-to-end tests: real wasm components built from `plugins/`, real HTTP on
 //! loopback, and the real `itsm` binary. One test binary, a module per area.
 
+mod api;
 mod cache;
 mod contract;
 mod crash;

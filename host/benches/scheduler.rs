@@ -1,0 +1,312 @@
+//! Scheduler bench: 10,000 tickets x 4 no-op steps with durable state (sled,
+//! flushed before every effect), against the limits measured in the same
+//! run: raw sled insert+flush, and a bare instantiate+call.
+//! `cargo bench --bench scheduler`.
+//!
+//! It drives the same store, scheduler and runtime `itsm serve` uses, in
+//! process: the HTTP intake is left out so the figure is the engine's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use itsm_host::manifest::Manifest;
+use itsm_host::runtime::{Grants, Op, Plugin, Runtime, RuntimeConfig, StepInput};
+use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
+use itsm_host::store::sled::SledStore;
+use itsm_host::store::{Store, StoreKv};
+use itsm_host::ticket::TicketState;
+use itsm_host::workflow::Workflow;
+use serde_json::json;
+
+const TICKETS: usize = 10_000;
+
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(mut v: Vec<Duration>, q: f64) -> Duration {
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn noop(runtime: &Runtime) -> Plugin {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/testing/noop/plugin.toml");
+    let mut manifest = Manifest::load(&dir).expect("manifest");
+    manifest.limits.max_instances = 64;
+    let wasm = std::fs::read(
+        PathBuf::from(env!("ITSM_PLUGIN_WASM_DIR")).join("itsm_plugin_test_noop.wasm"),
+    )
+    .expect("wasm");
+    runtime.load(manifest, &wasm).expect("load")
+}
+
+fn workflow(approval: bool) -> Workflow {
+    let mut text = String::from("name = \"bench\"\nversion = \"1\"\n");
+    let mut prev: Option<&str> = None;
+    for step in ["a", "b", "c", "d"] {
+        text += &format!("[[steps]]\nname = \"{step}\"\nplugin = \"noop\"\nverify = false\n");
+        if let Some(p) = prev {
+            text += &format!("depends_on = [\"{p}\"]\n");
+        }
+        if approval && step == "b" {
+            text += "approval = { role = \"security\" }\n";
+        }
+        prev = Some(step);
+    }
+    Workflow::parse(&text, "bench").expect("workflow")
+}
+
+struct Engine {
+    scheduler: Scheduler,
+}
+
+fn engine(dir: &std::path::Path, cache: &std::path::Path, approval: bool) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).expect("sled"));
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        max_instances: 128,
+        kv: Arc::new(StoreKv(store.clone())),
+    })
+    .expect("runtime");
+    let plugins = BTreeMap::from([("noop".to_string(), noop(&runtime))]);
+    let workflows = BTreeMap::from([("bench".to_string(), workflow(approval))]);
+    let scheduler = Scheduler::new(
+        store,
+        plugins,
+        workflows,
+        SchedulerConfig {
+            workers: 64,
+            ..SchedulerConfig::default()
+        },
+    )
+    .expect("scheduler");
+    Engine { scheduler }
+}
+
+async fn create_all(s: &Scheduler, n: usize) -> Vec<String> {
+    let mut set = tokio::task::JoinSet::new();
+    let chunk = 64;
+    for c in 0..chunk {
+        let s = s.clone();
+        set.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (c..n).step_by(chunk) {
+                let req = NewTicket {
+                    workflow: "bench".into(),
+                    subject: format!("user{i}@example.com"),
+                    inputs: json!({}),
+                    batch: None,
+                };
+                ids.push(s.create(req, "bench", None).await.expect("create").0.id);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        ids.extend(r.expect("task"));
+    }
+    ids
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = tmp.path().join("cache");
+
+    // Limit 1: raw sled insert+flush of 200-byte records.
+    let raw = sled::Config::new()
+        .path(tmp.path().join("raw"))
+        .flush_every_ms(None)
+        .open()
+        .expect("sled");
+    let record = vec![7u8; 200];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        raw.insert(n.to_be_bytes(), record.as_slice())
+            .expect("insert");
+        raw.flush().expect("flush");
+        n += 1;
+    }
+    let sled_each = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut m = 0u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            raw.insert((1u64 << 40 | m).to_be_bytes(), record.as_slice())
+                .expect("insert");
+            m += 1;
+        }
+        raw.flush().expect("flush");
+    }
+    let sled_group = m as f64 / t.elapsed().as_secs_f64();
+    drop(raw);
+
+    // Limit 2: bare fresh instance + call of the no-op plugin.
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        max_instances: 16,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let plugin = noop(&runtime);
+    let input = StepInput {
+        ticket_id: "T".into(),
+        step: "a".into(),
+        subject: "s".into(),
+        attempt: 1,
+        ..StepInput::default()
+    };
+    let grants = Grants::default();
+    let mut bare = Vec::new();
+    rt.block_on(async {
+        for i in 0..3000 {
+            let t = Instant::now();
+            let r = plugin.call(Op::Run, &input, &grants).await.expect("call");
+            if i >= 1000 {
+                bare.push(t.elapsed());
+            }
+            assert!(r.failure().is_none());
+        }
+    });
+    let bare_median = percentile(bare.clone(), 0.5);
+
+    // Throughput: 10,000 tickets x 4 steps, durable.
+    let data = tmp.path().join("data");
+    let (elapsed, steps) = rt.block_on(async {
+        let e = engine(&data, &cache, false);
+        let started = Instant::now();
+        let ids = create_all(&e.scheduler, TICKETS).await;
+        loop {
+            let done = e.scheduler.active() == 0;
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let store = e.scheduler.store();
+        let mut steps = 0;
+        for id in &ids {
+            let t = store.ticket(id).expect("read").expect("ticket");
+            assert_eq!(t.state, TicketState::Succeeded);
+            steps += t.steps.len();
+        }
+        (elapsed, steps)
+    });
+    let (_, peak_throughput) = rss_mib();
+
+    // Latency: one ticket at a time, per step, durable.
+    let lat_dir = tmp.path().join("latency");
+    let per_step = rt.block_on(async {
+        let e = engine(&lat_dir, &cache, false);
+        let mut per_step = Vec::new();
+        for i in 0..200 {
+            let t = Instant::now();
+            let req = NewTicket {
+                workflow: "bench".into(),
+                subject: format!("u{i}"),
+                inputs: json!({}),
+                batch: None,
+            };
+            let (ticket, _) = e
+                .scheduler
+                .create(req, "bench", None)
+                .await
+                .expect("create");
+            while e.scheduler.active() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let _ = ticket;
+            per_step.push(t.elapsed() / 4);
+        }
+        per_step
+    });
+
+    // Restart with 10,000 in-flight tickets (each waits for an approval).
+    let flight = tmp.path().join("flight");
+    let build_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    build_rt.block_on(async {
+        let e = engine(&flight, &cache, true);
+        create_all(&e.scheduler, TICKETS).await;
+        while e
+            .scheduler
+            .store()
+            .tickets()
+            .expect("list")
+            .iter()
+            .any(|t| t.state != TicketState::WaitingApproval)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    drop(build_rt); // the "crash": every driver task gone
+    let (restart, in_flight, rss_in_flight) = rt.block_on(async {
+        let t = Instant::now();
+        let e = engine(&flight, &cache, true);
+        let n = e.scheduler.recover().await.expect("recover");
+        while e.scheduler.active() < n {
+            tokio::task::yield_now().await;
+        }
+        let restart = t.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (restart, n, rss_mib().0)
+    });
+
+    let steps_per_s = steps as f64 / elapsed.as_secs_f64();
+    let amortised = elapsed / steps as u32;
+    println!(
+        "scheduler bench ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("  limits measured in this run:");
+    println!("    sled insert+flush, 200 B, flush each    {sled_each:>10.0} records/s");
+    println!("    sled insert+flush, 200 B, flush per 100 {sled_group:>10.0} records/s");
+    println!(
+        "    bare instantiate+call (no-op)           median {:>7.1} µs  p99 {:>7.1} µs",
+        bare_median.as_secs_f64() * 1e6,
+        percentile(bare, 0.99).as_secs_f64() * 1e6
+    );
+    println!("  {TICKETS} tickets x 4 steps, durable:");
+    println!(
+        "    elapsed                                 {:>10.2} s",
+        elapsed.as_secs_f64()
+    );
+    println!("    durable steps/s                         {steps_per_s:>10.0}");
+    println!(
+        "    wall time per step (amortised)          {:>10.1} µs  ({:.1}x bare call)",
+        amortised.as_secs_f64() * 1e6,
+        amortised.as_secs_f64() / bare_median.as_secs_f64()
+    );
+    println!("    peak RSS so far                         {peak_throughput:>10.1} MiB");
+    println!("  one ticket at a time (latency per step, incl. 2 flushed commits):");
+    println!(
+        "    median {:>7.1} µs   p99 {:>7.1} µs",
+        percentile(per_step.clone(), 0.5).as_secs_f64() * 1e6,
+        percentile(per_step, 0.99).as_secs_f64() * 1e6
+    );
+    println!("  restart with {in_flight} in-flight tickets:");
+    println!(
+        "    open + recover + all drivers running    {:>10.0} ms",
+        restart.as_secs_f64() * 1e3
+    );
+    println!("    RSS with them in flight                 {rss_in_flight:>10.1} MiB");
+}

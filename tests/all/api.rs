@@ -1,0 +1,173 @@
+//! `itsm serve --sandbox` as a new user meets it: post a ticket over HTTP and
+//! watch it complete; bad requests get 4xx naming the problem.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified_trail() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = reqwest::Client::new();
+
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let created = http
+        .post(format!("{base}/v1/tickets"))
+        .header("x-principal", "hr-system")
+        .json(&json!({ "workflow": "sandbox-offboarding", "subject": "user7@example.com", "inputs": { "last_day": "2026-11-30" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let started = Instant::now();
+    let detail = loop {
+        let d: Value = http
+            .get(format!("{base}/v1/tickets/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["ticket"]["state"] == "succeeded" {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{d:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(detail["trail_verified"], true);
+    let step = &detail["ticket"]["steps"]["deprovision-scim"];
+    assert_eq!(step["verification"]["after"]["active"], false);
+    assert_eq!(step["attempts"][0]["requests"][1]["method"], "PATCH");
+    let kinds: Vec<&str> = detail["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "step_started",
+            "step_succeeded",
+            "step_started",
+            "step_verified",
+            "ticket_succeeded"
+        ]
+    );
+    assert_eq!(detail["trail"][0]["principal"], "hr-system");
+
+    let listed: Value = http
+        .get(format!("{base}/v1/tickets?state=succeeded"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["tickets"].as_array().unwrap().len(), 1);
+    let none: Value = http
+        .get(format!("{base}/v1/tickets?state=failed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none["tickets"].as_array().unwrap().is_empty());
+
+    // Bad input: 4xx with a message naming the problem, and nothing created.
+    let cases = [
+        (
+            http.post(format!("{base}/v1/tickets"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "Failed to parse the request body as JSON",
+        ),
+        (
+            http.post(format!("{base}/v1/tickets"))
+                .json(&json!({ "workflow": "sandbox-offboarding", "subjekt": "x" })),
+            422,
+            "unknown field `subjekt`",
+        ),
+        (
+            http.post(format!("{base}/v1/tickets"))
+                .json(&json!({ "workflow": "nope", "subject": "x" })),
+            404,
+            "no workflow named `nope`",
+        ),
+        (
+            http.post(format!("{base}/v1/tickets")).body("workflow=x"),
+            415,
+            "Content-Type",
+        ),
+        (
+            http.get(format!("{base}/v1/tickets/T-missing")),
+            404,
+            "no ticket T-missing",
+        ),
+        (
+            http.get(format!("{base}/v1/tickets?state=sleeping")),
+            400,
+            "state",
+        ),
+        (
+            http.post(format!("{base}/v1/tickets/{id}/approve")),
+            409,
+            "nothing to decide",
+        ),
+        (
+            http.post(format!("{base}/v1/tickets/{id}/cancel")),
+            409,
+            "already",
+        ),
+    ];
+    for (req, status, text) in cases {
+        let resp = req.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert_eq!(code, status, "{body}");
+        assert!(body.contains(text), "expected {text:?} in {body}");
+    }
+    let all: Value = http
+        .get(format!("{base}/v1/tickets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["tickets"].as_array().unwrap().len(), 1);
+}
