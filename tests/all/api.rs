@@ -4,26 +4,14 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::start_server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified_trail() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--home"])
-        .arg(home.path())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = start_server(home.path(), &["--sandbox"]).await;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
 
     assert_eq!(

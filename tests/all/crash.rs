@@ -14,10 +14,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::support::{plugin_dir, wasm};
+use crate::support::{plugin_dir, start_server, wasm};
 
 const TICKETS: usize = 500;
 const KILLS: usize = 20;
@@ -84,36 +82,6 @@ fn set_up_home(home: &Path, sink: &str) {
     std::fs::write(home.join("workflows/offboarding.toml"), wf).unwrap();
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-async fn start_server(home: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
-        .arg(home)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start itsm serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("serve starts within 60 s")
-        .unwrap()
-        .expect("serve prints its address");
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server { child, base }
-}
-
 /// POST a ticket; `Some(id)` once acknowledged.
 async fn post_ticket(client: &reqwest::Client, base: &str, i: usize) -> Option<String> {
     let resp = client
@@ -175,7 +143,7 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
         lo + seed % (hi - lo)
     };
     for round in 0..KILLS {
-        let mut server = start_server(home.path()).await;
+        let mut server = start_server(home.path(), &[]).await;
         // Feed tickets over the first rounds, so kills also land mid-intake.
         let batch: Vec<usize> = (0..TICKETS)
             .filter(|i| !acknowledged.contains_key(i))
@@ -215,7 +183,7 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
     }
 
     // Last start: post whatever was never acknowledged, then run to the end.
-    let server = start_server(home.path()).await;
+    let server = start_server(home.path(), &[]).await;
     for i in 0..TICKETS {
         if let std::collections::btree_map::Entry::Vacant(slot) = acknowledged.entry(i) {
             let id = post_ticket(&client, &server.base, i)

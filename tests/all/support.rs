@@ -108,3 +108,38 @@ impl ScimServer {
 }
 
 pub const TOKEN: &str = "tok-3f9a1c77e2b54d08";
+
+/// `itsm serve` as a child process on a free loopback port.
+pub struct Server {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+/// Start `itsm serve --home HOME --listen 127.0.0.1:0 EXTRA...` and wait for its address.
+pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start itsm serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("serve starts within 60 s")
+        .unwrap()
+        .expect("serve prints its address");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, base }
+}
