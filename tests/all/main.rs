@@ -6,6 +6,7 @@ mod cache;
 mod contract;
 mod crash;
 mod hostile;
+mod other_language;
 mod scheduler;
 mod scim;
 mod step_cli;
