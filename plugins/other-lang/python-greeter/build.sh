@@ -8,6 +8,8 @@ if ! command -v componentize-py >/dev/null; then
   echo "componentize-py is missing: pip install -r $here/requirements.txt" >&2
   exit 1
 fi
-mkdir -p "$out"
+mkdir -p "$out/src"
 cp "$here/plugin.toml" "$out/plugin.toml"
-componentize-py -d "$root/wit" -w itsm:plugin/plugin componentize -p "$here" app -o "$out/python-greeter.wasm"
+# Build from a copy, so the source folder stays free of build by-products.
+cp "$here/app.py" "$out/src/app.py"
+componentize-py -d "$root/wit" -w itsm:plugin/plugin componentize -p "$out/src" app -o "$out/python-greeter.wasm"
