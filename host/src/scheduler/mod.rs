@@ -285,6 +285,7 @@ impl Scheduler {
     /// Approve, reject, cancel or retry a ticket. Returns once the decision
     /// is durable, or with why it does not apply.
     pub async fn send(&self, id: &str, event: Event) -> Result<()> {
+        let event_again = event.clone();
         let (tx, rx) = oneshot::channel();
         let mut cmd = Command {
             event,
@@ -299,11 +300,12 @@ impl Scheduler {
             .cloned();
         if let Some(sender) = sender {
             match sender.send(cmd) {
-                Ok(()) => {
-                    return rx
-                        .await
-                        .map_err(|_| Error::Store("the ticket's driver stopped".into()))?;
-                }
+                Ok(()) => match rx.await {
+                    Ok(result) => return result,
+                    // The driver exited between our lookup and its last look
+                    // at the channel, dropping the command unapplied: go again.
+                    Err(_) => return Box::pin(self.send(id, event_again)).await,
+                },
                 Err(mpsc::error::SendError(back)) => cmd = back,
             }
         }
