@@ -464,21 +464,30 @@ impl Scheduler {
         event: Event,
         calls: &mut Calls,
     ) -> Result<()> {
+        // A tick with nothing due changes nothing worth a write.
+        let event_kind = if matches!(event, Event::Tick) {
+            EventKind::Quiet
+        } else {
+            EventKind::Changes
+        };
         let now = now_ms();
-        let mut next = ticket.clone();
-        let tr = machine::apply(&mut next, &self.context(wf, now), event)?;
-        let events = link_all(&mut next, now, tr.drafts);
-        if next != *ticket || !events.is_empty() {
-            self.inner
-                .commits
-                .commit(Batch {
-                    tickets: vec![next.clone()],
-                    events,
-                    ..Batch::default()
-                })
-                .await?;
+        // In place: `apply` changes nothing when it refuses an event, and if
+        // the commit fails the driver stops and the ticket is reloaded from
+        // the store on restart, so memory never runs ahead of disk for long.
+        let tr = machine::apply(ticket, &self.context(wf, now), event)?;
+        if tr.drafts.is_empty() && tr.calls.is_empty() && !matches!(event_kind, EventKind::Changes)
+        {
+            return Ok(());
         }
-        *ticket = next;
+        let events = link_all(ticket, now, tr.drafts);
+        self.inner
+            .commits
+            .commit(Batch {
+                tickets: vec![ticket.clone()],
+                events,
+                ..Batch::default()
+            })
+            .await?;
         for call in tr.calls {
             self.spawn_call(calls, ticket, wf, call);
         }
@@ -525,6 +534,11 @@ impl Scheduler {
             }
         });
     }
+}
+
+enum EventKind {
+    Quiet,
+    Changes,
 }
 
 fn timed_out(plugin: &Plugin, op: crate::runtime::Op, limit: Duration) -> CallReport {
