@@ -76,6 +76,35 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
     );
     assert_eq!(detail["trail"][0]["principal"], "hr-system");
 
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "itsm_step_calls_total{plugin=\"scim-deprovision\",op=\"run\",outcome=\"succeeded\"} 1",
+        "itsm_step_calls_total{plugin=\"scim-deprovision\",op=\"verify\",outcome=\"succeeded\"} 1",
+        "itsm_step_duration_seconds_count{plugin=\"scim-deprovision\"} 2",
+        "itsm_tickets_created_total 1",
+        "itsm_retries_total 0",
+        "itsm_calls_queued 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
     let listed: Value = http
         .get(format!("{base}/v1/tickets?state=succeeded"))
         .send()

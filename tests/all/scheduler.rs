@@ -166,6 +166,14 @@ async fn a_flaky_step_is_retried_with_backoff_and_keeps_its_failed_attempts() {
     assert_eq!(attempts[2].result, AttemptResult::Succeeded);
     let k = kinds(&s, &t);
     assert_eq!(count(&k, AuditKind::RetryScheduled, "saas"), 2);
+    let metrics = s.metrics_text();
+    assert!(metrics.contains("\nitsm_retries_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "itsm_step_calls_total{plugin=\"scripted\",op=\"run\",outcome=\"retryable\"} 2"
+        ),
+        "{metrics}"
+    );
     assert_eq!(count(&k, AuditKind::StepFailed, "saas"), 2);
     assert_eq!(count(&k, AuditKind::StepSucceeded, "saas"), 1);
 }

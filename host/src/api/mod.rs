@@ -24,8 +24,37 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(tickets::router())
         .with_state(state)
+}
+
+/// 200 once in-flight tickets are resumed, 503 before.
+async fn readyz(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, &'static str) {
+    if app.scheduler.is_ready() {
+        (axum::http::StatusCode::OK, "ready")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "recovering in-flight tickets",
+        )
+    }
+}
+
+/// Prometheus text format.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.scheduler.metrics_text(),
+    )
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves.

@@ -8,6 +8,7 @@
 //! and made again with the same idempotency key.
 
 pub mod machine;
+pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -91,6 +92,10 @@ struct Inner {
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     create_lock: tokio::sync::Mutex<()>,
     workers: Arc<Semaphore>,
+    worker_count: usize,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    recovered: std::sync::atomic::AtomicBool,
+    metrics: Arc<metrics::Metrics>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -127,6 +132,10 @@ impl Scheduler {
                 active: Mutex::new(HashMap::new()),
                 create_lock: tokio::sync::Mutex::new(()),
                 workers: Arc::new(Semaphore::new(config.workers.max(1))),
+                worker_count: config.workers.max(1),
+                waiting: Arc::default(),
+                recovered: std::sync::atomic::AtomicBool::new(false),
+                metrics: Arc::default(),
                 secrets: config.secrets,
             }),
         };
@@ -252,6 +261,7 @@ impl Scheduler {
                 .map(|k| vec![(k.to_string(), ticket.id.clone())])
                 .unwrap_or_default(),
         };
+        let counted = batch.events.clone();
         if let Err(e) = self.inner.commits.commit(batch).await {
             if newly_pinned {
                 self.inner
@@ -262,6 +272,7 @@ impl Scheduler {
             }
             return Err(e);
         }
+        self.inner.metrics.events(&counted);
         self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls);
         Ok((ticket, true))
     }
@@ -279,6 +290,9 @@ impl Scheduler {
             self.spawn_driver(ticket, wf, queue, Vec::new());
             n += 1;
         }
+        self.inner
+            .recovered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 
@@ -324,6 +338,23 @@ impl Scheduler {
         );
         rx.await
             .map_err(|_| Error::Store("the ticket's driver stopped".into()))?
+    }
+
+    /// Whether in-flight tickets have been resumed (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.inner
+            .recovered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counters and gauges in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let waiting = self
+            .inner
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let running = self.inner.worker_count - self.inner.workers.available_permits();
+        self.inner.metrics.render(self.active(), running, waiting)
     }
 
     /// How many tickets have a driver (are being worked on).
@@ -442,7 +473,16 @@ impl Scheduler {
                 Some(cmd) = rx.recv() => queue.push_back((cmd.event, cmd.reply)),
                 Some(joined) = calls.join_next(), if !calls.is_empty() => {
                     let event = match joined {
-                        Ok((step, Ok(report))) => Event::CallFinished { step, report: Box::new(report) },
+                        Ok((step, Ok(report))) => {
+                            let outcome = match &report.outcome {
+                                Outcome::Succeeded { .. } => "succeeded",
+                                Outcome::Failed { error } if error.kind == crate::runtime::FailureKind::Retryable => "retryable",
+                                Outcome::Failed { .. } => "fatal",
+                            };
+                            let op = serde_json::to_value(report.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                            self.inner.metrics.call(&report.plugin, &op, outcome, report.duration_ms as f64 / 1000.0);
+                            Event::CallFinished { step, report: Box::new(report) }
+                        }
                         Ok((step, Err((op, message)))) => Event::CallSetupFailed { step, op, message },
                         Err(e) => {
                             tracing::error!(ticket = %ticket.id, error = %e, "plugin call task failed");
@@ -480,6 +520,7 @@ impl Scheduler {
             return Ok(());
         }
         let events = link_all(ticket, now, tr.drafts);
+        let counted = events.clone();
         self.inner
             .commits
             .commit(Batch {
@@ -488,6 +529,7 @@ impl Scheduler {
                 ..Batch::default()
             })
             .await?;
+        self.inner.metrics.events(&counted);
         for call in tr.calls {
             self.spawn_call(calls, ticket, wf, call);
         }
@@ -509,6 +551,7 @@ impl Scheduler {
             idempotency_key: format!("{}/{}", ticket.id, call.step),
         };
         let workers = self.inner.workers.clone();
+        let waiting = self.inner.waiting.clone();
         let secrets = self.inner.secrets.clone();
         calls.spawn(async move {
             let step = call.step.clone();
@@ -518,10 +561,10 @@ impl Scheduler {
                     Err((call.op, "the step's plugin is not loaded".to_string())),
                 );
             };
-            let _permit = workers
-                .acquire_owned()
-                .await
-                .expect("semaphore never closed");
+            waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let permit = workers.acquire_owned().await;
+            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let _permit = permit.expect("semaphore never closed");
             let grants = Grants {
                 config: def.config.clone(),
                 secrets,

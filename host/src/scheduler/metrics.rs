@@ -1,0 +1,163 @@
+//! Scheduler counters, rendered in the Prometheus text format at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::audit::{AuditEvent, AuditKind};
+
+/// Upper bounds of the step latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// What the scheduler has done since start.
+#[derive(Default)]
+pub struct Metrics {
+    /// Finished plugin calls by (plugin, op, outcome).
+    calls: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// Call latency by plugin.
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    retries: AtomicU64,
+    sla_breaches: AtomicU64,
+    tickets_created: AtomicU64,
+}
+
+impl Metrics {
+    /// Count a finished call.
+    pub fn call(&self, plugin: &str, op: &str, outcome: &str, seconds: f64) {
+        *self
+            .calls
+            .lock()
+            .expect("metrics lock")
+            .entry((plugin.to_string(), op.to_string(), outcome.to_string()))
+            .or_default() += 1;
+        let mut latency = self.latency.lock().expect("metrics lock");
+        let h = latency.entry(plugin.to_string()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// Count what a transition recorded.
+    pub fn events(&self, events: &[AuditEvent]) {
+        for e in events {
+            match e.kind {
+                AuditKind::RetryScheduled => self.retries.fetch_add(1, Ordering::Relaxed),
+                AuditKind::SlaBreached => self.sla_breaches.fetch_add(1, Ordering::Relaxed),
+                AuditKind::Created => self.tickets_created.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
+    }
+
+    /// The Prometheus text exposition, with the gauges passed in.
+    pub fn render(
+        &self,
+        active_tickets: usize,
+        calls_running: usize,
+        calls_waiting: usize,
+    ) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP itsm_step_calls_total Finished plugin calls by plugin, op and outcome."
+        );
+        let _ = writeln!(out, "# TYPE itsm_step_calls_total counter");
+        for ((plugin, op, outcome), n) in self.calls.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "itsm_step_calls_total{{plugin=\"{plugin}\",op=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP itsm_step_duration_seconds Plugin call latency, instantiation included."
+        );
+        let _ = writeln!(out, "# TYPE itsm_step_duration_seconds histogram");
+        for (plugin, h) in self.latency.lock().expect("metrics lock").iter() {
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "itsm_step_duration_seconds_bucket{{plugin=\"{plugin}\",le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "itsm_step_duration_seconds_bucket{{plugin=\"{plugin}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "itsm_step_duration_seconds_sum{{plugin=\"{plugin}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "itsm_step_duration_seconds_count{{plugin=\"{plugin}\"}} {}",
+                h.count
+            );
+        }
+        let counters = [
+            (
+                "itsm_retries_total",
+                "Retries scheduled after retryable failures.",
+                &self.retries,
+            ),
+            (
+                "itsm_sla_breaches_total",
+                "Tickets whose SLA deadline passed unfinished.",
+                &self.sla_breaches,
+            ),
+            (
+                "itsm_tickets_created_total",
+                "Tickets created.",
+                &self.tickets_created,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "itsm_tickets_active",
+                "Tickets with a driver (in flight).",
+                active_tickets,
+            ),
+            (
+                "itsm_calls_running",
+                "Plugin calls holding a worker.",
+                calls_running,
+            ),
+            (
+                "itsm_calls_queued",
+                "Plugin calls waiting for a worker (queue depth).",
+                calls_waiting,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
