@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::start_server;
+use crate::support::{get_json, start_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified_trail() {
@@ -39,14 +39,7 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
 
     let started = Instant::now();
     let detail = loop {
-        let d: Value = http
-            .get(format!("{base}/v1/tickets/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let d = get_json(&http, &format!("{base}/v1/tickets/{id}")).await;
         if d["ticket"]["state"] == "succeeded" {
             break d;
         }

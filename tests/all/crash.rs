@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::support::{plugin_dir, start_server, wasm};
+use crate::support::{get_json, plugin_dir, start_server, wasm};
 
 const TICKETS: usize = 500;
 const KILLS: usize = 20;
@@ -219,14 +219,7 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
     let sink = sink.lock().unwrap().clone();
     let mut interrupted = 0;
     for id in ids {
-        let detail: Value = client
-            .get(format!("{}/v1/tickets/{id}", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let detail = get_json(&client, &format!("{}/v1/tickets/{id}", server.base)).await;
         assert_eq!(detail["ticket"]["state"], "succeeded", "{id}");
         assert_eq!(
             detail["trail_verified"], true,

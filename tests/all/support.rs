@@ -143,3 +143,8 @@ pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Server { child, base }
 }
+
+/// GET a URL and parse its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
