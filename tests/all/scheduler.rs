@@ -481,51 +481,25 @@ async fn editing_a_workflow_leaves_running_tickets_on_their_version() {
 #[tokio::test]
 async fn bad_requests_are_refused_naming_the_problem() {
     let s = scheduler(&[DAG]);
-    let err = s
-        .create(
-            NewTicket {
-                workflow: "nope".into(),
-                subject: "a".into(),
-                inputs: json!({}),
-                batch: None,
-            },
-            "op",
-            None,
-        )
-        .await
-        .unwrap_err();
+    let cases = [
+        ("nope", "a", json!({}), "no workflow named `nope`"),
+        ("dag", " ", json!({}), "subject"),
+        ("dag", "a", json!([1]), "inputs"),
+    ];
+    for (workflow, subject, inputs, want) in cases {
+        let req = NewTicket {
+            workflow: workflow.into(),
+            subject: subject.into(),
+            inputs,
+            batch: None,
+        };
+        let err = s.create(req, "op", None).await.unwrap_err();
+        assert!(err.to_string().contains(want), "want {want:?} in {err}");
+    }
     assert!(
-        err.to_string().contains("no workflow named `nope`"),
-        "{err}"
+        s.store().tickets().unwrap().is_empty(),
+        "nothing was created"
     );
-    let err = s
-        .create(
-            NewTicket {
-                workflow: "dag".into(),
-                subject: " ".into(),
-                inputs: json!({}),
-                batch: None,
-            },
-            "op",
-            None,
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("subject"), "{err}");
-    let err = s
-        .create(
-            NewTicket {
-                workflow: "dag".into(),
-                subject: "a".into(),
-                inputs: json!([1]),
-                batch: None,
-            },
-            "op",
-            None,
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("inputs"), "{err}");
     // An unknown plugin in a workflow is refused when workflows are set.
     let err = s
         .set_workflows(workflows(&[
