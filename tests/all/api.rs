@@ -171,6 +171,59 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
         assert_eq!(code, status, "{body}");
         assert!(body.contains(text), "expected {text:?} in {body}");
     }
+    // Bulk import: one ticket per valid row, bad rows reported by number.
+    let csv = "subject,last_day\nuser1@example.com,2026-12-01\nuser2@example.com\nuser3@example.com,2026-12-02\n,2026-12-03\nuser4@example.com,2026-12-04\n";
+    let import = |body: &'static str| {
+        http.post(format!("{base}/v1/imports?workflow=sandbox-offboarding"))
+            .header("content-type", "text/csv")
+            .header("x-principal", "hr-import")
+            .body(body)
+            .send()
+    };
+    let first: Value = import(csv).await.unwrap().json().await.unwrap();
+    assert_eq!(first["created"], 3, "{first:#}");
+    let errors = first["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{first:#}");
+    assert_eq!(errors[0]["row"], 2);
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("fields"),
+        "{first:#}"
+    );
+    assert_eq!(errors[1]["row"], 4);
+    assert!(
+        errors[1]["error"].as_str().unwrap().contains("subject"),
+        "{first:#}"
+    );
+    let batch = first["batch"].as_str().unwrap().to_string();
+    let again: Value = import(csv).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (again["created"].as_u64(), again["existing"].as_u64()),
+        (Some(0), Some(3)),
+        "{again:#}"
+    );
+    assert_eq!(again["tickets"], first["tickets"]);
+    let in_batch = get_json(&http, &format!("{base}/v1/tickets?batch={batch}")).await;
+    assert_eq!(in_batch["tickets"].as_array().unwrap().len(), 3);
+    let imported = get_json(
+        &http,
+        &format!(
+            "{base}/v1/tickets/{}",
+            first["tickets"][0].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(imported["ticket"]["inputs"]["last_day"], "2026-12-01");
+    assert_eq!(imported["ticket"]["requested_by"], "hr-import");
+    let bad = http
+        .post(format!("{base}/v1/imports?workflow=sandbox-offboarding"))
+        .header("content-type", "text/csv")
+        .body("email\nx@example.com\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("no `subject` column"));
+
     let all: Value = http
         .get(format!("{base}/v1/tickets"))
         .send()
@@ -179,5 +232,9 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
         .json()
         .await
         .unwrap();
-    assert_eq!(all["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        all["tickets"].as_array().unwrap().len(),
+        4,
+        "one posted, three imported"
+    );
 }

@@ -24,6 +24,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 415 saying which content types are accepted.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: message.into(),
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {

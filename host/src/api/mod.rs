@@ -4,6 +4,7 @@
 //! Authentication and the rest of the surface come with the interfaces work.
 
 mod error;
+mod imports;
 mod tickets;
 
 use axum::Router;
@@ -27,6 +28,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(tickets::router())
+        .route(
+            "/v1/imports",
+            // Large layoffs are large files: 64 MiB holds about a million rows.
+            axum::routing::post(imports::import)
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .with_state(state)
 }
 

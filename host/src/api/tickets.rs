@@ -25,7 +25,7 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// Until tokens exist, the caller names itself (`X-Principal`), default `anonymous`.
-fn principal(headers: &HeaderMap) -> String {
+pub(super) fn principal(headers: &HeaderMap) -> String {
     headers
         .get("x-principal")
         .and_then(|v| v.to_str().ok())

@@ -90,7 +90,9 @@ struct Inner {
     current: RwLock<BTreeMap<String, Arc<Workflow>>>,
     pinned: Mutex<HashMap<String, Arc<Workflow>>>,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
-    create_lock: tokio::sync::Mutex<()>,
+    /// Creates with the same idempotency key take the same stripe, so the
+    /// second sees the first's record; different keys rarely wait.
+    create_locks: Vec<tokio::sync::Mutex<()>>,
     workers: Arc<Semaphore>,
     worker_count: usize,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -130,7 +132,7 @@ impl Scheduler {
                 current: RwLock::new(BTreeMap::new()),
                 pinned: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
-                create_lock: tokio::sync::Mutex::new(()),
+                create_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 workers: Arc::new(Semaphore::new(config.workers.max(1))),
                 worker_count: config.workers.max(1),
                 waiting: Arc::default(),
@@ -195,7 +197,12 @@ impl Scheduler {
             .ok_or_else(|| Error::NotFound(format!("no workflow named `{}`", req.workflow)))?;
         let _guard = match idempotency_key {
             Some(key) => {
-                let guard = self.inner.create_lock.lock().await;
+                let stripe = {
+                    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+                    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize
+                        % self.inner.create_locks.len()
+                };
+                let guard = self.inner.create_locks[stripe].lock().await;
                 if let Some(id) = self.inner.store.idempotency(key)? {
                     let t = self.inner.store.ticket(&id)?.ok_or_else(|| {
                         Error::Store(format!("idempotency key points at missing ticket {id}"))

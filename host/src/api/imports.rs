@@ -1,0 +1,201 @@
+//! `POST /v1/imports?workflow=NAME`: bulk intake, one ticket per row.
+//!
+//! The body is CSV (`text/csv`, a header row with a `subject` column; other
+//! columns become inputs) or JSON lines (`application/x-ndjson`, objects with
+//! `subject` and optional `inputs`). Valid rows become tickets grouped by a
+//! batch id derived from the file's content; bad rows are reported with their
+//! row numbers and do not stop the rest. Each row's idempotency key is the
+//! file hash and row number, so importing the same file again creates nothing.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState};
+use crate::runtime::sha256_hex;
+use crate::scheduler::NewTicket;
+
+/// Rows created at once.
+const CONCURRENCY: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImportQuery {
+    workflow: String,
+}
+
+#[derive(Serialize)]
+struct RowError {
+    row: usize,
+    error: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct ImportReport {
+    batch: String,
+    created: usize,
+    existing: usize,
+    errors: Vec<RowError>,
+    tickets: Vec<String>,
+}
+
+/// One parsed row: its number (1 = first data row) and the request, or why not.
+type Row = (usize, Result<NewTicket, String>);
+
+fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let headers = reader
+        .headers()
+        .map_err(|e| ApiError::bad_request(format!("CSV header row: {e}")))?
+        .clone();
+    let Some(subject_col) = headers.iter().position(|h| h == "subject") else {
+        return Err(ApiError::bad_request(format!(
+            "the CSV header has no `subject` column (it has: {})",
+            headers.iter().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    Ok(reader
+        .records()
+        .enumerate()
+        .map(|(i, rec)| {
+            let row = i + 1;
+            let parsed = rec
+                .map_err(|e| format!("not a CSV row: {e}"))
+                .and_then(|rec| {
+                    if rec.len() != headers.len() {
+                        return Err(format!(
+                            "has {} fields, the header has {}",
+                            rec.len(),
+                            headers.len()
+                        ));
+                    }
+                    let subject = rec.get(subject_col).unwrap_or_default().to_string();
+                    let inputs: Map<String, Value> = headers
+                        .iter()
+                        .zip(rec.iter())
+                        .filter(|(h, _)| *h != "subject")
+                        .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+                        .collect();
+                    Ok(NewTicket {
+                        workflow: workflow.to_string(),
+                        subject,
+                        inputs: Value::Object(inputs),
+                        batch: Some(batch.to_string()),
+                    })
+                });
+            (row, parsed)
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    subject: String,
+    #[serde(default)]
+    inputs: Value,
+}
+
+fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let parsed = serde_json::from_str::<JsonRow>(line)
+                .map_err(|e| format!("not a valid row: {e}"))
+                .map(|r| NewTicket {
+                    workflow: workflow.to_string(),
+                    subject: r.subject,
+                    inputs: r.inputs,
+                    batch: Some(batch.to_string()),
+                });
+            (i + 1, parsed)
+        })
+        .collect()
+}
+
+pub(super) async fn import(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Json<ImportReport>, ApiError> {
+    let Query(q) = query?;
+    if !app.scheduler.workflows().contains_key(&q.workflow) {
+        return Err(crate::Error::NotFound(format!("no workflow named `{}`", q.workflow)).into());
+    }
+    let file_hash = sha256_hex(&body);
+    let batch = format!("B-{}", &file_hash[..16]);
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let rows = if content_type.starts_with("text/csv") {
+        csv_rows(&body, &q.workflow, &batch)?
+    } else if content_type.starts_with("application/x-ndjson")
+        || content_type.starts_with("application/jsonl")
+    {
+        json_rows(&body, &q.workflow, &batch)
+    } else {
+        return Err(ApiError::unsupported(format!(
+            "send the rows as text/csv or application/x-ndjson, not {content_type:?}"
+        )));
+    };
+    let by = super::tickets::principal(&headers);
+    let mut report = ImportReport {
+        batch,
+        created: 0,
+        existing: 0,
+        errors: Vec::new(),
+        tickets: Vec::new(),
+    };
+    let mut pending = tokio::task::JoinSet::new();
+    let mut results = Vec::with_capacity(rows.len());
+    for (row, parsed) in rows {
+        let req = match parsed {
+            Ok(req) => req,
+            Err(error) => {
+                results.push((row, Err(error)));
+                continue;
+            }
+        };
+        if pending.len() >= CONCURRENCY
+            && let Some(done) = pending.join_next().await
+        {
+            results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
+        }
+        let scheduler = app.scheduler.clone();
+        let key = format!("import:{file_hash}:{row}");
+        let by = by.clone();
+        pending.spawn(async move {
+            let r = scheduler
+                .create(req, &by, Some(&key))
+                .await
+                .map_err(|e| e.to_string());
+            (row, r.map(|(t, created)| (t.id, created)))
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
+    }
+    results.sort_by_key(|(row, _)| *row);
+    for (row, result) in results {
+        match result {
+            Ok((id, created)) => {
+                if created {
+                    report.created += 1;
+                } else {
+                    report.existing += 1;
+                }
+                report.tickets.push(id);
+            }
+            Err(error) => report.errors.push(RowError { row, error }),
+        }
+    }
+    Ok(Json(report))
+}
