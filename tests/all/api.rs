@@ -238,3 +238,111 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
         "one posted, three imported"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_date() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/hold.toml"),
+        "name = \"hold\"\n[[steps]]\nname = \"wipe\"\nplugin = \"scim-deprovision\"\nconfig = { base_url = \"http://127.0.0.1:9/scim/v2\" }\napproval = { role = \"security\" }\n",
+    )
+    .unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let report: Value = http
+        .post(format!("{base}/v1/imports?workflow=hold"))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"subject\":\"a@example.com\"}\n{\"subject\":\"b@example.com\",\"inputs\":{\"site\":\"berlin\"}}\n{\"name\":\"c\"}\n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["created"], 2, "{report:#}");
+    assert_eq!(report["errors"][0]["row"], 3);
+    let batch = report["batch"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while get_json(&http, &format!("{base}/v1/tickets?state=waiting_approval")).await["tickets"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retried: Value = http
+        .post(format!("{base}/v1/batches/{batch}/retry"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        retried["applied"].as_array().unwrap().is_empty(),
+        "only failed tickets are retried: {retried:#}"
+    );
+    let cancelled: Value = http
+        .post(format!("{base}/v1/batches/{batch}/cancel"))
+        .header("x-principal", "ops-lead")
+        .json(&json!({ "reason": "layoff reversed" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cancelled["applied"].as_array().unwrap().len(),
+        2,
+        "{cancelled:#}"
+    );
+    let listed = get_json(
+        &http,
+        &format!("{base}/v1/tickets?batch={batch}&state=cancelled"),
+    )
+    .await;
+    assert_eq!(listed["tickets"].as_array().unwrap().len(), 2);
+    let id = listed["tickets"][0]["id"].as_str().unwrap();
+    let trail = get_json(&http, &format!("{base}/v1/tickets/{id}")).await["trail"].clone();
+    let cancel = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "cancelled")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            cancel["principal"].as_str(),
+            cancel["data"]["reason"].as_str()
+        ),
+        (Some("ops-lead"), Some("layoff reversed"))
+    );
+
+    let future = get_json(
+        &http,
+        &format!("{base}/v1/tickets?created_after=2100-01-01T00:00:00Z"),
+    )
+    .await;
+    assert!(future["tickets"].as_array().unwrap().is_empty());
+    let past = get_json(&http, &format!("{base}/v1/tickets?created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z")).await;
+    assert_eq!(past["tickets"].as_array().unwrap().len(), 2);
+    let bad = http
+        .get(format!("{base}/v1/tickets?created_after=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("created_after"));
+    let none = http
+        .post(format!("{base}/v1/batches/B-nope/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
+}

@@ -22,6 +22,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/tickets/{id}/reject", post(reject))
         .route("/v1/tickets/{id}/cancel", post(cancel))
         .route("/v1/tickets/{id}/retry", post(retry))
+        .route("/v1/batches/{id}/retry", post(batch_retry))
+        .route("/v1/batches/{id}/cancel", post(batch_cancel))
 }
 
 /// Until tokens exist, the caller names itself (`X-Principal`), default `anonymous`.
@@ -73,7 +75,29 @@ struct ListQuery {
     workflow: Option<String>,
     subject: Option<String>,
     batch: Option<String>,
+    /// Created at or after this instant (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    created_after: Option<String>,
+    /// Created before this instant (RFC 3339).
+    created_before: Option<String>,
     limit: Option<usize>,
+}
+
+/// RFC 3339 to ms since the epoch, or a 400 naming the parameter.
+fn instant(name: &str, value: &Option<String>) -> Result<Option<u64>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            humantime::parse_rfc3339_weak(v)
+                .map(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0)
+                })
+                .map_err(|e| {
+                    ApiError::bad_request(format!("`{name}` = {v:?} is not an RFC 3339 time: {e}"))
+                })
+        })
+        .transpose()
 }
 
 #[derive(Serialize)]
@@ -93,12 +117,17 @@ async fn list(
     let Query(q) = query?;
     let tickets = app.scheduler.store().tickets()?;
     let limit = q.limit.unwrap_or(1000);
+    let after = instant("created_after", &q.created_after)?;
+    let before = instant("created_before", &q.created_before)?;
     let items: Vec<Summary> = tickets
         .into_iter()
         .filter(|t| q.state.is_none_or(|s| t.state == s))
         .filter(|t| q.workflow.as_ref().is_none_or(|w| &t.workflow == w))
         .filter(|t| q.subject.as_ref().is_none_or(|s| &t.subject == s))
         .filter(|t| q.batch.as_ref().is_none_or(|b| t.batch.as_ref() == Some(b)))
+        .filter(|t| {
+            after.is_none_or(|a| t.created_ms >= a) && before.is_none_or(|b| t.created_ms < b)
+        })
         .take(limit)
         .map(|t| Summary {
             id: t.id,
@@ -213,4 +242,73 @@ async fn retry(
         )
         .await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// Apply one event to every ticket of a batch it fits; report per ticket.
+async fn batch_action(
+    app: &AppState,
+    batch: &str,
+    fits: fn(TicketState) -> bool,
+    event: impl Fn() -> Event,
+) -> Result<Json<Value>, ApiError> {
+    let tickets: Vec<Ticket> = app
+        .scheduler
+        .store()
+        .tickets()?
+        .into_iter()
+        .filter(|t| t.batch.as_deref() == Some(batch))
+        .collect();
+    if tickets.is_empty() {
+        return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
+    }
+    let mut done = Vec::new();
+    let mut skipped = Vec::new();
+    for t in tickets {
+        if !fits(t.state) {
+            skipped.push(json!({ "id": t.id, "state": t.state }));
+            continue;
+        }
+        match app.scheduler.send(&t.id, event()).await {
+            Ok(()) => done.push(t.id),
+            Err(e) => skipped.push(json!({ "id": t.id, "error": e.to_string() })),
+        }
+    }
+    Ok(Json(
+        json!({ "batch": batch, "applied": done, "skipped": skipped }),
+    ))
+}
+
+async fn batch_retry(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(batch): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let by = principal(&headers);
+    batch_action(
+        &app,
+        &batch,
+        |s| s == TicketState::Failed,
+        || Event::Retry { by: by.clone() },
+    )
+    .await
+}
+
+async fn batch_cancel(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(batch): Path<String>,
+    body: Option<Json<CancelBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let by = principal(&headers);
+    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    batch_action(
+        &app,
+        &batch,
+        |s| !s.is_terminal(),
+        || Event::Cancel {
+            by: by.clone(),
+            reason: reason.clone(),
+        },
+    )
+    .await
 }
