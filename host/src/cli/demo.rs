@@ -40,7 +40,7 @@ struct LeaverResult {
 
 pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let started = Instant::now();
-    let token = format!("demo-{:016x}", rand_u64());
+    let token = format!("demo-{:016x}", rand::random::<u64>());
     let scim = Scim::new(Some(&token));
     let staff = args.leavers + 5;
     for i in 1..=staff {
@@ -225,16 +225,4 @@ async fn offboard(plugin: &Plugin, grants: &Grants, i: u32) -> LeaverResult {
         ok,
         elapsed: started.elapsed(),
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }

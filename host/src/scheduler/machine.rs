@@ -164,45 +164,8 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
             };
             finish_call(t, cx, &step, report, &mut tr);
         }
-        Event::Approve { by, comment } | Event::Reject { by, comment } if t.state.is_terminal() => {
-            let _ = (by, comment);
-            return Err(Error::Conflict(format!(
-                "ticket {} is {:?}: nothing to decide",
-                t.id, t.state
-            )));
-        }
-        Event::Approve { by, comment } => {
-            let name = waiting_step(t)?;
-            let s = t.steps.get_mut(&name).expect("step exists");
-            s.decision = Some(Decision {
-                approved: true,
-                by: by.clone(),
-                comment: comment.clone(),
-                at_ms: cx.now_ms,
-            });
-            s.status = StepStatus::Pending;
-            tr.drafts.push(
-                Draft::new(AuditKind::Approved, json!({ "comment": comment }))
-                    .step(&name)
-                    .by(&by),
-            );
-        }
-        Event::Reject { by, comment } => {
-            let name = waiting_step(t)?;
-            let s = t.steps.get_mut(&name).expect("step exists");
-            s.decision = Some(Decision {
-                approved: false,
-                by: by.clone(),
-                comment: comment.clone(),
-                at_ms: cx.now_ms,
-            });
-            s.status = StepStatus::Failed;
-            tr.drafts.push(
-                Draft::new(AuditKind::Rejected, json!({ "comment": comment }))
-                    .step(&name)
-                    .by(&by),
-            );
-        }
+        Event::Approve { by, comment } => decide(t, cx, true, by, comment, &mut tr)?,
+        Event::Reject { by, comment } => decide(t, cx, false, by, comment, &mut tr)?,
         Event::Cancel { by, reason } => {
             if t.state.is_terminal() {
                 return Err(Error::Conflict(format!(
@@ -272,6 +235,47 @@ fn plugin_of(cx: &Context<'_>, step: &str) -> Option<PluginRef> {
     cx.workflow
         .step(step)
         .and_then(|d| cx.plugins.get(&d.plugin).cloned())
+}
+
+/// Record a human decision on the step waiting for one.
+fn decide(
+    t: &mut Ticket,
+    cx: &Context<'_>,
+    approved: bool,
+    by: String,
+    comment: String,
+    tr: &mut Transition,
+) -> Result<()> {
+    if t.state.is_terminal() {
+        return Err(Error::Conflict(format!(
+            "ticket {} is {:?}: nothing to decide",
+            t.id, t.state
+        )));
+    }
+    let name = waiting_step(t)?;
+    let s = t.steps.get_mut(&name).expect("step exists");
+    s.status = if approved {
+        StepStatus::Pending
+    } else {
+        StepStatus::Failed
+    };
+    let kind = if approved {
+        AuditKind::Approved
+    } else {
+        AuditKind::Rejected
+    };
+    tr.drafts.push(
+        Draft::new(kind, json!({ "comment": comment }))
+            .step(&name)
+            .by(&by),
+    );
+    s.decision = Some(Decision {
+        approved,
+        by,
+        comment,
+        at_ms: cx.now_ms,
+    });
+    Ok(())
 }
 
 fn waiting_step(t: &Ticket) -> Result<String> {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::AuditKind;
 
 /// Upper bounds of the step latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -51,10 +51,10 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// Count what a transition recorded.
-    pub fn events(&self, events: &[AuditEvent]) {
-        for e in events {
-            match e.kind {
+    /// Count what a committed transition recorded.
+    pub fn events(&self, kinds: &[AuditKind]) {
+        for kind in kinds {
+            match kind {
                 AuditKind::RetryScheduled => self.retries.fetch_add(1, Ordering::Relaxed),
                 AuditKind::SlaBreached => self.sla_breaches.fetch_add(1, Ordering::Relaxed),
                 AuditKind::Created => self.tickets_created.fetch_add(1, Ordering::Relaxed),

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use self::machine::{Call, Context, Event};
-use crate::audit::{self, AuditEvent, PluginRef};
+use crate::audit::{self, AuditEvent, AuditKind, PluginRef};
 use crate::error::{Error, Result};
 use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
 use crate::store::commit::CommitQueue;
@@ -87,7 +87,9 @@ struct Inner {
     commits: CommitQueue,
     plugins: BTreeMap<String, Plugin>,
     plugin_refs: BTreeMap<String, PluginRef>,
-    current: RwLock<BTreeMap<String, Arc<Workflow>>>,
+    /// Current definitions by name, each with its content hash (computed
+    /// once here rather than on every ticket created).
+    current: RwLock<BTreeMap<String, (Arc<Workflow>, String)>>,
     pinned: Mutex<HashMap<String, Arc<Workflow>>>,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     /// Creates with the same idempotency key take the same stripe, so the
@@ -154,7 +156,10 @@ impl Scheduler {
         }
         let map = workflows
             .into_iter()
-            .map(|(n, w)| (n, Arc::new(w)))
+            .map(|(n, w)| {
+                let hash = w.hash();
+                (n, (Arc::new(w), hash))
+            })
             .collect();
         *self.inner.current.write().expect("workflows lock") = map;
         Ok(())
@@ -162,7 +167,11 @@ impl Scheduler {
 
     /// Current workflows by name.
     pub fn workflows(&self) -> BTreeMap<String, Arc<Workflow>> {
-        self.inner.current.read().expect("workflows lock").clone()
+        let current = self.inner.current.read().expect("workflows lock");
+        current
+            .iter()
+            .map(|(n, (wf, _))| (n.clone(), wf.clone()))
+            .collect()
     }
 
     /// The store, for reads.
@@ -187,7 +196,7 @@ impl Scheduler {
         if !(req.inputs.is_null() || req.inputs.is_object()) {
             return Err(Error::Usage("`inputs` must be a JSON object".into()));
         }
-        let wf = self
+        let (wf, hash) = self
             .inner
             .current
             .read()
@@ -214,7 +223,6 @@ impl Scheduler {
             None => None,
         };
         let now = now_ms();
-        let hash = wf.hash();
         let mut ticket = Ticket {
             id: new_id(now),
             workflow: wf.name.clone(),
@@ -268,7 +276,7 @@ impl Scheduler {
                 .map(|k| vec![(k.to_string(), ticket.id.clone())])
                 .unwrap_or_default(),
         };
-        let counted = batch.events.clone();
+        let counted: Vec<AuditKind> = batch.events.iter().map(|e| e.kind).collect();
         if let Err(e) = self.inner.commits.commit(batch).await {
             if newly_pinned {
                 self.inner
@@ -527,7 +535,7 @@ impl Scheduler {
             return Ok(());
         }
         let events = link_all(ticket, now, tr.drafts);
-        let counted = events.clone();
+        let counted: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
         self.inner
             .commits
             .commit(Batch {
