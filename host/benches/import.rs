@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use itsm_host::api::{AppState, serve};
+use itsm_host::auth::{TokenFile, Tokens};
 use itsm_host::manifest::Manifest;
 use itsm_host::runtime::{Runtime, RuntimeConfig};
 use itsm_host::scheduler::{Scheduler, SchedulerConfig};
@@ -61,9 +62,17 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let home = tempfile::tempdir().expect("tempdir");
+        let tokens_path = home.path().join("tokens.toml");
+        let mut file = TokenFile::default();
+        let token = file
+            .issue("bench-importer", &["operator".into()])
+            .expect("token");
+        file.write(&tokens_path).expect("write tokens");
+        let tokens = Arc::new(Tokens::new(tokens_path));
         tokio::spawn(serve(
             listener,
-            AppState { scheduler },
+            AppState { scheduler, tokens },
             std::future::pending(),
         ));
         let client = reqwest::Client::builder()
@@ -74,6 +83,7 @@ fn main() {
         let report: serde_json::Value = client
             .post(format!("http://{addr}/v1/imports?workflow=offboarding"))
             .header("content-type", "text/csv")
+            .bearer_auth(&token)
             .body(csv)
             .send()
             .await

@@ -40,6 +40,9 @@ pub enum Error {
     /// A request that conflicts with the current state (approve a ticket not waiting, ...).
     #[error("{0}")]
     Conflict(String),
+    /// The caller is known but may not do this (a missing role, separation of duties).
+    #[error("{0}")]
+    Forbidden(String),
     /// Bad input from a user (a flag, a JSON document).
     #[error("{0}")]
     Usage(String),

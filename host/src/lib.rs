@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod bundled;
 pub mod cli;
 pub mod error;

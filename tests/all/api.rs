@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{get_json, start_server};
+use crate::support::{client_as, create_token, get_json, start_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified_trail() {
     let home = tempfile::tempdir().unwrap();
     let server = start_server(home.path(), &["--sandbox"]).await;
     let base = server.base.clone();
-    let http = reqwest::Client::new();
+    let http = client_as(&create_token(home.path(), "hr-system", &["operator"]));
+    let hr_import = client_as(&create_token(home.path(), "hr-import", &["operator"]));
 
     assert_eq!(
         http.get(format!("{base}/healthz"))
@@ -26,7 +27,6 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
     );
     let created = http
         .post(format!("{base}/v1/tickets"))
-        .header("x-principal", "hr-system")
         .json(&json!({ "workflow": "sandbox-offboarding", "subject": "user7@example.com", "inputs": { "last_day": "2026-11-30" } }))
         .send()
         .await
@@ -174,9 +174,9 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
     // Bulk import: one ticket per valid row, bad rows reported by number.
     let csv = "subject,last_day\nuser1@example.com,2026-12-01\nuser2@example.com\nuser3@example.com,2026-12-02\n,2026-12-03\nuser4@example.com,2026-12-04\n";
     let import = |body: &'static str| {
-        http.post(format!("{base}/v1/imports?workflow=sandbox-offboarding"))
+        hr_import
+            .post(format!("{base}/v1/imports?workflow=sandbox-offboarding"))
             .header("content-type", "text/csv")
-            .header("x-principal", "hr-import")
             .body(body)
             .send()
     };
@@ -250,7 +250,8 @@ async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_d
     .unwrap();
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
-    let http = reqwest::Client::new();
+    let http = server.client();
+    let ops_lead = client_as(&create_token(home.path(), "ops-lead", &["operator"]));
     let report: Value = http
         .post(format!("{base}/v1/imports?workflow=hold"))
         .header("content-type", "application/x-ndjson")
@@ -286,9 +287,8 @@ async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_d
         retried["applied"].as_array().unwrap().is_empty(),
         "only failed tickets are retried: {retried:#}"
     );
-    let cancelled: Value = http
+    let cancelled: Value = ops_lead
         .post(format!("{base}/v1/batches/{batch}/cancel"))
-        .header("x-principal", "ops-lead")
         .json(&json!({ "reason": "layoff reversed" }))
         .send()
         .await

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::support::{get_json, plugin_dir, start_server, wasm};
+use crate::support::{client_as, create_token, get_json, plugin_dir, start_server, wasm};
 
 const TICKETS: usize = 500;
 const KILLS: usize = 20;
@@ -127,10 +127,9 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
     let (sink, sink_url) = start_sink().await;
     let home = tempfile::tempdir().unwrap();
     set_up_home(home.path(), &sink_url);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let operator = create_token(home.path(), "operator-1", &["operator"]);
+    std::fs::write(home.path().join("operator-1.token"), &operator).unwrap();
+    let client = client_as(&operator);
     let started = Instant::now();
 
     let mut acknowledged: BTreeMap<usize, String> = BTreeMap::new();

@@ -2,6 +2,7 @@
 //! loopback, and the real `itsm` binary. One test binary, a module per area.
 
 mod api;
+mod auth;
 mod cache;
 mod contract;
 mod crash;

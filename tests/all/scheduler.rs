@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use itsm_host::audit::{AuditKind, verify};
+use itsm_host::auth::Principal;
 use itsm_host::runtime::Plugin;
 use itsm_host::scheduler::machine::Event;
 use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
@@ -302,7 +303,7 @@ async fn an_approval_holds_the_step_until_a_human_approves_and_records_who() {
     s.send(
         &t.id,
         Event::Approve {
-            by: "sec-lead".into(),
+            by: principal("sec-lead", &["approver", "security"]),
             comment: "laptop returned".into(),
         },
     )
@@ -326,11 +327,57 @@ async fn an_approval_holds_the_step_until_a_human_approves_and_records_who() {
     );
     // Nothing left to approve.
     let approve_again = Event::Approve {
-        by: "x".into(),
+        by: principal("x", &["approver", "security"]),
         comment: String::new(),
     };
     let err = s.send(&t.id, approve_again).await.unwrap_err();
     assert!(err.to_string().contains("nothing to decide"), "{err}");
+}
+
+/// A principal with `roles`.
+fn principal(name: &str, roles: &[&str]) -> Principal {
+    Principal {
+        name: name.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn only_an_approver_of_the_steps_group_who_did_not_request_the_ticket_may_decide() {
+    let s = scheduler(&[APPROVAL]);
+    let t = create(&s, "wipe", "gina@example.com").await;
+    wait_for(&s, &t.id, |x| x.state == TicketState::WaitingApproval).await;
+    let refused = [
+        (
+            principal("operator-1", &["approver", "security"]),
+            "separation of duties: operator-1 requested or imported ticket",
+        ),
+        (
+            principal("helpdesk", &["approver"]),
+            "step `wipe-laptop` needs an approver in the `security` group; helpdesk has: approver",
+        ),
+        (
+            principal("sec-auditor", &["auditor", "security"]),
+            "sec-auditor may not approve or reject: that needs the `approver` role",
+        ),
+    ];
+    for (by, why) in refused {
+        let err = s
+            .send(
+                &t.id,
+                Event::Approve {
+                    by,
+                    comment: String::new(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, itsm_host::Error::Forbidden(_)), "{err:?}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    let still = s.store().ticket(&t.id).unwrap().unwrap();
+    assert_eq!(still.state, TicketState::WaitingApproval);
+    assert!(still.steps["wipe-laptop"].decision.is_none());
 }
 
 #[tokio::test]
@@ -341,7 +388,7 @@ async fn a_rejection_fails_the_ticket_and_is_distinct_in_the_trail() {
     s.send(
         &t.id,
         Event::Reject {
-            by: "sec-lead".into(),
+            by: principal("sec-lead", &["approver", "security"]),
             comment: "legal hold".into(),
         },
     )

@@ -114,11 +114,61 @@ pub struct Server {
     pub child: tokio::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// A token of `operator-1`, an operator.
+    pub operator: String,
+}
+
+impl Server {
+    /// A client that sends the operator's token.
+    pub fn client(&self) -> reqwest::Client {
+        client_as(&self.operator)
+    }
+}
+
+/// `itsm token create --home HOME --name NAME --role R...`: the printed token.
+pub fn create_token(home: &std::path::Path, name: &str, roles: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"));
+    cmd.args(["token", "create", "--name", name, "--home"])
+        .arg(home);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().expect("run itsm token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A client that sends `token` as its bearer token.
+pub fn client_as(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// Start `itsm serve --home HOME --listen 127.0.0.1:0 EXTRA...` and wait for its address.
 pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
+    // Restarts on the same home keep the token, as a real server's would.
+    let saved = home.join("operator-1.token");
+    let operator = match std::fs::read_to_string(&saved) {
+        Ok(t) => t,
+        Err(_) => {
+            let t = create_token(home, "operator-1", &["operator"]);
+            std::fs::write(&saved, &t).unwrap();
+            t
+        }
+    };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
         .args(["serve", "--listen", "127.0.0.1:0", "--home"])
         .arg(home)
@@ -141,7 +191,11 @@ pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
         .to_string();
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server { child, base }
+    Server {
+        child,
+        base,
+        operator,
+    }
 }
 
 /// GET a URL and parse its JSON body.

@@ -7,6 +7,8 @@
 //! row numbers and do not stop the rest. Each row's idempotency key is the
 //! file hash and row number, so importing the same file again creates nothing.
 
+use super::auth::Caller;
+use crate::auth::Role;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -121,10 +123,12 @@ fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
 
 pub(super) async fn import(
     State(app): State<AppState>,
+    Caller(who): Caller,
     headers: HeaderMap,
     query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
     body: axum::body::Bytes,
 ) -> Result<Json<ImportReport>, ApiError> {
+    who.require(Role::Operator, "import tickets")?;
     let Query(q) = query?;
     if !app.scheduler.workflows().contains_key(&q.workflow) {
         return Err(crate::Error::NotFound(format!("no workflow named `{}`", q.workflow)).into());
@@ -146,7 +150,7 @@ pub(super) async fn import(
             "send the rows as text/csv or application/x-ndjson, not {content_type:?}"
         )));
     };
-    let by = super::tickets::principal(&headers);
+    let by = who.name;
     let mut report = ImportReport {
         batch,
         created: 0,

@@ -1,8 +1,10 @@
 //! The HTTP API under `/v1`: enough to create, watch and steer tickets.
 //!
 //! Routes are grouped per resource (`tickets::router`) and merged here.
-//! Authentication and the rest of the surface come with the interfaces work.
+//! Every `/v1` route takes a bearer token ([`Caller`]) and checks the role it
+//! needs; `/healthz`, `/readyz` and `/metrics` are open, for probes and scrapers.
 
+mod auth;
 mod error;
 mod imports;
 mod tickets;
@@ -10,8 +12,12 @@ mod tickets;
 use axum::Router;
 use axum::routing::get;
 
+pub use auth::Caller;
 pub use error::ApiError;
 
+use std::sync::Arc;
+
+use crate::auth::Tokens;
 use crate::scheduler::Scheduler;
 
 /// Shared state of the handlers.
@@ -19,6 +25,8 @@ use crate::scheduler::Scheduler;
 pub struct AppState {
     /// The scheduler (and, through it, the store).
     pub scheduler: Scheduler,
+    /// Who may call, and with which roles.
+    pub tokens: Arc<Tokens>,
 }
 
 /// The whole API.

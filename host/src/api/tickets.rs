@@ -8,8 +8,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::audit;
+use crate::auth::{Principal, Role};
 use crate::scheduler::NewTicket;
 use crate::scheduler::machine::Event;
 use crate::ticket::{Ticket, TicketState};
@@ -26,21 +28,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/batches/{id}/cancel", post(batch_cancel))
 }
 
-/// Until tokens exist, the caller names itself (`X-Principal`), default `anonymous`.
-pub(super) fn principal(headers: &HeaderMap) -> String {
-    headers
-        .get("x-principal")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or("anonymous")
-        .to_string()
-}
-
 async fn create(
     State(app): State<AppState>,
+    Caller(who): Caller,
     headers: HeaderMap,
     body: Result<Json<NewTicket>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
+    who.require(Role::Operator, "create tickets")?;
     let Json(req) = body?;
     let key = headers
         .get("idempotency-key")
@@ -54,10 +48,7 @@ async fn create(
         }
         None => None,
     };
-    let (ticket, created) = app
-        .scheduler
-        .create(req, &principal(&headers), key.as_deref())
-        .await?;
+    let (ticket, created) = app.scheduler.create(req, &who.name, key.as_deref()).await?;
     Ok((
         if created {
             StatusCode::CREATED
@@ -112,6 +103,7 @@ struct Summary {
 
 async fn list(
     State(app): State<AppState>,
+    _: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
@@ -143,6 +135,7 @@ async fn list(
 
 async fn show(
     State(app): State<AppState>,
+    _: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = app.scheduler.store();
@@ -168,12 +161,11 @@ struct Decision {
 
 async fn decide(
     app: AppState,
-    headers: HeaderMap,
+    by: Principal,
     id: String,
     body: Option<Decision>,
     approve: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let by = principal(&headers);
     let comment = body.unwrap_or_default().comment;
     let event = if approve {
         Event::Approve { by, comment }
@@ -186,20 +178,20 @@ async fn decide(
 
 async fn approve(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
     body: Option<Json<Decision>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(app, headers, id, body.map(|b| b.0), true).await
+    decide(app, who, id, body.map(|b| b.0), true).await
 }
 
 async fn reject(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
     body: Option<Json<Decision>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(app, headers, id, body.map(|b| b.0), false).await
+    decide(app, who, id, body.map(|b| b.0), false).await
 }
 
 #[derive(Deserialize, Default)]
@@ -211,16 +203,17 @@ struct CancelBody {
 
 async fn cancel(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
     body: Option<Json<CancelBody>>,
 ) -> Result<Json<Value>, ApiError> {
+    who.require(Role::Operator, "cancel tickets")?;
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
     app.scheduler
         .send(
             &id,
             Event::Cancel {
-                by: principal(&headers),
+                by: who.name,
                 reason,
             },
         )
@@ -230,16 +223,12 @@ async fn cancel(
 
 async fn retry(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    who.require(Role::Operator, "retry tickets")?;
     app.scheduler
-        .send(
-            &id,
-            Event::Retry {
-                by: principal(&headers),
-            },
-        )
+        .send(&id, Event::Retry { by: who.name })
         .await?;
     Ok(Json(json!({ "ok": true })))
 }
@@ -280,10 +269,11 @@ async fn batch_action(
 
 async fn batch_retry(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(batch): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = principal(&headers);
+    who.require(Role::Operator, "retry tickets")?;
+    let by = who.name;
     batch_action(
         &app,
         &batch,
@@ -295,11 +285,12 @@ async fn batch_retry(
 
 async fn batch_cancel(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(batch): Path<String>,
     body: Option<Json<CancelBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = principal(&headers);
+    who.require(Role::Operator, "cancel tickets")?;
+    let by = who.name;
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
     batch_action(
         &app,

@@ -7,6 +7,7 @@ mod demo;
 mod sandbox;
 mod serve;
 mod step;
+mod token;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the scheduler and the HTTP API on embedded defaults.
     Serve(serve::ServeArgs),
+    /// Create, list and revoke API tokens (in the server's home).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Run a local test double of a SaaS API (for tests and demos only).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Token(cmd) => token::run(cmd),
         }
     });
     match result {

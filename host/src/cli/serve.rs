@@ -3,7 +3,7 @@
 //! Everything lives under one home directory (`--home`, else `$ITSM_HOME`,
 //! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
-//! `cache/` (compiled code). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//! `cache/` (compiled code), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,11 +13,15 @@ use clap::Args;
 
 use super::Exit;
 use crate::api::{AppState, serve};
+use crate::auth::Tokens;
 use crate::bundled::SCIM_DEPROVISION;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Store, StoreKv, sled::SledStore};
 use crate::workflow::Workflow;
+
+/// The token file under the home directory.
+pub(crate) const TOKENS_FILE: &str = "tokens.toml";
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -152,7 +156,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    serve(listener, AppState { scheduler }, async {
+    let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
+    serve(listener, AppState { scheduler, tokens }, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::audit::{AuditKind, Draft, PluginRef};
+use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
 use crate::runtime::{CallReport, FailureKind, Op, Outcome};
 use crate::ticket::{Attempt, AttemptResult, Decision, StepStatus, Ticket, TicketState};
@@ -41,15 +42,17 @@ pub enum Event {
     },
     /// A human approved the waiting step.
     Approve {
-        /// Who.
-        by: String,
+        /// Who, with their roles: the machine checks the step's approval
+        /// group and separation of duties, so no caller can skip them.
+        by: Principal,
         /// Why.
         comment: String,
     },
     /// A human rejected the waiting step.
     Reject {
-        /// Who.
-        by: String,
+        /// Who, with their roles: the machine checks the step's approval
+        /// group and separation of duties, so no caller can skip them.
+        by: Principal,
         /// Why.
         comment: String,
     },
@@ -242,7 +245,7 @@ fn decide(
     t: &mut Ticket,
     cx: &Context<'_>,
     approved: bool,
-    by: String,
+    by: Principal,
     comment: String,
     tr: &mut Transition,
 ) -> Result<()> {
@@ -253,6 +256,8 @@ fn decide(
         )));
     }
     let name = waiting_step(t)?;
+    may_decide(t, cx, &name, &by)?;
+    let by = by.name;
     let s = t.steps.get_mut(&name).expect("step exists");
     s.status = if approved {
         StepStatus::Pending
@@ -275,6 +280,33 @@ fn decide(
         comment,
         at_ms: cx.now_ms,
     });
+    Ok(())
+}
+
+/// An approver, in the step's approval group, who did not ask for the ticket.
+fn may_decide(t: &Ticket, cx: &Context<'_>, step: &str, by: &Principal) -> Result<()> {
+    by.require(Role::Approver, "approve or reject")?;
+    if by.name == t.requested_by {
+        return Err(Error::Forbidden(format!(
+            "separation of duties: {} requested or imported ticket {} and may not decide on it",
+            by.name, t.id
+        )));
+    }
+    let group = cx
+        .workflow
+        .step(step)
+        .and_then(|d| d.approval.as_ref())
+        .map(|a| a.role.as_str())
+        .filter(|r| *r != Role::Approver.as_str());
+    if let Some(group) = group
+        && !by.roles.contains(group)
+    {
+        return Err(Error::Forbidden(format!(
+            "step `{step}` needs an approver in the `{group}` group; {} has: {}",
+            by.name,
+            by.roles_list()
+        )));
+    }
     Ok(())
 }
 

@@ -1,0 +1,27 @@
+//! The bearer-token extractor: a handler that takes a [`Caller`] runs only
+//! for an authenticated principal, and checks roles itself.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+
+/// The authenticated principal of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
+        app.tokens
+            .authenticate(header)
+            .map(Caller)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+}

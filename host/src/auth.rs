@@ -1,0 +1,381 @@
+//! API tokens and roles.
+//!
+//! Tokens live in `tokens.toml` under the server's home, one entry per
+//! principal, stored as SHA-256 hashes: the file can be read (backed up,
+//! reviewed) without giving anyone access. A token is 32 random bytes, so a
+//! plain hash is enough; there is nothing to brute-force.
+//!
+//! Built-in roles: `admin` (plugins, workflows), `operator` (create, import,
+//! cancel, retry), `approver` (approve, reject) and `auditor` (read and
+//! export). Any other role name is an approval group: a workflow step with
+//! `approval = { role = "security" }` needs an approver who also holds
+//! `security`. Every authenticated principal may read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The built-in roles, in the order `itsm token` lists them.
+pub const BUILTIN_ROLES: [&str; 4] = ["admin", "operator", "approver", "auditor"];
+
+/// What a principal may do, checked by each route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Install plugins, change workflows.
+    Admin,
+    /// Create, import, cancel, retry.
+    Operator,
+    /// Approve and reject.
+    Approver,
+    /// Read and export the trail.
+    Auditor,
+}
+
+impl Role {
+    /// The name in `tokens.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The name recorded in the trail.
+    pub name: String,
+    /// Built-in roles and approval groups.
+    pub roles: BTreeSet<String>,
+}
+
+impl Principal {
+    /// Whether it holds `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(role.as_str())
+    }
+
+    /// `Ok` if it holds `role`, else a [`Error::Forbidden`] naming what is missing.
+    pub fn require(&self, role: Role, to: &str) -> Result<()> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{} may not {to}: that needs the `{}` role (it has: {})",
+                self.name,
+                role.as_str(),
+                self.roles_list()
+            )))
+        }
+    }
+
+    /// Comma-separated roles, or `none`.
+    pub fn roles_list(&self) -> String {
+        if self.roles.is_empty() {
+            "none".into()
+        } else {
+            self.roles.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// One entry of `tokens.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// The principal's name.
+    pub name: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// When it was made (RFC 3339), for people reading the file.
+    #[serde(default)]
+    pub created: String,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// Entries, one per principal.
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+impl TokenFile {
+    /// Read `path`; a missing file is an empty one.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        let file: Self = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?;
+        for t in &file.tokens {
+            validate_name(&t.name)?;
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Config(format!(
+                    "{}: token `{}`: sha256 must be 64 hex digits",
+                    path.display(),
+                    t.name
+                )));
+            }
+        }
+        Ok(file)
+    }
+
+    /// Write it atomically (temp file, then rename), readable by the owner only.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.into(),
+            source,
+        };
+        let text = toml::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Add (or replace) `name`'s token; returns the token, shown once.
+    pub fn issue(&mut self, name: &str, roles: &[String]) -> Result<String> {
+        validate_name(name)?;
+        if roles.is_empty() {
+            return Err(Error::Usage(format!(
+                "a token needs at least one role (built-in: {})",
+                BUILTIN_ROLES.join(", ")
+            )));
+        }
+        for r in roles {
+            validate_name(r)?;
+        }
+        let secret: [u8; 32] = rand::random();
+        let token = format!(
+            "itsm_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
+        self.tokens.retain(|t| t.name != name);
+        self.tokens.push(TokenEntry {
+            name: name.into(),
+            roles: roles.to_vec(),
+            sha256: hash(&token),
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        });
+        Ok(token)
+    }
+
+    /// Remove `name`'s token; false if there was none.
+    pub fn revoke(&mut self, name: &str) -> bool {
+        let before = self.tokens.len();
+        self.tokens.retain(|t| t.name != name);
+        self.tokens.len() != before
+    }
+}
+
+/// Principal and role names: short, printable, no spaces (they land in the trail).
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{name:?} is not a valid name: use 1-64 letters, digits, `-`, `_`, `.` or `@`"
+        )))
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Why a request is not authenticated: the 401's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    /// No `Authorization` header.
+    #[error("missing `Authorization: Bearer <token>` header")]
+    Missing,
+    /// A header that is not a bearer token.
+    #[error("the Authorization header must be `Bearer <token>`")]
+    Malformed,
+    /// A token not in the file.
+    #[error("unknown or revoked token")]
+    Unknown,
+    /// The server has no tokens at all.
+    #[error(
+        "this server has no API tokens yet: create one with `itsm token create --name NAME --role ROLE`"
+    )]
+    NoTokens,
+    /// The file could not be read.
+    #[error("the token file cannot be read; see the server log")]
+    Unreadable,
+}
+
+/// The server's view of `tokens.toml`, re-read when the file changes so
+/// `itsm token create` and `revoke` take effect without a restart.
+#[derive(Debug)]
+pub struct Tokens {
+    path: PathBuf,
+    cache: RwLock<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    stamp: Option<(SystemTime, u64)>,
+    by_hash: BTreeMap<String, Principal>,
+}
+
+impl Tokens {
+    /// Tokens from `path` (it need not exist yet).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: RwLock::new(Cached::default()),
+        }
+    }
+
+    /// The token file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The principal behind an `Authorization` header value.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Unauthenticated> {
+        let header = header.ok_or(Unauthenticated::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Unauthenticated::Malformed)?;
+        self.refresh()?;
+        let cache = self.cache.read().expect("token cache lock");
+        if cache.by_hash.is_empty() {
+            return Err(Unauthenticated::NoTokens);
+        }
+        cache
+            .by_hash
+            .get(&hash(token))
+            .cloned()
+            .ok_or(Unauthenticated::Unknown)
+    }
+
+    /// Re-read the file if its modification time or size changed.
+    fn refresh(&self) -> Result<(), Unauthenticated> {
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if self.cache.read().expect("token cache lock").stamp == stamp && stamp.is_some() {
+            return Ok(());
+        }
+        let file = TokenFile::read(&self.path).map_err(|e| {
+            tracing::error!(error = %e, "cannot read the token file");
+            Unauthenticated::Unreadable
+        })?;
+        let by_hash = file
+            .tokens
+            .into_iter()
+            .map(|t| {
+                (
+                    t.sha256.to_ascii_lowercase(),
+                    Principal {
+                        name: t.name,
+                        roles: t.roles.into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        *self.cache.write().expect("token cache lock") = Cached { stamp, by_hash };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_tokens_authenticate_until_revoked_and_the_file_holds_only_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let tokens = Tokens::new(path.clone());
+        assert_eq!(
+            tokens.authenticate(Some("Bearer x")),
+            Err(Unauthenticated::NoTokens)
+        );
+
+        let mut file = TokenFile::read(&path).unwrap();
+        let alice = file
+            .issue("alice", &["operator".into(), "security".into()])
+            .unwrap();
+        file.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&alice), "the token itself is never stored");
+        assert!(text.contains(&hash(&alice)));
+
+        let p = tokens
+            .authenticate(Some(&format!("Bearer {alice}")))
+            .unwrap();
+        assert_eq!(p.name, "alice");
+        assert!(p.has(Role::Operator) && !p.has(Role::Approver));
+        assert!(p.require(Role::Approver, "approve").is_err());
+        assert_eq!(tokens.authenticate(None), Err(Unauthenticated::Missing));
+        assert_eq!(
+            tokens.authenticate(Some(&format!("Basic {alice}"))),
+            Err(Unauthenticated::Malformed)
+        );
+        assert_eq!(
+            tokens.authenticate(Some("Bearer itsm_wrong")),
+            Err(Unauthenticated::Unknown)
+        );
+
+        // Revocation takes effect on the next request, no restart.
+        let bob = file.issue("bob", &["auditor".into()]).unwrap();
+        assert!(file.revoke("alice"));
+        file.write(&path).unwrap();
+        assert_eq!(
+            tokens.authenticate(Some(&format!("Bearer {alice}"))),
+            Err(Unauthenticated::Unknown)
+        );
+        assert_eq!(
+            tokens
+                .authenticate(Some(&format!("Bearer {bob}")))
+                .unwrap()
+                .name,
+            "bob"
+        );
+    }
+
+    #[test]
+    fn bad_names_and_empty_roles_are_refused() {
+        let mut file = TokenFile::default();
+        assert!(file.issue("has space", &["operator".into()]).is_err());
+        assert!(file.issue("ok", &[]).is_err());
+        assert!(file.issue("ok", &["bad role".into()]).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Tokens and roles through the real `itsm serve`: 401 and 403 say why,
+//! separation of duties holds, and the trail names each principal.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{client_as, create_token, get_json, plugin_dir, start_server, wasm};
+
+/// The noop plugin and a two-step workflow whose second step needs the security group.
+fn set_up_home(home: &Path) {
+    let plugin = home.join("plugins/noop");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::create_dir_all(home.join("workflows")).unwrap();
+    std::fs::copy(
+        plugin_dir("testing/noop/plugin.toml"),
+        plugin.join("plugin.toml"),
+    )
+    .unwrap();
+    std::fs::write(plugin.join("plugin.wasm"), wasm("itsm-plugin-test-noop")).unwrap();
+    std::fs::write(
+        home.join("workflows/wipe.toml"),
+        "name = \"wipe\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n[[steps]]\nname = \"wipe-laptop\"\nplugin = \"noop\"\ndepends_on = [\"disable\"]\napproval = { role = \"security\" }\n",
+    )
+    .unwrap();
+}
+
+async fn status_and_error(req: reqwest::RequestBuilder) -> (u16, String) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_gate_each_call_and_an_approver_cannot_approve_what_they_imported() {
+    let home = tempfile::tempdir().unwrap();
+    set_up_home(home.path());
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let anonymous = reqwest::Client::new();
+
+    // 401s say why.
+    let (code, why) = status_and_error(anonymous.get(format!("{base}/v1/tickets"))).await;
+    assert_eq!(
+        (code, why.as_str()),
+        (401, "missing `Authorization: Bearer <token>` header")
+    );
+    let (code, why) = status_and_error(
+        anonymous
+            .get(format!("{base}/v1/tickets"))
+            .header("authorization", "Basic dXNlcjpwYXNz"),
+    )
+    .await;
+    assert_eq!(
+        (code, why.as_str()),
+        (401, "the Authorization header must be `Bearer <token>`")
+    );
+    let (code, why) =
+        status_and_error(client_as("itsm_not-a-real-token").get(format!("{base}/v1/tickets")))
+            .await;
+    assert_eq!((code, why.as_str()), (401, "unknown or revoked token"));
+    // Probes stay open.
+    assert_eq!(
+        anonymous
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Tokens made while the server runs work at once.
+    let importer = client_as(&create_token(
+        home.path(),
+        "hr-lead",
+        &["operator", "approver", "security"],
+    ));
+    let auditor = client_as(&create_token(home.path(), "auditor-1", &["auditor"]));
+    let helpdesk = client_as(&create_token(home.path(), "helpdesk", &["approver"]));
+    let security = client_as(&create_token(
+        home.path(),
+        "sec-lead",
+        &["approver", "security"],
+    ));
+
+    // An auditor reads but changes nothing.
+    let (code, why) = status_and_error(
+        auditor
+            .post(format!("{base}/v1/tickets"))
+            .json(&json!({ "workflow": "wipe", "subject": "x@example.com" })),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        why,
+        "auditor-1 may not create tickets: that needs the `operator` role (it has: auditor)"
+    );
+
+    let report: Value = importer
+        .post(format!("{base}/v1/imports?workflow=wipe"))
+        .header("content-type", "text/csv")
+        .body("subject\nleaver1@example.com\n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = report["tickets"][0].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while get_json(&auditor, &format!("{base}/v1/tickets/{id}")).await["ticket"]["state"]
+        != "waiting_approval"
+    {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let approve = |c: &reqwest::Client| {
+        c.post(format!("{base}/v1/tickets/{id}/approve"))
+            .json(&json!({ "comment": "laptop returned" }))
+    };
+    let refusals = [
+        (
+            &importer,
+            "separation of duties: hr-lead requested or imported ticket",
+        ),
+        (
+            &helpdesk,
+            "step `wipe-laptop` needs an approver in the `security` group; helpdesk has: approver",
+        ),
+        (
+            &auditor,
+            "auditor-1 may not approve or reject: that needs the `approver` role",
+        ),
+        (&server.client(), "operator-1 may not approve or reject"),
+    ];
+    for (client, expected) in refusals {
+        let (code, why) = status_and_error(approve(client)).await;
+        assert_eq!(code, 403, "{why}");
+        assert!(why.starts_with(expected), "{why}");
+    }
+    let (code, why) = status_and_error(approve(&security)).await;
+    assert_eq!(code, 200, "{why}");
+
+    let started = Instant::now();
+    let detail = loop {
+        let d = get_json(&auditor, &format!("{base}/v1/tickets/{id}")).await;
+        if d["ticket"]["state"] == "succeeded" {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{d:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by_kind: Vec<(String, String)> = detail["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "created" || e["kind"] == "approved")
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().into(),
+                e["principal"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_kind,
+        [
+            ("created".into(), "hr-lead".into()),
+            ("approved".into(), "sec-lead".into())
+        ]
+    );
+    assert_eq!(detail["trail_verified"], true);
+
+    // Revoked tokens stop working without a restart.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["token", "revoke", "helpdesk", "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (code, _) = status_and_error(helpdesk.get(format!("{base}/v1/tickets"))).await;
+    assert_eq!(code, 401);
+    let tokens = std::fs::read_to_string(home.path().join("tokens.toml")).unwrap();
+    assert!(!tokens.contains("helpdesk") && tokens.contains("sec-lead"));
+}
