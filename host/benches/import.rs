@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use itsm_host::api::{AppState, serve};
+use itsm_host::audit::system::SystemTrail;
 use itsm_host::auth::{TokenFile, Tokens};
 use itsm_host::manifest::Manifest;
 use itsm_host::runtime::{Runtime, RuntimeConfig};
@@ -72,7 +73,13 @@ fn main() {
         let tokens = Arc::new(Tokens::new(tokens_path));
         tokio::spawn(serve(
             listener,
-            AppState { scheduler, tokens },
+            AppState::new(
+                scheduler,
+                tokens,
+                Arc::new(
+                    SystemTrail::open(&home.path().join("system-trail.jsonl")).expect("trail"),
+                ),
+            ),
             std::future::pending(),
         ));
         let client = reqwest::Client::builder()

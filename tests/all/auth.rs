@@ -1,30 +1,13 @@
 //! Tokens and roles through the real `itsm serve`: 401 and 403 say why,
 //! separation of duties holds, and the trail names each principal.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{client_as, create_token, get_json, plugin_dir, start_server, wasm};
-
-/// The noop plugin and a two-step workflow whose second step needs the security group.
-fn set_up_home(home: &Path) {
-    let plugin = home.join("plugins/noop");
-    std::fs::create_dir_all(&plugin).unwrap();
-    std::fs::create_dir_all(home.join("workflows")).unwrap();
-    std::fs::copy(
-        plugin_dir("testing/noop/plugin.toml"),
-        plugin.join("plugin.toml"),
-    )
-    .unwrap();
-    std::fs::write(plugin.join("plugin.wasm"), wasm("itsm-plugin-test-noop")).unwrap();
-    std::fs::write(
-        home.join("workflows/wipe.toml"),
-        "name = \"wipe\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n[[steps]]\nname = \"wipe-laptop\"\nplugin = \"noop\"\ndepends_on = [\"disable\"]\napproval = { role = \"security\" }\n",
-    )
-    .unwrap();
-}
+use crate::support::{
+    client_as, create_token, get_json, set_up_wipe_home as set_up_home, start_server,
+};
 
 async fn status_and_error(req: reqwest::RequestBuilder) -> (u16, String) {
     let resp = req.send().await.unwrap();

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod cache;
+mod cli_client;
 mod contract;
 mod crash;
 mod hostile;

@@ -202,3 +202,21 @@ pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// The noop plugin and a two-step workflow whose second step needs the security group.
+pub fn set_up_wipe_home(home: &std::path::Path) {
+    let plugin = home.join("plugins/noop");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::create_dir_all(home.join("workflows")).unwrap();
+    std::fs::copy(
+        plugin_dir("testing/noop/plugin.toml"),
+        plugin.join("plugin.toml"),
+    )
+    .unwrap();
+    std::fs::write(plugin.join("plugin.wasm"), wasm("itsm-plugin-test-noop")).unwrap();
+    std::fs::write(
+        home.join("workflows/wipe.toml"),
+        "name = \"wipe\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n[[steps]]\nname = \"wipe-laptop\"\nplugin = \"noop\"\ndepends_on = [\"disable\"]\napproval = { role = \"security\" }\n",
+    )
+    .unwrap();
+}

@@ -7,20 +7,61 @@
 //! row numbers and do not stop the rest. Each row's idempotency key is the
 //! file hash and row number, so importing the same file again creates nothing.
 
-use super::auth::Caller;
-use crate::auth::Role;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
+use crate::auth::Role;
 use crate::runtime::sha256_hex;
 use crate::scheduler::NewTicket;
 
 /// Rows created at once.
 const CONCURRENCY: usize = 64;
+
+/// Imports in progress: batch id to (rows, rows done). Kept in memory only;
+/// the tickets themselves are the durable record.
+#[derive(Debug, Default)]
+pub struct Running(std::sync::Mutex<std::collections::HashMap<String, Arc<Progress>>>);
+
+/// One import's progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Rows in the file.
+    pub rows: usize,
+    /// Rows handled (created, found existing, or refused).
+    pub done: std::sync::atomic::AtomicUsize,
+}
+
+impl Running {
+    /// The progress of the import of `batch`, if one is running.
+    pub fn get(&self, batch: &str) -> Option<(usize, usize)> {
+        let map = self.0.lock().expect("imports lock");
+        map.get(batch)
+            .map(|p| (p.rows, p.done.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    fn start(&self, batch: &str, rows: usize) -> Arc<Progress> {
+        let p = Arc::new(Progress {
+            rows,
+            done: Default::default(),
+        });
+        self.0
+            .lock()
+            .expect("imports lock")
+            .insert(batch.to_string(), p.clone());
+        p
+    }
+
+    fn finish(&self, batch: &str) {
+        self.0.lock().expect("imports lock").remove(batch);
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +90,8 @@ type Row = (usize, Result<NewTicket, String>);
 fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
+        // Row length is checked per row below, with a message naming the counts.
+        .flexible(true)
         .from_reader(body);
     let headers = reader
         .headers()
@@ -158,37 +201,10 @@ pub(super) async fn import(
         errors: Vec::new(),
         tickets: Vec::new(),
     };
-    let mut pending = tokio::task::JoinSet::new();
-    let mut results = Vec::with_capacity(rows.len());
-    for (row, parsed) in rows {
-        let req = match parsed {
-            Ok(req) => req,
-            Err(error) => {
-                results.push((row, Err(error)));
-                continue;
-            }
-        };
-        if pending.len() >= CONCURRENCY
-            && let Some(done) = pending.join_next().await
-        {
-            results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
-        }
-        let scheduler = app.scheduler.clone();
-        let key = format!("import:{file_hash}:{row}");
-        let by = by.clone();
-        pending.spawn(async move {
-            let r = scheduler
-                .create(req, &by, Some(&key))
-                .await
-                .map_err(|e| e.to_string());
-            (row, r.map(|(t, created)| (t.id, created)))
-        });
-    }
-    while let Some(done) = pending.join_next().await {
-        results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
-    }
-    results.sort_by_key(|(row, _)| *row);
-    for (row, result) in results {
+    let progress = app.imports.start(&report.batch, rows.len());
+    let result = create_rows(&app, rows, &file_hash, &by, &progress).await;
+    app.imports.finish(&report.batch);
+    for (row, result) in result? {
         match result {
             Ok((id, created)) => {
                 if created {
@@ -202,4 +218,52 @@ pub(super) async fn import(
         }
     }
     Ok(Json(report))
+}
+
+/// What became of each row: its ticket (and whether it is new), or why not.
+type RowResult = (usize, Result<(String, bool), String>);
+
+/// Create the rows' tickets, `CONCURRENCY` at a time; results in row order.
+async fn create_rows(
+    app: &AppState,
+    rows: Vec<Row>,
+    file_hash: &str,
+    by: &str,
+    progress: &Progress,
+) -> Result<Vec<RowResult>, ApiError> {
+    use std::sync::atomic::Ordering;
+    let mut pending = tokio::task::JoinSet::new();
+    let mut results = Vec::with_capacity(rows.len());
+    for (row, parsed) in rows {
+        let req = match parsed {
+            Ok(req) => req,
+            Err(error) => {
+                results.push((row, Err(error)));
+                progress.done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if pending.len() >= CONCURRENCY
+            && let Some(done) = pending.join_next().await
+        {
+            results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
+            progress.done.fetch_add(1, Ordering::Relaxed);
+        }
+        let scheduler = app.scheduler.clone();
+        let key = format!("import:{file_hash}:{row}");
+        let by = by.to_string();
+        pending.spawn(async move {
+            let r = scheduler
+                .create(req, &by, Some(&key))
+                .await
+                .map_err(|e| e.to_string());
+            (row, r.map(|(t, created)| (t.id, created)))
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
+        progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+    results.sort_by_key(|(row, _)| *row);
+    Ok(results)
 }

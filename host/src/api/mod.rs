@@ -4,10 +4,12 @@
 //! Every `/v1` route takes a bearer token ([`Caller`]) and checks the role it
 //! needs; `/healthz`, `/readyz` and `/metrics` are open, for probes and scrapers.
 
+mod audit;
 mod auth;
 mod error;
 mod imports;
 mod tickets;
+mod ui;
 
 use axum::Router;
 use axum::routing::get;
@@ -17,6 +19,7 @@ pub use error::ApiError;
 
 use std::sync::Arc;
 
+use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::scheduler::Scheduler;
 
@@ -27,6 +30,22 @@ pub struct AppState {
     pub scheduler: Scheduler,
     /// Who may call, and with which roles.
     pub tokens: Arc<Tokens>,
+    /// Changes outside tickets (plugins, workflows).
+    pub system: Arc<SystemTrail>,
+    /// Imports running now, by batch: what `itsm ticket import` shows as progress.
+    pub imports: Arc<imports::Running>,
+}
+
+impl AppState {
+    /// State over a scheduler, its tokens and its system trail.
+    pub fn new(scheduler: Scheduler, tokens: Arc<Tokens>, system: Arc<SystemTrail>) -> Self {
+        Self {
+            scheduler,
+            tokens,
+            system,
+            imports: Arc::default(),
+        }
+    }
 }
 
 /// The whole API.
@@ -35,7 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/me", get(me))
         .merge(tickets::router())
+        .merge(ui::router())
+        .merge(audit::router())
         .route(
             "/v1/imports",
             // Large layoffs are large files: 64 MiB holds about a million rows.
@@ -43,6 +65,14 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
         .with_state(state)
+}
+
+/// Who the token belongs to: the UI and CLI show it after sign-in.
+async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "name": who.name,
+        "roles": who.roles,
+    }))
 }
 
 /// 200 once in-flight tickets are resumed, 503 before.

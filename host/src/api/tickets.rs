@@ -24,6 +24,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/tickets/{id}/reject", post(reject))
         .route("/v1/tickets/{id}/cancel", post(cancel))
         .route("/v1/tickets/{id}/retry", post(retry))
+        .route("/v1/batches/{id}", get(batch_show))
         .route("/v1/batches/{id}/retry", post(batch_retry))
         .route("/v1/batches/{id}/cancel", post(batch_cancel))
 }
@@ -74,7 +75,7 @@ struct ListQuery {
 }
 
 /// RFC 3339 to ms since the epoch, or a 400 naming the parameter.
-fn instant(name: &str, value: &Option<String>) -> Result<Option<u64>, ApiError> {
+pub(super) fn instant(name: &str, value: &Option<String>) -> Result<Option<u64>, ApiError> {
     value
         .as_deref()
         .map(|v| {
@@ -101,6 +102,19 @@ struct Summary {
     updated_ms: u64,
 }
 
+impl From<Ticket> for Summary {
+    fn from(t: Ticket) -> Self {
+        Self {
+            id: t.id,
+            workflow: t.workflow,
+            subject: t.subject,
+            state: t.state,
+            created_ms: t.created_ms,
+            updated_ms: t.updated_ms,
+        }
+    }
+}
+
 async fn list(
     State(app): State<AppState>,
     _: Caller,
@@ -121,14 +135,7 @@ async fn list(
             after.is_none_or(|a| t.created_ms >= a) && before.is_none_or(|b| t.created_ms < b)
         })
         .take(limit)
-        .map(|t| Summary {
-            id: t.id,
-            workflow: t.workflow,
-            subject: t.subject,
-            state: t.state,
-            created_ms: t.created_ms,
-            updated_ms: t.updated_ms,
-        })
+        .map(Summary::from)
         .collect();
     Ok(Json(json!({ "tickets": items })))
 }
@@ -231,6 +238,38 @@ async fn retry(
         .send(&id, Event::Retry { by: who.name })
         .await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// A batch: counts by state, its tickets, and an import's progress while it runs.
+async fn batch_show(
+    State(app): State<AppState>,
+    _: Caller,
+    Path(batch): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tickets: Vec<Summary> = tokio::task::block_in_place(|| app.scheduler.store().tickets())?
+        .into_iter()
+        .filter(|t| t.batch.as_deref() == Some(batch.as_str()))
+        .map(Summary::from)
+        .collect();
+    let import = app.imports.get(&batch);
+    if tickets.is_empty() && import.is_none() {
+        return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
+    }
+    let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+    for t in &tickets {
+        let state = serde_json::to_value(t.state).expect("state serializes");
+        *by_state
+            .entry(state.as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    Ok(Json(json!({
+        "batch": batch,
+        "total": tickets.len(),
+        "by_state": by_state,
+        "finished": tickets.iter().filter(|t| t.state.is_terminal()).count(),
+        "import": import.map(|(rows, done)| json!({ "rows": rows, "done": done })),
+        "tickets": tickets,
+    })))
 }
 
 /// Apply one event to every ticket of a batch it fits; report per ticket.

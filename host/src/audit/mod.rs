@@ -5,6 +5,8 @@
 //! ticket record keeps the head (last seq and hash), so verification detects
 //! an edited, deleted, inserted or reordered event, and a cut-off tail.
 
+pub mod system;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,6 +51,10 @@ pub enum AuditKind {
     TicketSucceeded,
     /// The ticket ended in failure.
     TicketFailed,
+    /// A plugin was installed or upgraded (system trail).
+    PluginInstalled,
+    /// A workflow definition was added or changed (system trail).
+    WorkflowChanged,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.
@@ -226,6 +232,39 @@ pub fn verify(ticket_id: &str, events: &[AuditEvent], head: &ChainHead) -> Resul
     Ok(())
 }
 
+/// Check an exported run of events (one or many tickets, any date range)
+/// without the store: every event's hash matches its content, and each
+/// ticket's events are consecutive and linked. A ticket's run that starts at
+/// seq 0 must start from the genesis hash. Returns the number of tickets.
+///
+/// What an export alone cannot show is a cut-off tail; `verify` against the
+/// server's recorded head covers that.
+pub fn verify_export(events: &[AuditEvent]) -> Result<usize, (String, ChainBreak)> {
+    let mut last: std::collections::HashMap<&str, (u64, &str)> = Default::default();
+    for e in events {
+        let brk = |reason: String| Err((e.ticket_id.clone(), ChainBreak { seq: e.seq, reason }));
+        if e.compute_hash() != e.hash {
+            return brk("content does not match its hash (edited)".into());
+        }
+        match last.get(e.ticket_id.as_str()) {
+            Some(&(seq, hash)) => {
+                if e.seq != seq + 1 {
+                    return brk(format!("follows seq {seq} (events missing or reordered)"));
+                }
+                if e.prev_hash != hash {
+                    return brk("does not link to the previous event".into());
+                }
+            }
+            None if e.seq == 0 && e.prev_hash != GENESIS => {
+                return brk("first event does not start from the genesis hash".into());
+            }
+            None => {}
+        }
+        last.insert(&e.ticket_id, (e.seq, &e.hash));
+    }
+    Ok(last.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,11 +321,66 @@ mod tests {
         assert_eq!(verify("T-1", &reordered, &head).unwrap_err().seq, 1);
 
         let cut = &events[..4];
+        assert_eq!(
+            verify_export(cut),
+            Ok(1),
+            "an export alone cannot see a cut tail"
+        );
         assert!(
             verify("T-1", cut, &head)
                 .unwrap_err()
                 .reason
                 .contains("tail")
+        );
+    }
+
+    #[test]
+    fn an_export_verifies_offline_and_shows_edits_gaps_and_forged_starts() {
+        let (events, _) = chain(4);
+        let mut head = ChainHead::default();
+        let other: Vec<AuditEvent> = (0..2)
+            .map(|i| {
+                link(
+                    "T-2",
+                    &mut head,
+                    1,
+                    Draft::new(AuditKind::Created, json!({ "i": i })),
+                )
+            })
+            .collect();
+        let mixed = vec![
+            events[0].clone(),
+            other[0].clone(),
+            events[1].clone(),
+            other[1].clone(),
+        ];
+        assert_eq!(verify_export(&mixed), Ok(2));
+        // A date range may start mid-chain.
+        assert_eq!(verify_export(&events[2..]), Ok(1));
+
+        let mut edited = events.clone();
+        edited[1].principal = "mallory".into();
+        let (ticket, brk) = verify_export(&edited).unwrap_err();
+        assert_eq!((ticket.as_str(), brk.seq), ("T-1", 1));
+
+        let gap = vec![events[0].clone(), events[2].clone()];
+        assert!(
+            verify_export(&gap)
+                .unwrap_err()
+                .1
+                .reason
+                .contains("missing")
+        );
+
+        let mut forged = events[0].clone();
+        forged.prev_hash = "ab".repeat(32);
+        forged.hash = forged.compute_hash();
+        assert!(
+            verify_export(&[forged])
+                .unwrap_err()
+                .1
+                .reason
+                .contains("genesis")
         );
     }
 }

@@ -1,12 +1,15 @@
 //! The `itsm` command line.
 //!
-//! Exit codes: 0 success, 1 a step failed (the plugin's or a limit's doing),
-//! 2 bad usage, bad manifest or bad input.
+//! Exit codes: 0 success, 1 a step failed (the plugin's or a limit's doing)
+//! or the server refused a request, 2 bad usage, bad manifest or bad input.
 
+mod audit;
+mod client;
 mod demo;
 mod sandbox;
 mod serve;
 mod step;
+mod ticket;
 mod token;
 
 use std::process::ExitCode;
@@ -30,6 +33,27 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the scheduler and the HTTP API on embedded defaults.
     Serve(serve::ServeArgs),
+    /// Create, import, show, list, approve, reject, cancel and retry tickets.
+    Ticket {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: ticket::TicketCommand,
+    },
+    /// Show, follow, retry and cancel a batch of imported tickets.
+    Batch {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: ticket::BatchCommand,
+    },
+    /// Export and verify the audit trail.
+    Audit {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: audit::AuditCommand,
+    },
     /// Create, list and revoke API tokens (in the server's home).
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -45,6 +69,8 @@ pub(crate) enum Exit {
     StepFailed,
     /// Bad usage or input: exit 2.
     Usage(String),
+    /// The server refused or failed the request, or a check failed: exit 1.
+    Refused(String),
 }
 
 impl From<crate::Error> for Exit {
@@ -77,11 +103,18 @@ pub fn main() -> ExitCode {
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Token(cmd) => token::run(cmd),
+            Command::Ticket { conn, cmd } => ticket::run(&conn.connect()?, cmd).await,
+            Command::Batch { conn, cmd } => ticket::run_batch(&conn.connect()?, cmd).await,
+            Command::Audit { conn, cmd } => audit::run(&conn, cmd).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit::StepFailed) => ExitCode::from(1),
+        Err(Exit::Refused(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
         Err(Exit::Usage(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)

@@ -13,6 +13,7 @@ use clap::Args;
 
 use super::Exit;
 use crate::api::{AppState, serve};
+use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::bundled::SCIM_DEPROVISION;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -157,7 +158,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
-    serve(listener, AppState { scheduler, tokens }, async {
+    let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
+    let state = AppState::new(scheduler, tokens, system);
+    serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
