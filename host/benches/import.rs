@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use itsm_host::admin::{Admin, PluginPolicy};
 use itsm_host::api::{AppState, serve};
 use itsm_host::audit::system::SystemTrail;
 use itsm_host::auth::{TokenFile, Tokens};
@@ -76,9 +77,14 @@ fn main() {
             AppState::new(
                 scheduler,
                 tokens,
-                Arc::new(
-                    SystemTrail::open(&home.path().join("system-trail.jsonl")).expect("trail"),
-                ),
+                Arc::new(Admin::new(
+                    home.path(),
+                    runtime,
+                    PluginPolicy::default(),
+                    Arc::new(
+                        SystemTrail::open(&home.path().join("system-trail.jsonl")).expect("trail"),
+                    ),
+                )),
             ),
             std::future::pending(),
         ));

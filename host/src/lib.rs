@@ -5,6 +5,7 @@
 //! [`runtime`] (run one call of a plugin in a sandbox), [`sandbox`] (local
 //! test doubles of SaaS APIs), and the `itsm` command line in [`cli`].
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod manifest;
 pub mod runtime;
 pub mod sandbox;
 pub mod scheduler;
+pub mod signing;
 pub mod store;
 pub mod ticket;
 pub mod workflow;

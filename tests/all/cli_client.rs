@@ -198,3 +198,94 @@ fn tamper(export: &Path) {
     )
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_applies_a_workflow_version_and_tickets_keep_the_one_they_pinned() {
+    let home = tempfile::tempdir().unwrap();
+    set_up_wipe_home(home.path());
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let admin = create_token(home.path(), "platform-admin", &["admin"]);
+    let op = server.operator.clone();
+
+    let first = json(&itsm(
+        &base,
+        &op,
+        &[
+            "ticket",
+            "create",
+            "--workflow",
+            "wipe",
+            "--subject",
+            "dee@example.com",
+            "--json",
+        ],
+    ));
+    let file = home.path().join("wipe-v2.toml");
+    std::fs::write(
+        &file,
+        "name = \"wipe\"\nversion = \"2\"\ndescription = \"No approval for test devices\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let refused = itsm(&base, &op, &["workflow", "apply", file]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs the `admin` role"));
+    let applied = ok(&itsm(&base, &admin, &["workflow", "apply", file]));
+    assert!(applied.starts_with("applied wipe v2"), "{applied}");
+    let again = ok(&itsm(&base, &admin, &["workflow", "apply", file]));
+    assert!(again.starts_with("unchanged: wipe v2"), "{again}");
+
+    let listed = ok(&itsm(&base, &op, &["workflow", "list"]));
+    assert!(listed.contains("No approval for test devices"), "{listed}");
+    let second = json(&itsm(
+        &base,
+        &op,
+        &[
+            "ticket",
+            "create",
+            "--workflow",
+            "wipe",
+            "--subject",
+            "eve@example.com",
+            "--json",
+        ],
+    ));
+    assert_eq!(first["workflow_version"], "1");
+    assert_eq!(second["workflow_version"], "2");
+    let shown = json(&itsm(&base, &op, &["workflow", "show", "wipe", "--json"]));
+    let mut pinned: Vec<String> = shown["pinned_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap().to_string())
+        .collect();
+    pinned.sort();
+    assert_eq!(pinned, ["1", "2"]);
+
+    // A broken file is refused with its line, and changes nothing.
+    let broken = home.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "name = \"wipe\"\n[[steps]]\nname = \"x\"\nplugin = \"missing\"\n",
+    )
+    .unwrap();
+    let out = itsm(
+        &base,
+        &admin,
+        &["workflow", "apply", broken.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let still = json(&itsm(&base, &op, &["workflow", "show", "wipe", "--json"]));
+    assert_eq!(still["current"]["version"], "2");
+}

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::support::{client_as, create_token, get_json, plugin_dir, start_server, wasm};
+use crate::support::{client_as, create_token, get_json, install_signed, start_server};
 
 const TICKETS: usize = 500;
 const KILLS: usize = 20;
@@ -57,16 +57,8 @@ async fn start_sink() -> (Sink, String) {
 }
 
 fn set_up_home(home: &Path, sink: &str) {
-    let plugin = home.join("plugins/scripted");
-    std::fs::create_dir_all(&plugin).unwrap();
+    install_signed(home, "testing/scripted", "itsm-plugin-test-scripted");
     std::fs::create_dir_all(home.join("workflows")).unwrap();
-    let manifest = std::fs::read_to_string(plugin_dir("testing/scripted/plugin.toml")).unwrap();
-    std::fs::write(plugin.join("plugin.toml"), manifest).unwrap();
-    std::fs::write(
-        plugin.join("plugin.wasm"),
-        wasm("itsm-plugin-test-scripted"),
-    )
-    .unwrap();
     let step = |name: &str, deps: &str| {
         format!(
             "[[steps]]\nname = \"{name}\"\nplugin = \"scripted\"\ndepends_on = [{deps}]\nconfig = {{ behaviour = \"sink\", sink = \"{sink}\" }}\nretry = {{ max_attempts = 20, initial_backoff = \"50ms\", max_backoff = \"500ms\" }}\n"

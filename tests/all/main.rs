@@ -11,5 +11,6 @@ mod hostile;
 mod other_language;
 mod scheduler;
 mod scim;
+mod signing;
 mod step_cli;
 mod support;

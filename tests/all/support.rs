@@ -205,18 +205,46 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
 
 /// The noop plugin and a two-step workflow whose second step needs the security group.
 pub fn set_up_wipe_home(home: &std::path::Path) {
-    let plugin = home.join("plugins/noop");
-    std::fs::create_dir_all(&plugin).unwrap();
+    install_signed(home, "testing/noop", "itsm-plugin-test-noop");
     std::fs::create_dir_all(home.join("workflows")).unwrap();
-    std::fs::copy(
-        plugin_dir("testing/noop/plugin.toml"),
-        plugin.join("plugin.toml"),
-    )
-    .unwrap();
-    std::fs::write(plugin.join("plugin.wasm"), wasm("itsm-plugin-test-noop")).unwrap();
     std::fs::write(
         home.join("workflows/wipe.toml"),
-        "name = \"wipe\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n[[steps]]\nname = \"wipe-laptop\"\nplugin = \"noop\"\ndepends_on = [\"disable\"]\napproval = { role = \"security\" }\n",
+        "name = \"wipe\"\nversion = \"1\"\n[[steps]]\nname = \"disable\"\nplugin = \"noop\"\n[[steps]]\nname = \"wipe-laptop\"\nplugin = \"noop\"\ndepends_on = [\"disable\"]\napproval = { role = \"security\" }\n",
     )
     .unwrap();
+}
+
+/// Put a plugin into `home/plugins/<name>/`, signed by a publisher key the
+/// server trusts (`trusted-keys/tests.pub`), as an admin would install it.
+pub fn install_signed(home: &std::path::Path, plugin_rel: &str, crate_name: &str) {
+    use itsm_host::signing;
+    let key_file = home.join("tests-publisher.key");
+    let secret = match std::fs::read_to_string(&key_file) {
+        Ok(s) => s,
+        Err(_) => {
+            let (secret, public) = signing::keygen();
+            std::fs::create_dir_all(home.join("trusted-keys")).unwrap();
+            std::fs::write(home.join("trusted-keys/tests.pub"), public).unwrap();
+            std::fs::write(&key_file, &secret).unwrap();
+            secret
+        }
+    };
+    let manifest = std::fs::read_to_string(plugin_dir(plugin_rel).join("plugin.toml")).unwrap();
+    let name = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("name = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let code = wasm(crate_name);
+    let dir = home.join("plugins").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("plugin.toml"), &manifest).unwrap();
+    std::fs::write(dir.join("plugin.wasm"), &code).unwrap();
+    let sig = signing::sign(
+        &signing::read_secret(&secret).unwrap(),
+        manifest.as_bytes(),
+        &code,
+    );
+    std::fs::write(dir.join(signing::SIGNATURE_FILE), sig).unwrap();
 }

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod error;
 mod imports;
+mod plugins;
 mod tickets;
 mod ui;
 
@@ -19,6 +20,7 @@ pub use error::ApiError;
 
 use std::sync::Arc;
 
+use crate::admin::Admin;
 use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::scheduler::Scheduler;
@@ -32,17 +34,20 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Changes outside tickets (plugins, workflows).
     pub system: Arc<SystemTrail>,
+    /// Plugin installs and workflow changes.
+    pub admin: Arc<Admin>,
     /// Imports running now, by batch: what `itsm ticket import` shows as progress.
     pub imports: Arc<imports::Running>,
 }
 
 impl AppState {
-    /// State over a scheduler, its tokens and its system trail.
-    pub fn new(scheduler: Scheduler, tokens: Arc<Tokens>, system: Arc<SystemTrail>) -> Self {
+    /// State over a scheduler, its tokens, and the admin of its home.
+    pub fn new(scheduler: Scheduler, tokens: Arc<Tokens>, admin: Arc<Admin>) -> Self {
         Self {
             scheduler,
             tokens,
-            system,
+            system: admin.system().clone(),
+            admin,
             imports: Arc::default(),
         }
     }
@@ -58,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tickets::router())
         .merge(ui::router())
         .merge(audit::router())
+        .merge(plugins::router())
         .route(
             "/v1/imports",
             // Large layoffs are large files: 64 MiB holds about a million rows.

@@ -6,6 +6,7 @@
 mod audit;
 mod client;
 mod demo;
+mod plugin;
 mod sandbox;
 mod serve;
 mod step;
@@ -46,6 +47,18 @@ enum Command {
         conn: client::Connection,
         #[command(subcommand)]
         cmd: ticket::BatchCommand,
+    },
+    /// Make an ed25519 key pair for signing plugins.
+    Keygen(plugin::KeygenArgs),
+    /// Sign, install, list and show plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// List, show and apply workflows.
+    Workflow {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: plugin::WorkflowCommand,
     },
     /// Export and verify the audit trail.
     Audit {
@@ -106,6 +119,9 @@ pub fn main() -> ExitCode {
             Command::Ticket { conn, cmd } => ticket::run(&conn.connect()?, cmd).await,
             Command::Batch { conn, cmd } => ticket::run_batch(&conn.connect()?, cmd).await,
             Command::Audit { conn, cmd } => audit::run(&conn, cmd).await,
+            Command::Keygen(args) => plugin::keygen(args),
+            Command::Plugin(cmd) => plugin::run(cmd).await,
+            Command::Workflow { conn, cmd } => plugin::run_workflow(&conn.connect()?, cmd).await,
         }
     });
     match result {

@@ -3,7 +3,8 @@
 //! Everything lives under one home directory (`--home`, else `$ITSM_HOME`,
 //! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
-//! `cache/` (compiled code), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//! `cache/` (compiled code), `trusted-keys/` (publishers' `*.pub`),
+//! `system-trail.jsonl` (plugin and workflow changes), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,12 +13,14 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::Exit;
+use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, serve};
 use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::bundled::SCIM_DEPROVISION;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::signing::TrustedKeys;
 use crate::store::{Store, StoreKv, sled::SledStore};
 use crate::workflow::Workflow;
 
@@ -40,6 +43,11 @@ pub(crate) struct ServeArgs {
     /// that deprovisions from it: a first run needs nothing else.
     #[arg(long)]
     sandbox: bool,
+    /// Development only: accept unsigned, untrusted or tampered plugins and
+    /// version downgrades (each with a warning). Without it, a plugin must be
+    /// signed by a key in `trusted-keys/`.
+    #[arg(long)]
+    dev: bool,
 }
 
 /// Start the SCIM sandbox; returns its workflow and the token it wants.
@@ -100,17 +108,23 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         max_instances: (args.workers as u32).clamp(8, 1000),
         kv: Arc::new(StoreKv(store.clone())),
     })?;
+    let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
+    let policy = PluginPolicy {
+        trusted: TrustedKeys::default(),
+        trusted_dir: Some(home.join("trusted-keys")),
+        dev: args.dev,
+    };
+    if args.dev {
+        eprintln!(
+            "warning: --dev: unsigned, untrusted or tampered plugins and downgrades are accepted"
+        );
+    }
+    let admin = Arc::new(Admin::new(&home, runtime.clone(), policy, system));
     let mut plugins = BTreeMap::new();
+    // Bundled plugins are part of this binary, trusted as it is.
     let bundled = runtime.load(SCIM_DEPROVISION.manifest()?, SCIM_DEPROVISION.wasm)?;
     plugins.insert(bundled.manifest().name.clone(), bundled);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(home.join("plugins"))
-        .map_err(|e| Exit::Usage(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("plugin.toml").is_file())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
-        let plugin = runtime.load_dir(&dir)?;
+    for plugin in admin.load_installed()? {
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }
     let mut workflows = Workflow::load_dir(&home.join("workflows"))?;
@@ -158,8 +172,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
-    let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
-    let state = AppState::new(scheduler, tokens, system);
+    let state = AppState::new(scheduler, tokens, admin);
     serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })

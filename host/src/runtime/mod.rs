@@ -9,7 +9,7 @@ mod bindings;
 mod cache;
 pub mod kv;
 pub mod net;
-mod package;
+pub mod package;
 pub mod redact;
 mod report;
 mod state;

@@ -10,6 +10,10 @@ use crate::manifest::Manifest;
 pub struct PluginFiles {
     /// The parsed manifest.
     pub manifest: Manifest,
+    /// The manifest's text, as signed.
+    pub manifest_text: String,
+    /// `plugin.sig`, if there is one.
+    pub signature: Option<String>,
     /// Where the component is.
     pub wasm_path: PathBuf,
     /// The component's bytes.
@@ -28,7 +32,15 @@ impl PluginFiles {
                 dir.display()
             )));
         }
-        let manifest = Manifest::load(&manifest_path)?;
+        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::Io {
+            path: manifest_path.clone(),
+            source: e,
+        })?;
+        let manifest = Manifest::parse(&manifest_text).map_err(|e| match e {
+            Error::Manifest(msg) => Error::Manifest(format!("{}: {msg}", manifest_path.display())),
+            other => other,
+        })?;
+        let signature = std::fs::read_to_string(dir.join(crate::signing::SIGNATURE_FILE)).ok();
         let wasm_path = match (&manifest.wasm, dir.join("Cargo.toml")) {
             (Some(wasm), _) => dir.join(wasm),
             (None, cargo) if cargo.is_file() => built_crate_wasm(dir, &cargo)?,
@@ -40,6 +52,8 @@ impl PluginFiles {
         })?;
         Ok(Self {
             manifest,
+            manifest_text,
+            signature,
             wasm_path,
             wasm,
         })

@@ -76,6 +76,32 @@ struct Command {
     reply: Option<oneshot::Sender<Result<()>>>,
 }
 
+/// Loaded plugins and what the trail says of each.
+struct PluginSet {
+    plugins: BTreeMap<String, Plugin>,
+    refs: BTreeMap<String, PluginRef>,
+}
+
+impl PluginSet {
+    fn new(plugins: BTreeMap<String, Plugin>) -> Self {
+        let refs = plugins
+            .iter()
+            .map(|(n, p)| {
+                let m = p.manifest();
+                (
+                    n.clone(),
+                    PluginRef {
+                        name: m.name.clone(),
+                        version: m.version.clone(),
+                        wasm_sha256: p.wasm_sha256().to_string(),
+                    },
+                )
+            })
+            .collect();
+        Self { plugins, refs }
+    }
+}
+
 /// Runs tickets. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -85,8 +111,9 @@ pub struct Scheduler {
 struct Inner {
     store: Arc<dyn Store>,
     commits: CommitQueue,
-    plugins: BTreeMap<String, Plugin>,
-    plugin_refs: BTreeMap<String, PluginRef>,
+    /// Swapped whole when a plugin is installed; calls already made keep
+    /// the plugin they started with.
+    plugins: RwLock<Arc<PluginSet>>,
     /// Current definitions by name, each with its content hash (computed
     /// once here rather than on every ticket created).
     current: RwLock<BTreeMap<String, (Arc<Workflow>, String)>>,
@@ -115,22 +142,8 @@ impl Scheduler {
         let s = Self {
             inner: Arc::new(Inner {
                 commits: CommitQueue::start(store.clone()),
-                plugin_refs: plugins
-                    .iter()
-                    .map(|(n, p)| {
-                        let m = p.manifest();
-                        (
-                            n.clone(),
-                            PluginRef {
-                                name: m.name.clone(),
-                                version: m.version.clone(),
-                                wasm_sha256: p.wasm_sha256().to_string(),
-                            },
-                        )
-                    })
-                    .collect(),
                 store,
-                plugins,
+                plugins: RwLock::new(Arc::new(PluginSet::new(plugins))),
                 current: RwLock::new(BTreeMap::new()),
                 pinned: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
@@ -150,7 +163,7 @@ impl Scheduler {
     /// Replace the current workflow definitions. Tickets already created
     /// keep the version they pinned.
     pub fn set_workflows(&self, workflows: BTreeMap<String, Workflow>) -> Result<()> {
-        let known = self.inner.plugins.keys().cloned().collect();
+        let known = self.plugin_set().plugins.keys().cloned().collect();
         for wf in workflows.values() {
             wf.check_plugins(&known)?;
         }
@@ -249,9 +262,10 @@ impl Scheduler {
                 .collect(),
             head: Default::default(),
         };
+        let set = self.plugin_set();
         let tr = machine::apply(
             &mut ticket,
-            &self.context(&wf, now),
+            &self.context(&set, &wf, now),
             Event::Created {
                 by: requested_by.to_string(),
             },
@@ -406,10 +420,30 @@ impl Scheduler {
         Ok(wf)
     }
 
-    fn context<'a>(&'a self, wf: &'a Workflow, now: u64) -> Context<'a> {
+    /// The plugins now.
+    fn plugin_set(&self) -> Arc<PluginSet> {
+        self.inner.plugins.read().expect("plugins lock").clone()
+    }
+
+    /// Loaded plugins by name.
+    pub fn plugins(&self) -> BTreeMap<String, Plugin> {
+        self.plugin_set().plugins.clone()
+    }
+
+    /// Add or replace a plugin: calls from now on use it. Tickets in flight
+    /// pick it up at their next call, and the trail records which version
+    /// (and wasm hash) made each call.
+    pub fn install_plugin(&self, plugin: Plugin) {
+        let mut guard = self.inner.plugins.write().expect("plugins lock");
+        let mut plugins = guard.plugins.clone();
+        plugins.insert(plugin.manifest().name.clone(), plugin);
+        *guard = Arc::new(PluginSet::new(plugins));
+    }
+
+    fn context<'a>(&self, set: &'a PluginSet, wf: &'a Workflow, now: u64) -> Context<'a> {
         Context {
             workflow: wf,
-            plugins: &self.inner.plugin_refs,
+            plugins: &set.refs,
             now_ms: now,
             random: rand::random(),
         }
@@ -529,7 +563,8 @@ impl Scheduler {
         // In place: `apply` changes nothing when it refuses an event, and if
         // the commit fails the driver stops and the ticket is reloaded from
         // the store on restart, so memory never runs ahead of disk for long.
-        let tr = machine::apply(ticket, &self.context(wf, now), event)?;
+        let set = self.plugin_set();
+        let tr = machine::apply(ticket, &self.context(&set, wf, now), event)?;
         if tr.drafts.is_empty() && tr.calls.is_empty() && !matches!(event_kind, EventKind::Changes)
         {
             return Ok(());
@@ -555,7 +590,7 @@ impl Scheduler {
         let def = wf.step(&call.step).cloned();
         let plugin = def
             .as_ref()
-            .and_then(|d| self.inner.plugins.get(&d.plugin).cloned());
+            .and_then(|d| self.plugin_set().plugins.get(&d.plugin).cloned());
         let input = StepInput {
             ticket_id: ticket.id.clone(),
             step: call.step.clone(),

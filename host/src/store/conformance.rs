@@ -128,8 +128,16 @@ fn workflows_idempotency_and_kv(store: &dyn Store) {
             ..Batch::default()
         }])
         .unwrap();
-    assert_eq!(store.workflow("wf", "h1").unwrap(), Some(wf));
+    assert_eq!(store.workflow("wf", "h1").unwrap(), Some(wf.clone()));
     assert_eq!(store.workflow("wf", "h2").unwrap(), None);
+    assert_eq!(
+        store.workflow_versions("wf").unwrap(),
+        vec![("h1".to_string(), wf.clone())]
+    );
+    assert!(
+        store.workflow_versions("w").unwrap().is_empty(),
+        "a name is not a prefix"
+    );
     assert_eq!(store.idempotency("key-1").unwrap().as_deref(), Some("T-a"));
     assert_eq!(store.idempotency("key-2").unwrap(), None);
     store.kv_set("p1", "k", b"v1").unwrap();

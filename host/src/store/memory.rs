@@ -71,6 +71,16 @@ impl Store for MemoryStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+    fn workflow_versions(&self, name: &str) -> Result<Vec<(String, Workflow)>> {
+        Ok(self
+            .lock()
+            .workflows
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, h), w)| (h.clone(), w.clone()))
+            .collect())
+    }
+
     fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>> {
         Ok(self
             .lock()

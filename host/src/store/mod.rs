@@ -55,6 +55,8 @@ pub trait Store: Send + Sync + 'static {
     fn events(&self, ticket_id: &str) -> Result<Vec<AuditEvent>>;
     /// A pinned workflow version.
     fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>>;
+    /// Every pinned version of a workflow: (content hash, definition).
+    fn workflow_versions(&self, name: &str) -> Result<Vec<(String, Workflow)>>;
     /// The ticket an idempotency key created.
     fn idempotency(&self, key: &str) -> Result<Option<String>>;
     /// Plugin key-value: read.

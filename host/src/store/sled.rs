@@ -126,6 +126,18 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn workflow_versions(&self, name: &str) -> Result<Vec<(String, Workflow)>> {
+        let prefix = format!("w/{name}/");
+        self.db
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| {
+                let (k, v) = kv.map_err(err)?;
+                let hash = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((hash, decode("workflow", &v)?))
+            })
+            .collect()
+    }
+
     fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>> {
         match self.db.get(format!("w/{name}/{hash}")).map_err(err)? {
             Some(v) => decode("workflow", &v).map(Some),

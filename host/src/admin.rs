@@ -1,0 +1,366 @@
+//! Installing plugins and changing workflows on a running server: the
+//! admin's side, with the checks that make it safe.
+//!
+//! A plugin is accepted only if a trusted publisher signed its manifest and
+//! wasm together, and only if its version is not lower than one installed
+//! before (the system trail is the record) nor an old version number reused
+//! for different code. `--dev` relaxes both, loudly. Every change lands in
+//! the system trail with its principal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::audit::system::SystemTrail;
+use crate::audit::{AuditKind, Draft};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::runtime::{Plugin, Runtime, package::PluginFiles, sha256_hex};
+use crate::scheduler::Scheduler;
+use crate::signing::{SIGNATURE_FILE, TrustedKeys};
+use crate::ticket::now_ms;
+use crate::workflow::Workflow;
+
+/// What may be installed.
+#[derive(Debug, Clone, Default)]
+pub struct PluginPolicy {
+    /// Publishers' keys.
+    pub trusted: TrustedKeys,
+    /// A `trusted-keys/` folder, re-read on every check so a key added
+    /// takes effect without a restart.
+    pub trusted_dir: Option<PathBuf>,
+    /// Development mode: accept unsigned, untrusted or tampered plugins and
+    /// downgrades, with a warning.
+    pub dev: bool,
+}
+
+/// A plugin as uploaded: the files a signature covers.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// `plugin.toml` text.
+    pub manifest: String,
+    /// The component.
+    pub wasm: Vec<u8>,
+    /// `plugin.sig` text.
+    pub signature: Option<String>,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Installed {
+    /// Plugin name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The version it replaced.
+    pub previous: Option<String>,
+    /// Who signed it (none in `--dev` for an unsigned plugin).
+    pub signed_by: Option<String>,
+    /// SHA-256 of the wasm.
+    pub wasm_sha256: String,
+    /// False when the very same plugin was installed already.
+    pub changed: bool,
+}
+
+/// The admin operations of one server home.
+pub struct Admin {
+    plugins_dir: PathBuf,
+    workflows_dir: PathBuf,
+    runtime: Runtime,
+    policy: PluginPolicy,
+    system: Arc<SystemTrail>,
+    /// One change at a time: installs compile, check history, then swap.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Admin {
+    /// Admin over `home`'s `plugins/` and `workflows/`.
+    pub fn new(
+        home: &Path,
+        runtime: Runtime,
+        policy: PluginPolicy,
+        system: Arc<SystemTrail>,
+    ) -> Self {
+        Self {
+            plugins_dir: home.join("plugins"),
+            workflows_dir: home.join("workflows"),
+            runtime,
+            policy,
+            system,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The system trail.
+    pub fn system(&self) -> &Arc<SystemTrail> {
+        &self.system
+    }
+
+    /// Check a bundle against the policy and history: the publisher, or why not.
+    fn check(&self, manifest: &Manifest, bundle: &Bundle) -> Result<Option<String>> {
+        let refuse = |why: String| {
+            Error::Usage(format!(
+                "plugin {} {} refused: {why}",
+                manifest.name, manifest.version
+            ))
+        };
+        let trusted = match &self.policy.trusted_dir {
+            Some(dir) => {
+                let mut keys = TrustedKeys::load(dir)?;
+                keys.extend(&self.policy.trusted);
+                keys
+            }
+            None => self.policy.trusted.clone(),
+        };
+        let signed_by = match trusted.verify(
+            bundle.manifest.as_bytes(),
+            &bundle.wasm,
+            bundle.signature.as_deref(),
+        ) {
+            Ok(publisher) => Some(publisher),
+            Err(e) if self.policy.dev => {
+                tracing::warn!(plugin = %manifest.name, "accepted in --dev although {e}");
+                None
+            }
+            Err(e) => return Err(refuse(e.to_string())),
+        };
+        let version = semver::Version::parse(&manifest.version)
+            .map_err(|e| refuse(format!("version: {e}")))?;
+        let wasm_sha256 = sha256_hex(&bundle.wasm);
+        for (old, old_sha) in self.history(&manifest.name)? {
+            let older = semver::Version::parse(&old).ok();
+            let problem = if older.as_ref().is_some_and(|o| &version < o) {
+                Some(format!(
+                    "it is a downgrade: version {old} was installed before"
+                ))
+            } else if old == manifest.version && old_sha != wasm_sha256 {
+                Some(format!(
+                    "version {old} was installed before with different code; publish a new version"
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                if !self.policy.dev {
+                    return Err(refuse(p));
+                }
+                tracing::warn!(plugin = %manifest.name, "accepted in --dev although {p}");
+            }
+        }
+        Ok(signed_by)
+    }
+
+    /// (version, wasm hash) of every install of `name` the system trail records.
+    fn history(&self, name: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .system
+            .events()?
+            .into_iter()
+            .filter(|e| e.kind == AuditKind::PluginInstalled && e.data["name"] == name)
+            .filter_map(|e| {
+                Some((
+                    e.data["version"].as_str()?.to_string(),
+                    e.data["wasm_sha256"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Load every plugin folder under `plugins/`, checking each as an
+    /// install would; a plugin found on disk that the trail does not know is
+    /// recorded as installed by `itsm serve`.
+    pub fn load_installed(&self) -> Result<Vec<Plugin>> {
+        let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&self.plugins_dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("plugin.toml").is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.plugins_dir.clone(),
+                    source,
+                });
+            }
+        };
+        dirs.sort();
+        let mut plugins = Vec::new();
+        for dir in dirs {
+            let files = PluginFiles::read(&dir)?;
+            let bundle = Bundle {
+                manifest: files.manifest_text.clone(),
+                wasm: files.wasm.clone(),
+                signature: files.signature.clone(),
+            };
+            let signed_by = self.check(&files.manifest, &bundle).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: {e}{}",
+                    dir.display(),
+                    if self.policy.dev {
+                        ""
+                    } else {
+                        " (start with --dev to accept it for development)"
+                    }
+                ))
+            })?;
+            let plugin = self.runtime.load(files.manifest, &files.wasm)?;
+            let known = self.history(&plugin.manifest().name)?.last().cloned();
+            let current = (
+                plugin.manifest().version.clone(),
+                plugin.wasm_sha256().to_string(),
+            );
+            if known.as_ref() != Some(&current) {
+                self.record(&plugin, None, signed_by, "itsm serve (found on disk)")?;
+            }
+            plugins.push(plugin);
+        }
+        Ok(plugins)
+    }
+
+    fn record(
+        &self,
+        plugin: &Plugin,
+        previous: Option<String>,
+        signed_by: Option<String>,
+        by: &str,
+    ) -> Result<()> {
+        let m = plugin.manifest();
+        self.system.append(
+            Draft::new(
+                AuditKind::PluginInstalled,
+                json!({
+                    "name": m.name,
+                    "version": m.version,
+                    "previous": previous,
+                    "wasm_sha256": plugin.wasm_sha256(),
+                    "signed_by": signed_by,
+                    "capabilities": m.capabilities,
+                }),
+            )
+            .by(by),
+            now_ms(),
+        )?;
+        Ok(())
+    }
+
+    /// Check, compile, write to `plugins/<name>/`, record, and hand the
+    /// plugin to the scheduler.
+    pub async fn install(
+        &self,
+        scheduler: &Scheduler,
+        bundle: Bundle,
+        by: &str,
+    ) -> Result<Installed> {
+        let _one_at_a_time = self.lock.lock().await;
+        let manifest = Manifest::parse(&bundle.manifest)?;
+        let signed_by = self.check(&manifest, &bundle)?;
+        let wasm_sha256 = sha256_hex(&bundle.wasm);
+        let current = scheduler.plugins().get(&manifest.name).cloned();
+        let previous = current.as_ref().map(|p| p.manifest().version.clone());
+        if let Some(p) = &current
+            && p.wasm_sha256() == wasm_sha256
+            && p.manifest() == &manifest
+        {
+            return Ok(Installed {
+                name: manifest.name,
+                version: manifest.version,
+                previous,
+                signed_by,
+                wasm_sha256,
+                changed: false,
+            });
+        }
+        let runtime = self.runtime.clone();
+        let (m, wasm) = (manifest.clone(), bundle.wasm.clone());
+        let plugin = tokio::task::spawn_blocking(move || runtime.load(m, &wasm))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))??;
+        self.write_plugin_dir(&manifest.name, &bundle)?;
+        self.record(&plugin, previous.clone(), signed_by.clone(), by)?;
+        scheduler.install_plugin(plugin);
+        Ok(Installed {
+            name: manifest.name,
+            version: manifest.version,
+            previous,
+            signed_by,
+            wasm_sha256,
+            changed: true,
+        })
+    }
+
+    /// Write the files beside, then swap the folder in.
+    fn write_plugin_dir(&self, name: &str, bundle: &Bundle) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let tag: u64 = rand::random();
+        let staging = self.plugins_dir.join(format!(".{name}.new-{tag:x}"));
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        // The manifest as signed, but always naming plugin.wasm.
+        std::fs::write(staging.join("plugin.toml"), &bundle.manifest).map_err(io(&staging))?;
+        std::fs::write(staging.join("plugin.wasm"), &bundle.wasm).map_err(io(&staging))?;
+        if let Some(sig) = &bundle.signature {
+            std::fs::write(staging.join(SIGNATURE_FILE), sig).map_err(io(&staging))?;
+        }
+        let target = self.plugins_dir.join(name);
+        let old = self.plugins_dir.join(format!(".{name}.old-{tag:x}"));
+        if target.exists() {
+            std::fs::rename(&target, &old).map_err(io(&target))?;
+        }
+        std::fs::rename(&staging, &target).map_err(io(&target))?;
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(())
+    }
+
+    /// Add or replace a workflow from its TOML text: validated against the
+    /// loaded plugins, written to `workflows/<name>.toml`, recorded.
+    pub async fn put_workflow(
+        &self,
+        scheduler: &Scheduler,
+        name: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<(Workflow, String, bool)> {
+        let _one_at_a_time = self.lock.lock().await;
+        let wf = Workflow::parse(text, &format!("{name}.toml"))?;
+        if wf.name != name {
+            return Err(Error::Workflow(format!(
+                "the file names workflow `{}` but was sent to `{name}`",
+                wf.name
+            )));
+        }
+        let hash = wf.hash();
+        let mut all: std::collections::BTreeMap<String, Workflow> = scheduler
+            .workflows()
+            .into_iter()
+            .map(|(n, w)| (n, (*w).clone()))
+            .collect();
+        if all.get(name).is_some_and(|w| w.hash() == hash) {
+            return Ok((wf, hash, false));
+        }
+        all.insert(name.to_string(), wf.clone());
+        scheduler.set_workflows(all)?;
+        let path = self.workflows_dir.join(format!("{name}.toml"));
+        let tmp = path.with_extension("toml.tmp");
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.workflows_dir).map_err(io)?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.system.append(
+            Draft::new(
+                AuditKind::WorkflowChanged,
+                json!({ "name": name, "version": wf.version, "hash": hash }),
+            )
+            .by(by),
+            now_ms(),
+        )?;
+        Ok((wf, hash, true))
+    }
+}

@@ -1,0 +1,202 @@
+//! `/v1/plugins` and `/v1/workflows`: what the server runs, and the admin's
+//! way to change it.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::admin::Bundle;
+use crate::auth::Role;
+use crate::runtime::Plugin;
+use crate::workflow::Workflow;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/plugins",
+            get(list_plugins)
+                .post(install)
+                // Components of tens of MiB are normal (Python, JS runtimes inside).
+                .layer(axum::extract::DefaultBodyLimit::max(128 << 20)),
+        )
+        .route("/v1/plugins/{name}", get(show_plugin))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}", get(show_workflow).put(put_workflow))
+}
+
+/// A plugin with what its manifest grants.
+fn plugin_json(p: &Plugin) -> Value {
+    let m = p.manifest();
+    json!({
+        "name": m.name,
+        "version": m.version,
+        "contract": m.contract,
+        "description": m.description,
+        "capabilities": m.capabilities,
+        "limits": m.limits,
+        "config": m.config,
+        "wasm_sha256": p.wasm_sha256(),
+    })
+}
+
+async fn list_plugins(State(app): State<AppState>, _: Caller) -> Json<Value> {
+    let plugins: Vec<Value> = app.scheduler.plugins().values().map(plugin_json).collect();
+    Json(json!({ "plugins": plugins }))
+}
+
+async fn show_plugin(
+    State(app): State<AppState>,
+    _: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let plugins = app.scheduler.plugins();
+    let p = plugins
+        .get(&name)
+        .ok_or_else(|| crate::Error::NotFound(format!("no plugin named `{name}`")))?;
+    let history: Vec<Value> = app
+        .admin
+        .system()
+        .events()?
+        .into_iter()
+        .filter(|e| e.kind == crate::audit::AuditKind::PluginInstalled && e.data["name"] == name)
+        .map(|e| json!({ "at_ms": e.at_ms, "by": e.principal, "version": e.data["version"], "signed_by": e.data["signed_by"], "wasm_sha256": e.data["wasm_sha256"] }))
+        .collect();
+    let mut v = plugin_json(p);
+    v["installs"] = Value::Array(history);
+    Ok(Json(v))
+}
+
+/// An upload: the two signed files and the signature.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    /// `plugin.toml` text.
+    manifest: String,
+    /// The component, base64.
+    wasm_base64: String,
+    /// `plugin.sig` text; absent for an unsigned plugin (refused outside `--dev`).
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+async fn install(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    body: Result<Json<InstallBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Role::Admin, "install plugins")?;
+    let Json(body) = body?;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(body.wasm_base64.trim())
+        .map_err(|e| ApiError::bad_request(format!("`wasm_base64` is not base64: {e}")))?;
+    let installed = app
+        .admin
+        .install(
+            &app.scheduler,
+            Bundle {
+                manifest: body.manifest,
+                wasm,
+                signature: body.signature,
+            },
+            &who.name,
+        )
+        .await?;
+    let status = if installed.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::to_value(installed).expect("serializes")),
+    ))
+}
+
+fn workflow_summary(wf: &Workflow) -> Value {
+    json!({
+        "name": wf.name,
+        "version": wf.version,
+        "description": wf.description,
+        "hash": wf.hash(),
+        "sla": wf.sla.map(|d| humantime::format_duration(d).to_string()),
+        "steps": wf.steps.iter().map(|s| json!({
+            "name": s.name,
+            "plugin": s.plugin,
+            "depends_on": s.depends_on,
+            "approval": s.approval.as_ref().map(|a| a.role.clone()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
+    let workflows: Vec<Value> = app
+        .scheduler
+        .workflows()
+        .values()
+        .map(|w| workflow_summary(w))
+        .collect();
+    Json(json!({ "workflows": workflows }))
+}
+
+/// The current definition, and every version tickets have pinned.
+async fn show_workflow(
+    State(app): State<AppState>,
+    _: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let current = app.scheduler.workflows().get(&name).cloned();
+    let versions: Vec<Value> = app
+        .scheduler
+        .store()
+        .workflow_versions(&name)?
+        .into_iter()
+        .map(|(hash, wf)| json!({ "hash": hash, "version": wf.version, "definition": wf }))
+        .collect();
+    if current.is_none() && versions.is_empty() {
+        return Err(crate::Error::NotFound(format!("no workflow named `{name}`")).into());
+    }
+    Ok(Json(json!({
+        "name": name,
+        "current": current.as_deref().map(workflow_summary),
+        "definition": current.as_deref(),
+        "pinned_versions": versions,
+    })))
+}
+
+/// Replace a workflow with TOML text (`application/toml` or `text/plain`).
+async fn put_workflow(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Role::Admin, "change workflows")?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !(content_type.starts_with("application/toml") || content_type.starts_with("text/plain")) {
+        return Err(ApiError::unsupported(format!(
+            "send the workflow as application/toml, not {content_type:?}"
+        )));
+    }
+    let (wf, hash, changed) = app
+        .admin
+        .put_workflow(&app.scheduler, &name, &body, &who.name)
+        .await?;
+    Ok((
+        if changed {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!({ "name": wf.name, "version": wf.version, "hash": hash, "changed": changed })),
+    ))
+}

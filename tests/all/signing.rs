@@ -1,0 +1,193 @@
+//! Signed plugins through the real binary: `itsm keygen`, `itsm plugin sign`,
+//! `itsm plugin install`; unsigned, tampered, untrusted and downgraded
+//! plugins are refused with the reason, unless the server runs with `--dev`.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::{create_token, plugin_dir, start_server, wasm};
+
+fn itsm(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run itsm")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn refused(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The noop plugin as a folder, at `version`.
+fn package(dir: &Path, version: &str, code: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("testing/noop/plugin.toml")).unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        manifest.replace("version = \"0.1.0\"", &format!("version = \"{version}\"")),
+    )
+    .unwrap();
+    std::fs::write(dir.join("plugin.wasm"), code).unwrap();
+    let _ = std::fs::remove_file(dir.join("plugin.sig"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_plugins_signed_by_a_trusted_publisher_install_and_never_downgrade() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = |p: &str| work.path().join(p).to_str().unwrap().to_string();
+    let mut server = start_server(home.path(), &[]).await;
+    let admin = create_token(home.path(), "platform-admin", &["admin"]);
+    let env = [
+        ("ITSM_SERVER", server.base.as_str()),
+        ("ITSM_TOKEN", admin.as_str()),
+    ];
+    let code = wasm("itsm-plugin-test-noop");
+
+    let made = stdout(&itsm(&["keygen", "--out", &w("acme")], &[]));
+    assert!(made.starts_with("key "), "{made}");
+    let (_, mallory_pub) = itsm_host::signing::keygen();
+    std::fs::create_dir_all(home.path().join("trusted-keys")).unwrap();
+    std::fs::write(home.path().join("trusted-keys/mallory.pub"), mallory_pub).unwrap();
+
+    // Unsigned.
+    package(&work.path().join("pkg"), "0.2.0", &code);
+    let why = refused(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert!(
+        why.contains("plugin noop 0.2.0 refused: it is not signed"),
+        "{why}"
+    );
+
+    // Signed, but by a key the server does not trust yet.
+    let signed = stdout(&itsm(
+        &["plugin", "sign", &w("pkg"), "--key", &w("acme.key")],
+        &[],
+    ));
+    assert!(signed.starts_with("signed noop 0.2.0 with key"), "{signed}");
+    let why = refused(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert!(why.contains("which this server does not trust"), "{why}");
+
+    // Trusted (no restart needed); but the wasm changed after signing.
+    std::fs::copy(w("acme.pub"), home.path().join("trusted-keys/acme.pub")).unwrap();
+    let mut changed = code.clone();
+    changed.extend_from_slice(b"\0");
+    std::fs::write(work.path().join("pkg/plugin.wasm"), &changed).unwrap();
+    let why = refused(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert!(
+        why.contains("does not match its manifest and wasm"),
+        "{why}"
+    );
+
+    // Widening the grants after signing is caught the same way.
+    std::fs::write(work.path().join("pkg/plugin.wasm"), &code).unwrap();
+    let manifest = std::fs::read_to_string(work.path().join("pkg/plugin.toml")).unwrap();
+    std::fs::write(
+        work.path().join("pkg/plugin.toml"),
+        format!("{manifest}\n# edited\n"),
+    )
+    .unwrap();
+    let why = refused(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert!(why.contains("does not match"), "{why}");
+    std::fs::write(work.path().join("pkg/plugin.toml"), manifest).unwrap();
+
+    // Only an admin installs.
+    let operator = [
+        ("ITSM_SERVER", server.base.as_str()),
+        ("ITSM_TOKEN", server.operator.as_str()),
+    ];
+    let why = refused(&itsm(&["plugin", "install", &w("pkg")], &operator));
+    assert!(why.contains("needs the `admin` role"), "{why}");
+
+    let ok = stdout(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert_eq!(ok.trim(), "installed noop 0.2.0 signed by acme");
+    let again = stdout(&itsm(&["plugin", "install", &w("pkg")], &env));
+    assert!(again.contains("already installed"), "{again}");
+    let listed = stdout(&itsm(&["plugin", "list"], &env));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("noop") && l.contains("0.2.0")),
+        "{listed}"
+    );
+    assert!(std::fs::read(home.path().join("plugins/noop/plugin.sig")).is_ok());
+
+    // A lower version, properly signed, is a downgrade.
+    package(&work.path().join("old"), "0.1.0", &code);
+    stdout(&itsm(
+        &["plugin", "sign", &w("old"), "--key", &w("acme.key")],
+        &[],
+    ));
+    let why = refused(&itsm(&["plugin", "install", &w("old")], &env));
+    assert!(
+        why.contains("it is a downgrade: version 0.2.0 was installed before"),
+        "{why}"
+    );
+
+    // The system trail names who installed what, and verifies.
+    let shown = stdout(&itsm(&["plugin", "show", "noop"], &env));
+    assert!(
+        shown.contains("platform-admin") && shown.contains("acme"),
+        "{shown}"
+    );
+    let verified = stdout(&itsm(&["audit", "verify", "--ticket", "system"], &env));
+    assert!(
+        verified.starts_with("system: verified, 1 events"),
+        "{verified}"
+    );
+    // Wait for it to be gone: the store's lock goes with the process.
+    server.child.kill().await.unwrap();
+
+    // On restart, an unsigned plugin dropped into plugins/ stops the server...
+    package(&home.path().join("plugins/noop"), "0.3.0", &code);
+    let out = itsm(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+            home.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugin noop 0.3.0 refused: it is not signed"),
+        "{err}"
+    );
+    assert!(err.contains("--dev"), "{err}");
+    // ...unless it runs in development mode, which says so.
+    let dev = start_server(home.path(), &["--dev"]).await;
+    let listed = stdout(&itsm(
+        &["plugin", "list"],
+        &[
+            ("ITSM_SERVER", dev.base.as_str()),
+            ("ITSM_TOKEN", admin.as_str()),
+        ],
+    ));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("noop") && l.contains("0.3.0")),
+        "{listed}"
+    );
+}
