@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bundled;
 pub mod cli;
 pub mod error;
+pub mod hooks;
 pub mod manifest;
 pub mod runtime;
 pub mod sandbox;

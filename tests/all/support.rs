@@ -158,6 +158,15 @@ pub fn client_as(token: &str) -> reqwest::Client {
 
 /// Start `itsm serve --home HOME --listen 127.0.0.1:0 EXTRA...` and wait for its address.
 pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
+    start_server_with_env(home, extra, &[]).await
+}
+
+/// [`start_server`] with extra environment variables (secrets).
+pub async fn start_server_with_env(
+    home: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
     // Restarts on the same home keep the token, as a real server's would.
     let saved = home.join("operator-1.token");
@@ -173,6 +182,7 @@ pub async fn start_server(home: &std::path::Path, extra: &[&str]) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--home"])
         .arg(home)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod error;
+mod hooks;
 mod imports;
 mod plugins;
 mod tickets;
@@ -17,6 +18,7 @@ use axum::routing::get;
 
 pub use auth::Caller;
 pub use error::ApiError;
+pub use hooks::HookSet;
 
 use std::sync::Arc;
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub system: Arc<SystemTrail>,
     /// Plugin installs and workflow changes.
     pub admin: Arc<Admin>,
+    /// HR webhooks.
+    pub hooks: Arc<HookSet>,
     /// Imports running now, by batch: what `itsm ticket import` shows as progress.
     pub imports: Arc<imports::Running>,
 }
@@ -49,7 +53,14 @@ impl AppState {
             system: admin.system().clone(),
             admin,
             imports: Arc::default(),
+            hooks: Arc::default(),
         }
+    }
+
+    /// With these webhooks.
+    pub fn with_hooks(mut self, hooks: HookSet) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
     }
 }
 
@@ -60,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/me", get(me))
+        .route("/v1/hooks/{name}", axum::routing::post(hooks::receive))
         .merge(tickets::router())
         .merge(ui::router())
         .merge(audit::router())

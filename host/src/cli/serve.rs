@@ -4,7 +4,7 @@
 //! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
 //! `cache/` (compiled code), `trusted-keys/` (publishers' `*.pub`),
-//! `system-trail.jsonl` (plugin and workflow changes), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,10 +14,11 @@ use clap::Args;
 
 use super::Exit;
 use crate::admin::{Admin, PluginPolicy};
-use crate::api::{AppState, serve};
+use crate::api::{AppState, HookSet, serve};
 use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::bundled::SCIM_DEPROVISION;
+use crate::hooks::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::signing::TrustedKeys;
@@ -136,6 +137,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         workflows.insert(wf.name.clone(), wf);
         secrets.insert("scim_token".into(), token);
     }
+    let hook_secrets = secrets.clone();
     let scheduler = Scheduler::new(
         store,
         plugins.clone(),
@@ -172,7 +174,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
-    let state = AppState::new(scheduler, tokens, admin);
+    let hooks = HookSet::new(Hooks::load(&home.join("hooks.toml"))?, &hook_secrets)?;
+    let state = AppState::new(scheduler, tokens, admin).with_hooks(hooks);
     serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })

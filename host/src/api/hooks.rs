@@ -1,0 +1,125 @@
+//! `POST /v1/hooks/{name}`: signed HR events in, one ticket per person out.
+//! Authenticated by the hook's HMAC signature, not by a bearer token.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::hooks::Hooks;
+
+/// Hooks and their shared secrets.
+#[derive(Debug, Default)]
+pub struct HookSet {
+    hooks: Hooks,
+    secrets: BTreeMap<String, String>,
+}
+
+impl HookSet {
+    /// Hooks, each of whose secrets must be in `secrets`.
+    pub fn new(hooks: Hooks, secrets: &BTreeMap<String, String>) -> crate::Result<Self> {
+        let mut mine = BTreeMap::new();
+        for name in hooks.names() {
+            let hook = hooks.get(name).expect("listed");
+            let value = secrets.get(&hook.secret).ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "hook `{name}` needs secret `{}`: set ITSM_SECRET_{}",
+                    hook.secret,
+                    hook.secret.to_ascii_uppercase()
+                ))
+            })?;
+            mine.insert(hook.secret.clone(), value.clone());
+        }
+        Ok(Self {
+            hooks,
+            secrets: mine,
+        })
+    }
+}
+
+pub(super) async fn receive(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let hook = app
+        .hooks
+        .hooks
+        .get(&name)
+        .ok_or_else(|| crate::Error::NotFound(format!("no hook named `{name}`")))?;
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let secret = app.hooks.secrets[&hook.secret].as_bytes();
+    let now = crate::ticket::now_ms() / 1000;
+    hook.authenticate(
+        secret,
+        header("x-itsm-timestamp"),
+        header("x-itsm-signature"),
+        &body,
+        now,
+    )
+    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !header("content-type").is_some_and(|c| c.starts_with("application/json")) {
+        return Err(ApiError::unsupported("send the event as application/json"));
+    }
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let (event_id, people) = hook.map(&payload).map_err(ApiError::bad_request)?;
+    if event_id.len() > 128 {
+        return Err(ApiError::bad_request(
+            "the event id is longer than 128 characters",
+        ));
+    }
+    let by = format!("hook:{name}");
+    // One event's people form a batch, to follow and steer together.
+    let batch = format!(
+        "H-{}",
+        &crate::runtime::sha256_hex(format!("{name}\n{event_id}").as_bytes())[..16]
+    );
+    let (mut created, mut existing) = (0, 0);
+    let mut tickets = Vec::new();
+    let mut errors = Vec::new();
+    for (i, person) in people.into_iter().enumerate() {
+        let result = match person {
+            Ok(mut req) => {
+                req.batch = Some(batch.clone());
+                let key = format!("hook:{name}:{event_id}:{i}");
+                app.scheduler
+                    .create(req, &by, Some(&key))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((t, new)) => {
+                if new {
+                    created += 1;
+                } else {
+                    existing += 1;
+                }
+                tickets.push(t.id);
+            }
+            Err(error) => errors.push(json!({ "index": i, "error": error })),
+        }
+    }
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "event_id": event_id,
+            "batch": batch,
+            "created": created,
+            "existing": existing,
+            "tickets": tickets,
+            "errors": errors,
+        })),
+    ))
+}
