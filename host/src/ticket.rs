@@ -12,7 +12,7 @@ use crate::audit::ChainHead;
 use crate::runtime::{Evidence, LogLine, Op, StepFailure, net::RequestRecord};
 
 /// Where a ticket is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketState {
     /// Created, no step started yet.

@@ -7,6 +7,7 @@ mod cache;
 mod cli_client;
 mod contract;
 mod crash;
+mod fuzz;
 mod hooks;
 mod hostile;
 mod other_language;

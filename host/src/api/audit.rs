@@ -2,13 +2,12 @@
 //! JSON, JSON lines or CSV, and verified against the recorded chain heads.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::tickets::instant;
@@ -16,14 +15,14 @@ use super::{ApiError, AppState};
 use crate::audit::system::SYSTEM;
 use crate::audit::{self, AuditEvent};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit", get(export))
-        .route("/v1/audit/verify", get(verify))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(export))
+        .routes(routes!(verify))
 }
 
 /// Export format.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Format {
     /// `{"events": [...]}`.
@@ -35,7 +34,8 @@ enum Format {
     Csv,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// One ticket (or `system` for plugin and workflow changes); all if absent.
@@ -44,7 +44,9 @@ struct AuditQuery {
     from: Option<String>,
     /// Events before this instant (RFC 3339).
     to: Option<String>,
+    /// json (default), jsonl or csv.
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
@@ -76,6 +78,9 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
     Ok(events)
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Events (JSON, JSON lines or CSV by `format`)", content(
+        (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn export(
     State(app): State<AppState>,
     _: Caller,
@@ -143,7 +148,8 @@ fn to_csv(events: &[AuditEvent]) -> Result<String, ApiError> {
     Ok(String::from_utf8(bytes).expect("csv of strings is UTF-8"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct VerifyQuery {
     /// One ticket (or `system`); every ticket if absent.
@@ -151,6 +157,8 @@ struct VerifyQuery {
 }
 
 /// Verify chains against their recorded heads.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
+    responses((status = 200, description = "Verification of one chain or all", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn verify(
     State(app): State<AppState>,
     _: Caller,

@@ -63,9 +63,11 @@ impl Running {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ImportQuery {
+    /// The workflow every row's ticket runs.
     workflow: String,
 }
 
@@ -164,6 +166,10 @@ fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
         .collect()
 }
 
+#[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
+    request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}", content(
+        (String = "text/csv"), (String = "application/x-ndjson"))),
+    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
 pub(super) async fn import(
     State(app): State<AppState>,
     Caller(who): Caller,

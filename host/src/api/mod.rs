@@ -1,4 +1,5 @@
-//! The HTTP API under `/v1`: enough to create, watch and steer tickets.
+//! The HTTP API under `/v1`, documented at `/v1/openapi.json` (generated
+//! from the handlers' annotations by utoipa).
 //!
 //! Routes are grouped per resource (`tickets::router`) and merged here.
 //! Every `/v1` route takes a bearer token ([`Caller`]) and checks the role it
@@ -15,6 +16,8 @@ mod ui;
 
 use axum::Router;
 use axum::routing::get;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use auth::Caller;
 pub use error::ApiError;
@@ -66,26 +69,88 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let (api, doc) = documented().split_for_parts();
+    let doc = bytes::Bytes::from(doc.to_json().expect("the OpenAPI document serializes"));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/me", get(me))
-        .route("/v1/hooks/{name}", axum::routing::post(hooks::receive))
-        .merge(tickets::router())
-        .merge(ui::router())
-        .merge(audit::router())
-        .merge(plugins::router())
+        .merge(api)
         .route(
-            "/v1/imports",
-            // Large layoffs are large files: 64 MiB holds about a million rows.
-            axum::routing::post(imports::import)
-                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
+            }),
         )
+        .merge(ui::router())
         .with_state(state)
 }
 
+/// Every route that belongs in `/v1/openapi.json`, with its documentation:
+/// a route cannot be added here without its `#[utoipa::path]`.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(me))
+        .routes(routes!(hooks::receive))
+        .merge(tickets::router())
+        .merge(audit::router())
+        .merge(plugins::router())
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(imports::import))
+                // Large layoffs are large files: 64 MiB holds about a million rows.
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
+}
+
+/// The document's frame: title, auth scheme, tags.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "itsm",
+        description = "ITSM automation host: tickets (one per person), bulk import, approvals, audit trail, plugins and workflows. Every /v1 route but the HR hooks takes `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "tickets", description = "Create, import, list, show, cancel, retry"),
+        (name = "batches", description = "Imported tickets as a group"),
+        (name = "approvals", description = "Approve or reject a waiting step"),
+        (name = "audit", description = "Export and verify the hash-chained trail"),
+        (name = "plugins", description = "Installed plugins and signed installs"),
+        (name = "workflows", description = "Workflow definitions and pinned versions"),
+        (name = "hooks", description = "Signed HR events"),
+        (name = "service", description = "Probes, metrics, identity")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer-token scheme the operations refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
 /// Who the token belongs to: the UI and CLI show it after sign-in.
+#[utoipa::path(get, path = "/v1/me", tag = "service",
+    responses((status = 200, description = "The caller's name and roles", body = serde_json::Value),
+        (status = 401, description = "No valid token; the body says why", body = serde_json::Value)))]
 async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "name": who.name,
@@ -94,6 +159,8 @@ async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
 }
 
 /// 200 once in-flight tickets are resumed, 503 before.
+#[utoipa::path(get, path = "/readyz", tag = "service", security(()),
+    responses((status = 200, description = "Ready", body = String), (status = 503, description = "Still recovering", body = String)))]
 async fn readyz(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, &'static str) {
@@ -108,6 +175,8 @@ async fn readyz(
 }
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> impl axum::response::IntoResponse {

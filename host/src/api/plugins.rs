@@ -1,13 +1,13 @@
 //! `/v1/plugins` and `/v1/workflows`: what the server runs, and the admin's
 //! way to change it.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::{ApiError, AppState};
@@ -16,18 +16,14 @@ use crate::auth::Role;
 use crate::runtime::Plugin;
 use crate::workflow::Workflow;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/plugins",
-            get(list_plugins)
-                .post(install)
-                // Components of tens of MiB are normal (Python, JS runtimes inside).
-                .layer(axum::extract::DefaultBodyLimit::max(128 << 20)),
-        )
-        .route("/v1/plugins/{name}", get(show_plugin))
-        .route("/v1/workflows", get(list_workflows))
-        .route("/v1/workflows/{name}", get(show_workflow).put(put_workflow))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plugins, install))
+        // Components of tens of MiB are normal (Python, JS runtimes inside).
+        .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
+        .routes(routes!(show_plugin))
+        .routes(routes!(list_workflows))
+        .routes(routes!(show_workflow, put_workflow))
 }
 
 /// A plugin with what its manifest grants.
@@ -45,11 +41,15 @@ fn plugin_json(p: &Plugin) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "Plugins with their grants and limits", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
 async fn list_plugins(State(app): State<AppState>, _: Caller) -> Json<Value> {
     let plugins: Vec<Value> = app.scheduler.plugins().values().map(plugin_json).collect();
     Json(json!({ "plugins": plugins }))
 }
 
+#[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path, description = "Plugin name")),
+    responses((status = 200, description = "One plugin and its install history", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn show_plugin(
     State(app): State<AppState>,
     _: Caller,
@@ -73,7 +73,7 @@ async fn show_plugin(
 }
 
 /// An upload: the two signed files and the signature.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InstallBody {
     /// `plugin.toml` text.
@@ -85,6 +85,8 @@ struct InstallBody {
     signature: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body = InstallBody,
+    responses((status = 201, description = "Installed", body = serde_json::Value), (status = 200, description = "Already installed", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
 async fn install(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -134,6 +136,8 @@ fn workflow_summary(wf: &Workflow) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, description = "Current workflows", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
 async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
     let workflows: Vec<Value> = app
         .scheduler
@@ -145,6 +149,8 @@ async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
 }
 
 /// The current definition, and every version tickets have pinned.
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
+    responses((status = 200, description = "Current definition and pinned versions", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn show_workflow(
     State(app): State<AppState>,
     _: Caller,
@@ -170,6 +176,9 @@ async fn show_workflow(
 }
 
 /// Replace a workflow with TOML text (`application/toml` or `text/plain`).
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
+    request_body(description = "The workflow file (TOML)", content((String = "text/plain"), (String = "application/toml"))),
+    responses((status = 201, description = "Applied", body = serde_json::Value), (status = 200, description = "Unchanged", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
 async fn put_workflow(
     State(app): State<AppState>,
     Caller(who): Caller,

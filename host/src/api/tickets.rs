@@ -1,12 +1,12 @@
 //! `/v1/tickets`: create (one subject each), read with its trail, list, and
 //! approve / reject / cancel / retry.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::{ApiError, AppState};
@@ -16,19 +16,23 @@ use crate::scheduler::NewTicket;
 use crate::scheduler::machine::Event;
 use crate::ticket::{Ticket, TicketState};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tickets", post(create).get(list))
-        .route("/v1/tickets/{id}", get(show))
-        .route("/v1/tickets/{id}/approve", post(approve))
-        .route("/v1/tickets/{id}/reject", post(reject))
-        .route("/v1/tickets/{id}/cancel", post(cancel))
-        .route("/v1/tickets/{id}/retry", post(retry))
-        .route("/v1/batches/{id}", get(batch_show))
-        .route("/v1/batches/{id}/retry", post(batch_retry))
-        .route("/v1/batches/{id}/cancel", post(batch_cancel))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(batch_show))
+        .routes(routes!(batch_retry))
+        .routes(routes!(batch_cancel))
 }
 
+#[utoipa::path(post, path = "/v1/tickets", tag = "tickets",
+    request_body = NewTicket,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the same ticket (200)")),
+    responses((status = 201, description = "Created", body = serde_json::Value), (status = 200, description = "The ticket this key created before", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
 async fn create(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -60,9 +64,11 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    #[param(inline)]
     state: Option<TicketState>,
     workflow: Option<String>,
     subject: Option<String>,
@@ -115,6 +121,8 @@ impl From<Ticket> for Summary {
     }
 }
 
+#[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
+    responses((status = 200, description = "Tickets, oldest first", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
 async fn list(
     State(app): State<AppState>,
     _: Caller,
@@ -140,6 +148,8 @@ async fn list(
     Ok(Json(json!({ "tickets": items })))
 }
 
+#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),
+    responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn show(
     State(app): State<AppState>,
     _: Caller,
@@ -159,7 +169,17 @@ async fn show(
     })))
 }
 
-#[derive(Deserialize, Default)]
+/// A JSON body that may be left out (empty, or `null`); a present one must
+/// parse, and a 400 names what is wrong with it.
+fn optional_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map_err(|e| ApiError::bad_request(format!("the JSON body is not valid: {e}")))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Decision {
     #[serde(default)]
@@ -183,39 +203,47 @@ async fn decide(
     Ok(Json(json!({ "ok": true })))
 }
 
+#[utoipa::path(post, path = "/v1/tickets/{id}/approve", tag = "approvals", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = Decision, description = "Optional"),
+    responses((status = 200, description = "Approved", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
 async fn approve(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    body: Option<Json<Decision>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    decide(app, who, id, body.map(|b| b.0), true).await
+    decide(app, who, id, optional_body(&body)?, true).await
 }
 
+#[utoipa::path(post, path = "/v1/tickets/{id}/reject", tag = "approvals", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = Decision, description = "Optional"),
+    responses((status = 200, description = "Rejected", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
 async fn reject(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    body: Option<Json<Decision>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    decide(app, who, id, body.map(|b| b.0), false).await
+    decide(app, who, id, optional_body(&body)?, false).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {
     #[serde(default)]
     reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/tickets/{id}/cancel", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = CancelBody, description = "Optional"),
+    responses((status = 200, description = "Cancelled", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
 async fn cancel(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    body: Option<Json<CancelBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Role::Operator, "cancel tickets")?;
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    let reason = optional_body::<CancelBody>(&body)?
+        .unwrap_or_default()
+        .reason;
     app.scheduler
         .send(
             &id,
@@ -228,6 +256,8 @@ async fn cancel(
     Ok(Json(json!({ "ok": true })))
 }
 
+#[utoipa::path(post, path = "/v1/tickets/{id}/retry", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),
+    responses((status = 200, description = "Failed steps run again", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
 async fn retry(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -241,6 +271,8 @@ async fn retry(
 }
 
 /// A batch: counts by state, its tickets, and an import's progress while it runs.
+#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")),
+    responses((status = 200, description = "Counts by state, tickets, and a running import's progress", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn batch_show(
     State(app): State<AppState>,
     _: Caller,
@@ -306,6 +338,8 @@ async fn batch_action(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")),
+    responses((status = 200, description = "Retried the failed tickets; others listed as skipped", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn batch_retry(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -322,15 +356,19 @@ async fn batch_retry(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")), request_body(content = CancelBody, description = "Optional"),
+    responses((status = 200, description = "Cancelled the open tickets", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
 async fn batch_cancel(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(batch): Path<String>,
-    body: Option<Json<CancelBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Role::Operator, "cancel tickets")?;
     let by = who.name;
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    let reason = optional_body::<CancelBody>(&body)?
+        .unwrap_or_default()
+        .reason;
     batch_action(
         &app,
         &batch,

@@ -29,7 +29,7 @@ use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
 use crate::workflow::Workflow;
 
 /// A request for a new ticket: one subject, one workflow.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicket {
     /// Workflow name.
