@@ -40,8 +40,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 64)]
     workers: usize,
     /// Also start the local SCIM sandbox (a test double with users
-    /// user1..user25@example.com) and a `sandbox-offboarding` workflow
-    /// that deprovisions from it: a first run needs nothing else.
+    /// user1..user25@example.com) and two workflows that deprovision from
+    /// it, `sandbox-offboarding` and `sandbox-approved-offboarding` (after
+    /// an approval by the `security` group): a first run needs nothing else.
     #[arg(long)]
     sandbox: bool,
     /// Development only: accept unsigned, untrusted or tampered plugins and
@@ -51,8 +52,8 @@ pub(crate) struct ServeArgs {
     dev: bool,
 }
 
-/// Start the SCIM sandbox; returns its workflow and the token it wants.
-async fn start_sandbox() -> Result<(Workflow, String, String), Exit> {
+/// Start the SCIM sandbox; returns its workflows and the token it wants.
+async fn start_sandbox() -> Result<(Vec<Workflow>, String, String), Exit> {
     use crate::sandbox::scim::{BASE_PATH, Scim};
     let token = format!("sandbox-{:x}", rand::random::<u64>());
     let scim = Scim::new(Some(&token));
@@ -66,22 +67,37 @@ async fn start_sandbox() -> Result<(Workflow, String, String), Exit> {
         .local_addr()
         .map_err(|e| Exit::Usage(e.to_string()))?;
     tokio::spawn(async move { scim.serve(listener, std::future::pending()).await });
-    let wf = Workflow::parse(
-        &format!(
-            r#"
-            name = "sandbox-offboarding"
-            version = "1"
-            description = "Deprovision the subject from the local SCIM sandbox (a test double)"
-            sla = "24h"
-            [[steps]]
-            name = "deprovision-scim"
-            plugin = "scim-deprovision"
-            config = {{ base_url = "http://{addr}{BASE_PATH}" }}
-            retry = {{ max_attempts = 5, initial_backoff = "500ms" }}
-            "#
-        ),
-        "sandbox",
-    )?;
+    let workflow = |name: &str, what: &str, approval: &str| {
+        Workflow::parse(
+            &format!(
+                r#"
+                name = "{name}"
+                version = "1"
+                description = "{what} (the local SCIM sandbox, a test double)"
+                sla = "24h"
+                [[steps]]
+                name = "deprovision-scim"
+                plugin = "scim-deprovision"
+                config = {{ base_url = "http://{addr}{BASE_PATH}" }}
+                retry = {{ max_attempts = 5, initial_backoff = "500ms" }}
+                {approval}
+                "#
+            ),
+            "sandbox",
+        )
+    };
+    let wf = vec![
+        workflow(
+            "sandbox-offboarding",
+            "Deprovision the subject from the SaaS app",
+            "",
+        )?,
+        workflow(
+            "sandbox-approved-offboarding",
+            "Deprovision the subject once the security group approves",
+            r#"approval = { role = "security" }"#,
+        )?,
+    ];
     let note = format!(
         "  SCIM sandbox (a test double) at http://{addr}{BASE_PATH} with user1..user25@example.com"
     );
@@ -132,9 +148,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     let mut secrets = secrets_from_env();
     let mut sandbox_note = None;
     if args.sandbox {
-        let (wf, token, note) = start_sandbox().await?;
+        let (sandbox_workflows, token, note) = start_sandbox().await?;
         sandbox_note = Some(note);
-        workflows.insert(wf.name.clone(), wf);
+        for wf in sandbox_workflows {
+            workflows.insert(wf.name.clone(), wf);
+        }
         secrets.insert("scim_token".into(), token);
     }
     let hook_secrets = secrets.clone();

@@ -65,11 +65,15 @@ pub(crate) enum TicketCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print only ids, one per line (for `$(...)`).
+        #[arg(long, short)]
+        quiet: bool,
     },
-    /// Approve the step waiting for approval.
+    /// Approve the step waiting for approval (of each ticket given).
     Approve {
-        /// Ticket id.
-        id: String,
+        /// Ticket ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
         /// Why (kept in the trail).
         #[arg(long, default_value = "")]
         comment: String,
@@ -170,6 +174,7 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
             since,
             until,
             limit,
+            quiet,
         } => {
             let mut q = format!("limit={limit}");
             for (k, v) in [
@@ -185,9 +190,20 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
                 }
             }
             let list = client.get(&format!("/v1/tickets?{q}")).await?;
-            client.show(&list, |l| print_summaries(&l["tickets"]));
+            if quiet {
+                for t in list["tickets"].as_array().into_iter().flatten() {
+                    println!("{}", cell(&t["id"]));
+                }
+            } else {
+                client.show(&list, |l| print_summaries(&l["tickets"]));
+            }
         }
-        TicketCommand::Approve { id, comment } => decide(client, &id, "approve", &comment).await?,
+        TicketCommand::Approve { ids, comment } => {
+            // Each is its own decision in its own trail; stop at the first refusal.
+            for id in ids {
+                decide(client, &id, "approve", &comment).await?;
+            }
+        }
         TicketCommand::Reject { id, comment } => decide(client, &id, "reject", &comment).await?,
         TicketCommand::Cancel { id, reason } => {
             let r = client
