@@ -81,6 +81,17 @@ pub struct Credential {
     /// Header name, for `scheme = "api-key"` only.
     #[serde(default)]
     pub header: Option<String>,
+    /// Token endpoint, for the token flows: a URL in which `${config.KEY}`
+    /// is replaced by that config value (e.g. the tenant).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// OAuth scope(s) to ask for, space-separated.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// For `google-service-account`: the user to act as (domain-wide
+    /// delegation), usually `${config.admin_email}`.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// How a credential is attached to a request.
@@ -93,6 +104,26 @@ pub enum AuthScheme {
     Basic,
     /// `<header>: <secret>`.
     ApiKey,
+    /// OAuth 2.0 client credentials (Microsoft identity platform,
+    /// Salesforce): the host trades `client_id:client_secret` at `token_url`
+    /// for an access token, caches it until it expires, and sends
+    /// `Authorization: Bearer <access token>`.
+    #[serde(rename = "oauth2-client-credentials")]
+    OAuth2ClientCredentials,
+    /// Google service account (JWT bearer grant, RFC 7523): the host signs a
+    /// JWT with the account's private key (the secret is the key's JSON
+    /// file), trades it at `token_url` for an access token, and caches it.
+    GoogleServiceAccount,
+}
+
+impl AuthScheme {
+    /// Whether the host runs a token flow for it.
+    pub fn is_token_flow(self) -> bool {
+        matches!(
+            self,
+            Self::OAuth2ClientCredentials | Self::GoogleServiceAccount
+        )
+    }
 }
 
 /// Per-call resource limits.
@@ -321,6 +352,42 @@ impl Manifest {
                 }
                 (_, None) => {}
             }
+            let flow = cred.scheme.is_token_flow();
+            for (name, value) in [
+                ("token_url", &cred.token_url),
+                ("scope", &cred.scope),
+                ("subject", &cred.subject),
+            ] {
+                if value.is_some() && !flow {
+                    return bad(
+                        &format!("{field}.{name}"),
+                        "only used with the token-flow schemes".into(),
+                    );
+                }
+            }
+            if flow {
+                match &cred.token_url {
+                    None => {
+                        return bad(
+                            &format!("{field}.token_url"),
+                            "required for a token flow".into(),
+                        );
+                    }
+                    Some(u) if !u.starts_with("https://") && !u.starts_with("${config.") => {
+                        return bad(
+                            &format!("{field}.token_url"),
+                            format!("{u:?} must be https:// (or come from config)"),
+                        );
+                    }
+                    Some(_) => {}
+                }
+                if cred.scheme == AuthScheme::GoogleServiceAccount && cred.scope.is_none() {
+                    return bad(
+                        &format!("{field}.scope"),
+                        "required for scheme \"google-service-account\"".into(),
+                    );
+                }
+            }
         }
         let limits = &self.limits;
         if limits.memory_mb == 0 || limits.memory_mb > MAX_MEMORY_MB {
@@ -353,6 +420,27 @@ impl Manifest {
             )),
             None => Origin::parse(entry).map(|_| ()),
         }
+    }
+
+    /// `text` with each `${config.KEY}` replaced by the call's config value.
+    pub fn interpolate(&self, text: &str, config: &BTreeMap<String, String>) -> Result<String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${config.") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "${config.".len()..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| Error::Manifest(format!("unclosed `${{config.` in {text:?}")))?;
+            let key = &after[..end];
+            let value = config.get(key).ok_or_else(|| {
+                Error::Config(format!("`{key}` is needed by {text:?} but is not set"))
+            })?;
+            out.push_str(value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
     }
 
     /// The origins allowed for a call with this config: entries resolved.

@@ -50,7 +50,8 @@
     return el;
   }
 
-  function append(el, children) {
+  /** Append children (nodes, strings, nested arrays; null and false skipped). */
+  function append(el, ...children) {
     for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
@@ -60,7 +61,7 @@
 
   function replaceChildren(el, ...children) {
     el.replaceChildren();
-    return append(el, children);
+    return append(el, ...children);
   }
 
   const $ = (id) => document.getElementById(id);
@@ -718,21 +719,22 @@
     if ((before === null || before === undefined) && (after === null || after === undefined)) {
       parts.push(h('p', { class: 'muted small' }, 'No before/after state recorded.'));
     } else if ((isObj(before) || before == null) && (isObj(after) || after == null)) {
+      // Objects: a field table; both sides side by side when both are known.
+      const cols = [];
+      if (before != null) cols.push(['Before', before]);
+      if (after != null) cols.push([before != null ? 'After' : 'State', after]);
       const keys = [...new Set([...Object.keys(before || {}), ...Object.keys(after || {})])];
+      const cell = (obj, k) => (k in obj ? compact(obj[k]) : h('span', { class: 'muted' }, 'absent'));
       parts.push(h('table', { class: 'data diff' },
-        h('caption', { class: 'visually-hidden' }, `${title}: state before and after`),
+        h('caption', { class: 'visually-hidden' }, `${title}: ${cols.map((c) => c[0].toLowerCase()).join(' and ')}`),
         h('thead', null, h('tr', null,
           h('th', { scope: 'col' }, 'Field'),
-          h('th', { scope: 'col' }, 'Before'),
-          h('th', { scope: 'col' }, 'After'))),
+          cols.map(([label]) => h('th', { scope: 'col' }, label)))),
         h('tbody', null, keys.map((k) => {
-          const b = before ? before[k] : undefined;
-          const a = after ? after[k] : undefined;
-          const changed = before != null && after != null && JSON.stringify(b) !== JSON.stringify(a);
+          const changed = cols.length === 2 && JSON.stringify(before[k]) !== JSON.stringify(after[k]);
           return h('tr', { class: changed ? 'changed' : null },
             h('th', { scope: 'row', class: 'mono' }, k, changed ? h('span', { class: 'visually-hidden' }, ' (changed)') : null),
-            h('td', { class: 'mono' }, before == null ? h('span', { class: 'muted' }, 'unknown') : b === undefined ? h('span', { class: 'muted' }, '—') : compact(b)),
-            h('td', { class: 'mono' }, after == null ? h('span', { class: 'muted' }, 'unknown') : a === undefined ? h('span', { class: 'muted' }, '—') : compact(a)));
+            cols.map(([, obj]) => h('td', { class: 'mono' }, cell(obj, k))));
         }))));
     } else {
       parts.push(h('div', { class: 'before-after' },
@@ -832,7 +834,7 @@
     h('div', { class: 'step-body' },
       h('div', { class: 'step-head' },
         h('h3', null, name), badge(s.status, { 'data-testid': 'step-status' }),
-        attempts.length ? h('span', { class: 'muted' }, `${attempts.length} attempt${attempts.length === 1 ? '' : 's'}`) : null),
+        attempts.length ? h('span', { class: 'muted' }, `${attempts.length} plugin call${attempts.length === 1 ? '' : 's'}`) : null),
       meta,
       decisionBlock(s.decision),
       evidenceBlock('Evidence', s.evidence, 'step-evidence'),
@@ -841,7 +843,10 @@
       attempts.length ? h('div', { class: 'attempts' }, h('h4', null, 'Attempts'),
         attempts.map((a) => {
           const key = `${name}/${a.n}`;
-          const open = openKeys.has(key) || (a === lastAttempt && a.result && a.result.status !== 'succeeded' && !openKeys.has(`closed:${key}`));
+          // Open what has something to show (log, requests, an error) unless the user closed it.
+          const telling = (a.log && a.log.length) || (a.requests && a.requests.length)
+            || (a.result && a.result.status !== 'succeeded') || a === lastAttempt && a.ended_ms == null;
+          const open = openKeys.has(key) || (telling && !openKeys.has(`closed:${key}`));
           return attemptBlock(name, a, open);
         }))
         : h('p', { class: 'muted small' }, s.status === 'pending' ? 'Not started.' : 'No plugin calls yet.')));
@@ -920,7 +925,7 @@
     h('td', null, timeEl(e.at_ms, true)),
     h('td', null, h('span', { class: `kind kind-${String(e.kind).replace(/[^a-z_]/g, '')}` }, TRAIL_LABEL[e.kind] || e.kind)),
     h('td', null, e.step || h('span', { class: 'muted' }, '—')),
-    h('td', { class: e.principal === 'system' ? 'muted' : 'who-name' }, e.principal),
+    h('td', { class: `principal ${e.principal === 'system' ? 'muted' : 'who-name'}` }, e.principal),
     h('td', { class: 'detail' },
       h('span', null, trailDetail(e)),
       h('details', { class: 'raw', dataset: { key }, open: openKeys.has(key) || null },
@@ -968,15 +973,16 @@
         h('h2', { id: 'trail-title' }, 'Audit trail'), trailStatus,
         h('div', { class: 'table-wrap' }, trailTable)));
 
-    append(root, h('article', { class: 'page ticket', 'data-testid': 'ticket-page', dataset: { id } },
+    const article = h('article', { class: 'page ticket', 'data-testid': 'ticket-page', dataset: { id } },
       crumbs,
       h('div', { class: 'page-head' },
         h('div', null, title, h('p', { class: 'mono subtitle', id: 'ticket-id', 'data-testid': 'ticket-id' }, id)),
         h('div', { class: 'head-right' }, stateSlot, live.el)),
-      loadError, body));
+      loadError, body);
+    append(root, article);
 
     // Remember which <details> the user opened or closed across refreshes.
-    root.addEventListener('toggle', (ev) => {
+    article.addEventListener('toggle', (ev) => {
       const el = ev.target;
       if (!(el instanceof HTMLDetailsElement) || !el.dataset.key) return;
       const key = el.dataset.key;

@@ -10,6 +10,7 @@ mod crash;
 mod fuzz;
 mod hooks;
 mod hostile;
+mod oauth;
 mod other_language;
 mod scheduler;
 mod scim;

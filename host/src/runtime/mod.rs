@@ -9,6 +9,7 @@ mod bindings;
 mod cache;
 pub mod kv;
 pub mod net;
+mod oauth;
 pub mod package;
 pub mod redact;
 mod report;
@@ -36,7 +37,7 @@ pub use state::LogLine;
 
 use self::bindings::{PluginPre, types as wit};
 use self::kv::{KvBackend, MemoryKv};
-use self::net::{AttachedCredential, NetPolicy, RequestRecord};
+use self::net::{Attach, AttachedCredential, NetPolicy, RequestRecord};
 use self::redact::Redactor;
 use self::state::CallState;
 use crate::error::{Error, Result};
@@ -85,6 +86,8 @@ struct RuntimeInner {
     cache: Option<cache::CodeCache>,
     kv: Arc<dyn KvBackend>,
     ticker_stop: Arc<AtomicBool>,
+    /// Access tokens the host fetched for credentials, shared by all calls.
+    tokens: Arc<oauth::TokenCache>,
 }
 
 impl Drop for RuntimeInner {
@@ -115,6 +118,7 @@ impl Runtime {
                 cache,
                 kv: config.kv,
                 ticker_stop,
+                tokens: Arc::new(oauth::TokenCache::new()),
             }),
         })
     }
@@ -289,6 +293,7 @@ impl Plugin {
             prepared.credentials,
             journal.clone(),
             prepared.redactor.clone(),
+            self.inner.runtime.tokens.clone(),
         );
         let state = CallState::new(
             m.name.as_str().into(),
@@ -385,7 +390,7 @@ impl Plugin {
             .iter()
             .map(|h| m.resolve_origin(h, config))
             .collect::<Result<Vec<_>>>()?;
-        let mut secret_values: Vec<&str> = Vec::new();
+        let mut secret_values: Vec<String> = Vec::new();
         let mut credentials = Vec::new();
         for cred in &caps.credentials {
             let value = grants.secrets.get(&cred.secret).ok_or_else(|| {
@@ -394,7 +399,18 @@ impl Plugin {
                     m.name, cred.secret, cred.host
                 ))
             })?;
-            secret_values.push(value);
+            secret_values.push(value.clone());
+            let origin = m.resolve_origin(&cred.host, config)?;
+            if cred.scheme.is_token_flow() {
+                let flow = self.flow(cred, value, config, &allowed)?;
+                secret_values.extend(flow.secrets());
+                credentials.push(AttachedCredential {
+                    origin,
+                    header: http::header::AUTHORIZATION,
+                    value: Attach::Flow(flow),
+                });
+                continue;
+            }
             let (header, text) = match cred.scheme {
                 AuthScheme::Bearer => (http::header::AUTHORIZATION, format!("Bearer {value}")),
                 AuthScheme::Basic => (
@@ -412,6 +428,9 @@ impl Plugin {
                         value.clone(),
                     )
                 }
+                AuthScheme::OAuth2ClientCredentials | AuthScheme::GoogleServiceAccount => {
+                    unreachable!("token flows are handled above")
+                }
             };
             let mut value = HeaderValue::from_str(&text).map_err(|_| {
                 Error::Config(format!(
@@ -421,9 +440,9 @@ impl Plugin {
             })?;
             value.set_sensitive(true);
             credentials.push(AttachedCredential {
-                origin: m.resolve_origin(&cred.host, config)?,
+                origin,
                 header,
-                value,
+                value: Attach::Static(value),
             });
         }
         let mut readable = BTreeMap::new();
@@ -432,13 +451,54 @@ impl Plugin {
         }
         // Mask every supplied secret, even ones this plugin was not granted:
         // an operator's secret must not surface through any plugin.
-        secret_values.extend(grants.secrets.values().map(String::as_str));
+        secret_values.extend(grants.secrets.values().cloned());
         Ok(Prepared {
             allowed,
             credentials,
             readable,
-            redactor: Arc::new(Redactor::new(secret_values)),
+            redactor: Arc::new(Redactor::new(secret_values.iter().map(String::as_str))),
         })
+    }
+
+    /// A credential's token flow for this call. Its token URL must be an
+    /// allowed origin: the manifest shows everywhere a secret can go.
+    fn flow(
+        &self,
+        cred: &crate::manifest::Credential,
+        secret: &str,
+        config: &BTreeMap<String, String>,
+        allowed: &[crate::manifest::Origin],
+    ) -> Result<oauth::Flow> {
+        let m = &self.inner.manifest;
+        let token_url = m.interpolate(cred.token_url.as_deref().unwrap_or_default(), config)?;
+        let parsed = url::Url::parse(&token_url)
+            .map_err(|e| Error::Config(format!("token URL {token_url:?}: {e}")))?;
+        let origin = crate::manifest::Origin::of_url(&parsed)
+            .map_err(|e| Error::Config(format!("token URL {token_url:?}: {e}")))?;
+        if !allowed.contains(&origin) {
+            return Err(Error::Config(format!(
+                "token URL {token_url} is not in plugin {}'s allowed_hosts",
+                m.name
+            )));
+        }
+        let scope = cred
+            .scope
+            .as_deref()
+            .map(|s| m.interpolate(s, config))
+            .transpose()?;
+        let bad_secret = |e: String| Error::Config(format!("secret `{}`: {e}", cred.secret));
+        match cred.scheme {
+            AuthScheme::GoogleServiceAccount => {
+                let subject = cred
+                    .subject
+                    .as_deref()
+                    .map(|s| m.interpolate(s, config))
+                    .transpose()?;
+                oauth::Flow::google(token_url, secret, scope.unwrap_or_default(), subject)
+                    .map_err(bad_secret)
+            }
+            _ => oauth::Flow::client_credentials(token_url, secret, scope).map_err(bad_secret),
+        }
     }
 }
 

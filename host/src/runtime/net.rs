@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::oauth::{Flow, TokenCache};
 use super::redact::Redactor;
 use crate::manifest::Origin;
 
@@ -37,6 +38,9 @@ pub struct RequestRecord {
     pub error: Option<String>,
     /// From the request leaving the plugin to the response headers.
     pub duration_ms: u64,
+    /// Made by the host for the plugin (a credential's token request).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_host: bool,
 }
 
 /// A credential resolved for one call: where it goes and what header it sets.
@@ -44,7 +48,16 @@ pub struct RequestRecord {
 pub(crate) struct AttachedCredential {
     pub origin: Origin,
     pub header: HeaderName,
-    pub value: HeaderValue,
+    pub value: Attach,
+}
+
+/// What a credential puts in its header.
+#[derive(Clone)]
+pub(crate) enum Attach {
+    /// A fixed value (bearer, basic, API key).
+    Static(HeaderValue),
+    /// `Bearer <token>` from a token flow the host runs.
+    Flow(Flow),
 }
 
 /// What one call may reach. Cheap to clone into each request's future.
@@ -54,6 +67,7 @@ pub(crate) struct NetPolicy {
 }
 
 struct PolicyInner {
+    tokens: Arc<TokenCache>,
     allowed: Vec<Origin>,
     credentials: Vec<AttachedCredential>,
     journal: Arc<Mutex<Vec<RequestRecord>>>,
@@ -70,9 +84,11 @@ impl NetPolicy {
         credentials: Vec<AttachedCredential>,
         journal: Arc<Mutex<Vec<RequestRecord>>>,
         redactor: Arc<Redactor>,
+        tokens: Arc<TokenCache>,
     ) -> Self {
         Self {
             inner: Arc::new(PolicyInner {
+                tokens,
                 allowed,
                 credentials,
                 journal,
@@ -114,6 +130,7 @@ impl PolicyInner {
                 status,
                 error: error.map(|e| self.redactor.redact(&e)),
                 duration_ms: started.elapsed().as_millis() as u64,
+                by_host: false,
             });
         };
         if self.journal.lock().expect("journal lock").len() >= MAX_REQUESTS_PER_CALL {
@@ -127,13 +144,31 @@ impl PolicyInner {
                 return Err(code);
             }
         };
+        let mut flows = Vec::new();
         for cred in self.credentials.iter().filter(|c| c.origin == origin) {
-            request
-                .headers_mut()
-                .insert(cred.header.clone(), cred.value.clone());
+            let value = match &cred.value {
+                Attach::Static(v) => v.clone(),
+                Attach::Flow(flow) => match self.flow_header(flow).await {
+                    Ok(v) => {
+                        flows.push(flow);
+                        v
+                    }
+                    Err(e) => {
+                        record(None, Some(format!("credential: {e}")));
+                        return Err(HttpError::InternalError(Some(self.redactor.redact(&e))));
+                    }
+                },
+            };
+            request.headers_mut().insert(cred.header.clone(), value);
         }
         match self.exchange(&origin, &addrs, request).await {
             Ok((response, io)) => {
+                if response.status() == http::StatusCode::UNAUTHORIZED {
+                    // A revoked or expired token: the next request fetches anew.
+                    for flow in flows {
+                        self.tokens.invalidate(flow).await;
+                    }
+                }
                 record(Some(response.status().as_u16()), None);
                 Ok((response, io))
             }
@@ -142,6 +177,21 @@ impl PolicyInner {
                 Err(e)
             }
         }
+    }
+
+    /// `Bearer <token>` for a flow, fetching the token if none is cached.
+    async fn flow_header(&self, flow: &Flow) -> Result<HeaderValue, String> {
+        let (token, fetched) = self.tokens.token(flow).await;
+        if let Some(mut r) = fetched {
+            r.error = r.error.map(|e| self.redactor.redact(&e));
+            self.journal.lock().expect("journal lock").push(r);
+        }
+        let token = token?;
+        self.redactor.add(&token);
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token endpoint returned a token unfit for a header".to_string())?;
+        v.set_sensitive(true);
+        Ok(v)
     }
 
     /// Decide whether a URL may be reached, and at which addresses.

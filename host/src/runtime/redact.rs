@@ -17,33 +17,40 @@ const MIN_SECRET_LEN: usize = 4;
 #[derive(Debug, Default)]
 pub struct Redactor {
     /// Longest first, so a secret containing another is masked whole.
-    needles: Vec<String>,
+    /// Behind a lock because tokens the host fetches mid-call join it.
+    needles: std::sync::RwLock<Vec<String>>,
 }
 
 impl Redactor {
     /// A redactor for these values and their common encodings.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        use base64::Engine;
-        let mut needles = Vec::new();
+        let r = Self::default();
         for s in secrets {
-            if s.len() < MIN_SECRET_LEN {
-                continue;
-            }
-            needles.push(s.to_string());
-            needles.push(base64::engine::general_purpose::STANDARD.encode(s));
-            let escaped = serde_json::to_string(s).expect("string serializes");
-            needles.push(escaped[1..escaped.len() - 1].to_string());
-            needles.push(url::form_urlencoded::byte_serialize(s.as_bytes()).collect());
+            r.add(s);
         }
+        r
+    }
+
+    /// Mask `secret` (and its encodings) from now on.
+    pub fn add(&self, secret: &str) {
+        use base64::Engine;
+        if secret.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut needles = self.needles.write().expect("redactor lock");
+        needles.push(secret.to_string());
+        needles.push(base64::engine::general_purpose::STANDARD.encode(secret));
+        let escaped = serde_json::to_string(secret).expect("string serializes");
+        needles.push(escaped[1..escaped.len() - 1].to_string());
+        needles.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
-        Self { needles }
     }
 
     /// `text` with every secret masked.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for n in &self.needles {
+        for n in self.needles.read().expect("redactor lock").iter() {
             if out.contains(n.as_str()) {
                 out = out.replace(n.as_str(), MASK);
             }
@@ -53,7 +60,7 @@ impl Redactor {
 
     /// A JSON value with every string (keys too) masked.
     pub fn redact_json(&self, value: Value) -> Value {
-        if self.needles.is_empty() {
+        if self.needles.read().expect("redactor lock").is_empty() {
             return value;
         }
         match value {

@@ -1,0 +1,163 @@
+//! The web UI in a real headless Chromium: an approver signs in, opens a
+//! ticket that waits for approval, approves it, and watches it move on
+//! (`tests/ui/approve.mjs`, driven through playwright-core).
+//!
+//! Needs `/usr/bin/chromium` (`apt-get install chromium`), Node.js 20+ and
+//! `tests/ui/node_modules` (`npm ci --prefix tests/ui`). Without them the
+//! test fails and says how to install them; it never skips.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{
+    client_as, create_token, get_json, set_up_wipe_home as set_up_home, start_server,
+};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Fail (not skip) with install instructions when the browser toolchain is missing.
+fn require_browser_toolchain(root: &Path) {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).is_file() {
+        missing.push(format!(
+            "{CHROMIUM} is missing: install it with `apt-get install chromium`"
+        ));
+    }
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => missing.push(
+            "`node` is missing: install Node.js 20 or later (`apt-get install nodejs npm`)".into(),
+        ),
+    }
+    if !root
+        .join("tests/ui/node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        missing.push(format!(
+            "{} is missing: install it with `npm ci --prefix tests/ui` from the repository root",
+            root.join("tests/ui/node_modules").display()
+        ));
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser test of the web UI cannot run:\n  - {}",
+        missing.join("\n  - ")
+    );
+}
+
+async fn wait_for_state(client: &reqwest::Client, url: &str, state: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let detail = get_json(client, url).await;
+        if detail["ticket"]["state"] == state {
+            return detail;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "ticket never reached {state}: {detail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_approves_in_the_browser_and_the_ticket_moves_on() {
+    let root = repo_root();
+    require_browser_toolchain(&root);
+
+    let home = tempfile::tempdir().unwrap();
+    set_up_home(home.path());
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let approver_token = create_token(home.path(), "sec-lead", &["approver", "security"]);
+    let approver = client_as(&approver_token);
+
+    // One ticket, imported by the operator, waiting for the security group.
+    let report: Value = server
+        .client()
+        .post(format!("{base}/v1/imports?workflow=wipe"))
+        .header("content-type", "text/csv")
+        .body("subject\nleaver1@example.com\n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = report["tickets"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ticket in {report}"))
+        .to_string();
+    let url = format!("{base}/v1/tickets/{id}");
+    wait_for_state(&approver, &url, "waiting_approval").await;
+
+    // The page itself: HTML under a strict Content-Security-Policy.
+    let resp = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'self'"), "CSP: {csp:?}");
+    assert!(
+        header("content-type").starts_with("text/html"),
+        "{}",
+        header("content-type")
+    );
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("/ui/app.js") && html.contains("/ui/style.css"),
+        "{html}"
+    );
+
+    // The browser: sign in, approve, see the ticket move on.
+    let script = root.join("tests/ui/approve.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([&base, &approver_token, &id])
+        .current_dir(&root)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("tests/ui/approve.mjs finishes within 90 s")
+        .expect("run node tests/ui/approve.mjs");
+    assert!(
+        out.status.success(),
+        "tests/ui/approve.mjs failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The API agrees: succeeded, approved by the approver, trail intact.
+    let detail = wait_for_state(&approver, &url, "succeeded").await;
+    assert_eq!(detail["trail_verified"], true, "{detail:#}");
+    let approvals: Vec<&Value> = detail["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "approved")
+        .collect();
+    assert_eq!(approvals.len(), 1, "{detail:#}");
+    assert_eq!(approvals[0]["principal"], "sec-lead");
+    assert_eq!(approvals[0]["step"], "wipe-laptop");
+    let comment = approvals[0]["data"]["comment"].as_str().unwrap_or_default();
+    assert!(
+        comment.starts_with("Laptop returned"),
+        "the comment typed in the browser: {comment:?}"
+    );
+    let decision = &detail["ticket"]["steps"]["wipe-laptop"]["decision"];
+    assert_eq!(decision["approved"], true, "{decision}");
+    assert_eq!(decision["by"], "sec-lead", "{decision}");
+}
