@@ -17,3 +17,4 @@ mod scim;
 mod signing;
 mod step_cli;
 mod support;
+mod ui;
