@@ -28,3 +28,79 @@ pub const SCIM_DEPROVISION: Bundled = Bundled {
         "/itsm_plugin_scim_deprovision.wasm"
     )),
 };
+
+/// `plugins/entra-disable`.
+pub const ENTRA_DISABLE: Bundled = Bundled {
+    manifest: include_str!("../../plugins/entra-disable/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_entra_disable.wasm"
+    )),
+};
+
+/// `plugins/intune-wipe`.
+pub const INTUNE_WIPE: Bundled = Bundled {
+    manifest: include_str!("../../plugins/intune-wipe/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_intune_wipe.wasm"
+    )),
+};
+
+/// `plugins/mail-hold`.
+pub const MAIL_HOLD: Bundled = Bundled {
+    manifest: include_str!("../../plugins/mail-hold/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_mail_hold.wasm"
+    )),
+};
+
+/// `plugins/salesforce-deactivate`.
+pub const SALESFORCE_DEACTIVATE: Bundled = Bundled {
+    manifest: include_str!("../../plugins/salesforce-deactivate/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_salesforce_deactivate.wasm"
+    )),
+};
+
+/// Every bundled plugin, loaded by `itsm serve`.
+pub const ALL: [Bundled; 5] = [
+    SCIM_DEPROVISION,
+    ENTRA_DISABLE,
+    INTUNE_WIPE,
+    MAIL_HOLD,
+    SALESFORCE_DEACTIVATE,
+];
+
+/// `workflows/offboarding.toml`: the first-party offboarding workflow, for
+/// `itsm serve --sandbox` and `itsm demo` (its settings pointed at the sandbox).
+pub const OFFBOARDING_WORKFLOW: &str = include_str!("../../workflows/offboarding.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_manifests_and_the_offboarding_workflow_validate_together() {
+        let names: std::collections::BTreeSet<String> = ALL
+            .iter()
+            .map(|b| b.manifest().expect("bundled manifest").name)
+            .collect();
+        let wf = crate::workflow::Workflow::parse(OFFBOARDING_WORKFLOW, "offboarding.toml")
+            .expect("offboarding workflow");
+        wf.check_plugins(&names).expect("every step has its plugin");
+        assert_eq!(wf.sla, Some(std::time::Duration::from_secs(24 * 3600)));
+        let wipe = wf.step("wipe-laptop").unwrap();
+        assert_eq!(wipe.approval.as_ref().unwrap().role, "security");
+        for s in &wf.steps[1..] {
+            assert_eq!(
+                s.depends_on,
+                ["disable-account"],
+                "{} runs after the directory",
+                s.name
+            );
+        }
+    }
+}

@@ -46,6 +46,12 @@ pub struct Workflow {
     /// What a fatal step failure does to the ticket.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Deployment values (tenant, endpoints, ...) that step configs use as
+    /// `${settings.KEY}`; a deployment overrides them without editing steps
+    /// (`settings.toml` in the home, or the sandbox). A ticket pins the
+    /// definition with the values filled in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
     /// The steps, a DAG by `depends_on`.
     pub steps: Vec<StepDef>,
 }
@@ -87,6 +93,11 @@ pub struct StepDef {
     /// A human decision needed before the step runs.
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// Which deployment secret stands for each secret the plugin's manifest
+    /// names, e.g. `{ scim_token = "slack_scim_token" }`: two steps of one
+    /// plugin (two SCIM apps) each get their own credential.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -166,11 +177,67 @@ impl Default for RetryPolicy {
 impl Workflow {
     /// Parse and validate; errors name `source` and the step.
     pub fn parse(text: &str, source: &str) -> Result<Self> {
-        let wf: Workflow = toml::from_str(text)
+        Self::parse_with(text, source, &BTreeMap::new())
+    }
+
+    /// [`Workflow::parse`], with `overrides` replacing declared settings
+    /// before they are filled into step configs.
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let mut wf: Workflow = toml::from_str(text)
             .map_err(|e| Error::Workflow(format!("{source}: {}", e.to_string().trim_end())))?;
-        wf.validate()
+        wf.apply_settings(overrides)
+            .and_then(|()| wf.validate())
             .map_err(|e| Error::Workflow(format!("{source}: {e}")))?;
         Ok(wf)
+    }
+
+    /// Override settings, then fill `${settings.KEY}` into step configs.
+    fn apply_settings(
+        &mut self,
+        overrides: &BTreeMap<String, String>,
+    ) -> std::result::Result<(), String> {
+        for (k, v) in overrides {
+            match self.settings.get_mut(k) {
+                Some(slot) => *slot = v.clone(),
+                None => {
+                    return Err(format!(
+                        "setting `{k}` is overridden but the workflow declares no such setting"
+                    ));
+                }
+            }
+        }
+        for step in &mut self.steps {
+            for (key, value) in step.config.iter_mut() {
+                let mut out = String::new();
+                let mut rest = value.as_str();
+                while let Some(start) = rest.find("${settings.") {
+                    out.push_str(&rest[..start]);
+                    let after = &rest[start + "${settings.".len()..];
+                    let end = after.find('}').ok_or_else(|| {
+                        format!(
+                            "step `{}`: config `{key}` has an unclosed `${{settings.`",
+                            step.name
+                        )
+                    })?;
+                    let name = &after[..end];
+                    let v = self.settings.get(name).ok_or_else(|| {
+                        format!(
+                            "step `{}`: config `{key}` uses setting `{name}`, which [settings] does not declare",
+                            step.name
+                        )
+                    })?;
+                    out.push_str(v);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                *value = out;
+            }
+        }
+        Ok(())
     }
 
     /// Read one workflow file.
@@ -469,5 +536,39 @@ mod tests {
         let j = RetryPolicy { jitter: 0.5, ..p };
         assert_eq!(j.backoff(2, 0.0, None), Duration::from_millis(750));
         assert_eq!(j.backoff(2, 0.999_999, None).as_millis(), 1249);
+    }
+
+    #[test]
+    fn settings_fill_step_configs_and_overrides_must_be_declared() {
+        let text = r#"
+            name = "offboarding"
+            [settings]
+            tenant = "contoso.onmicrosoft.com"
+            graph = "https://graph.microsoft.com"
+            [[steps]]
+            name = "disable"
+            plugin = "entra-disable"
+            config = { tenant_id = "${settings.tenant}", graph_url = "${settings.graph}/" }
+        "#;
+        let wf = Workflow::parse(text, "t").unwrap();
+        assert_eq!(wf.steps[0].config["tenant_id"], "contoso.onmicrosoft.com");
+        let overrides = BTreeMap::from([("graph".to_string(), "http://127.0.0.1:9".to_string())]);
+        let local = Workflow::parse_with(text, "t", &overrides).unwrap();
+        assert_eq!(local.steps[0].config["graph_url"], "http://127.0.0.1:9/");
+        assert_eq!(local.settings["graph"], "http://127.0.0.1:9");
+        assert_ne!(
+            wf.hash(),
+            local.hash(),
+            "the filled-in values are what a ticket pins"
+        );
+        let unknown = BTreeMap::from([("nope".to_string(), "x".to_string())]);
+        let err = Workflow::parse_with(text, "t", &unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("setting `nope` is overridden"),
+            "{err}"
+        );
+        let undeclared = text.replace("${settings.tenant}", "${settings.missing}");
+        let err = Workflow::parse(&undeclared, "t").unwrap_err();
+        assert!(err.to_string().contains("uses setting `missing`"), "{err}");
     }
 }

@@ -677,9 +677,14 @@
 
   // ---------------------------------------------------------------- ticket page
 
-  /** Steps in the order they first show up in the trail, then the rest. */
-  function orderedSteps(ticket, trail) {
+  /** Steps in the workflow's own order when the server gives it; else in
+   *  the order they first show up in the trail, then the rest. */
+  function orderedSteps(ticket, trail, workflowSteps) {
     const names = Object.keys(ticket.steps || {});
+    if (Array.isArray(workflowSteps) && workflowSteps.length) {
+      const order = workflowSteps.map((s) => s.name).filter((n) => names.includes(n));
+      return order.concat(names.filter((n) => !order.includes(n)));
+    }
     const first = new Map();
     for (const e of trail || []) {
       if (e.step && !first.has(e.step)) first.set(e.step, e.seq);
@@ -1164,8 +1169,8 @@
       replaceChildren(opsSlot, ops.el);
     }
 
-    function renderSteps(t, trail) {
-      const names = orderedSteps(t, trail);
+    function renderSteps(t, trail, workflowSteps) {
+      const names = orderedSteps(t, trail, workflowSteps);
       const running = names.some((n) => (t.steps[n].attempts || []).some((a) => a.ended_ms == null));
       // Re-render on change, or every refresh while a call runs (its clock ticks).
       if (!changed('steps', [t.steps, names, trail.length]) && !running) return;
@@ -1216,7 +1221,7 @@
       renderMeta(t);
       renderApproval(t, trail);
       renderOps(t);
-      renderSteps(t, trail);
+      renderSteps(t, trail, d.workflow_steps);
       renderTrail(d);
       live.ok();
     }

@@ -25,6 +25,20 @@ const MAX_REDIRECTS: usize = 5;
 /// Largest response body read, to fail clearly before memory runs out.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// RFC 3986 percent-encoding of everything but unreserved characters: for a
+/// value placed in a URL path segment or query parameter.
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A request being built.
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -436,7 +436,7 @@ async fn cancel_stops_a_running_ticket() {
         reason: String::new(),
     };
     let err = s.send(&t.id, cancel_again).await.unwrap_err();
-    assert!(err.to_string().contains("already Cancelled"), "{err}");
+    assert!(err.to_string().contains("already cancelled"), "{err}");
 }
 
 #[tokio::test]

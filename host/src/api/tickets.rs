@@ -104,6 +104,8 @@ struct Summary {
     workflow: String,
     subject: String,
     state: TicketState,
+    requested_by: String,
+    batch: Option<String>,
     created_ms: u64,
     updated_ms: u64,
 }
@@ -115,6 +117,8 @@ impl From<Ticket> for Summary {
             workflow: t.workflow,
             subject: t.subject,
             state: t.state,
+            requested_by: t.requested_by,
+            batch: t.batch,
             created_ms: t.created_ms,
             updated_ms: t.updated_ms,
         }
@@ -161,8 +165,27 @@ async fn show(
         .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
     let trail = store.events(&id)?;
     let verified = audit::verify(&id, &trail, &ticket.head);
+    // The pinned definition's steps, in the workflow's order, so a page can
+    // draw the timeline as the author laid it out.
+    let steps: Vec<Value> = store
+        .workflow(&ticket.workflow, &ticket.workflow_hash)?
+        .map(|wf| {
+            wf.steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "plugin": s.plugin,
+                        "depends_on": s.depends_on,
+                        "approval_role": s.approval.as_ref().map(|a| a.role.clone()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Json(json!({
         "ticket": ticket,
+        "workflow_steps": steps,
         "trail": trail,
         "trail_verified": verified.is_ok(),
         "trail_error": verified.err().map(|e| e.to_string()),

@@ -17,7 +17,6 @@ use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, HookSet, serve};
 use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
-use crate::bundled::SCIM_DEPROVISION;
 use crate::hooks::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -139,8 +138,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     let admin = Arc::new(Admin::new(&home, runtime.clone(), policy, system));
     let mut plugins = BTreeMap::new();
     // Bundled plugins are part of this binary, trusted as it is.
-    let bundled = runtime.load(SCIM_DEPROVISION.manifest()?, SCIM_DEPROVISION.wasm)?;
-    plugins.insert(bundled.manifest().name.clone(), bundled);
+    for b in crate::bundled::ALL {
+        let plugin = runtime.load(b.manifest()?, b.wasm)?;
+        plugins.insert(plugin.manifest().name.clone(), plugin);
+    }
     for plugin in admin.load_installed()? {
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }

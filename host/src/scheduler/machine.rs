@@ -172,8 +172,9 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
         Event::Cancel { by, reason } => {
             if t.state.is_terminal() {
                 return Err(Error::Conflict(format!(
-                    "ticket {} is already {:?}",
-                    t.id, t.state
+                    "ticket {} is already {}",
+                    t.id,
+                    t.state.as_str()
                 )));
             }
             t.state = TicketState::Cancelled;
@@ -183,8 +184,9 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
         Event::Retry { by } => {
             if t.state != TicketState::Failed {
                 return Err(Error::Conflict(format!(
-                    "ticket {} is {:?}; only a failed ticket can be retried",
-                    t.id, t.state
+                    "ticket {} is {}; only a failed ticket can be retried",
+                    t.id,
+                    t.state.as_str()
                 )));
             }
             let mut again = Vec::new();
@@ -251,8 +253,9 @@ fn decide(
 ) -> Result<()> {
     if t.state.is_terminal() {
         return Err(Error::Conflict(format!(
-            "ticket {} is {:?}: nothing to decide",
-            t.id, t.state
+            "ticket {} is {}: nothing to decide",
+            t.id,
+            t.state.as_str()
         )));
     }
     let name = waiting_step(t)?;

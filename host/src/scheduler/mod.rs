@@ -615,6 +615,14 @@ impl Scheduler {
             let permit = workers.acquire_owned().await;
             waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let _permit = permit.expect("semaphore never closed");
+            let mut secrets = secrets;
+            for (wanted, supplied) in &def.secrets {
+                match secrets.get(supplied).cloned() {
+                    Some(v) => secrets.insert(wanted.clone(), v),
+                    // Missing: the plugin's own name must not silently stand in.
+                    None => secrets.remove(wanted),
+                };
+            }
             let grants = Grants {
                 config: def.config.clone(),
                 secrets,

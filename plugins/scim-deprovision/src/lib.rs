@@ -10,6 +10,7 @@
 //!
 //! 429 and 5xx are retryable and carry `Retry-After`; other 4xx are fatal.
 
+use itsm_sdk::http::encode;
 use itsm_sdk::{Context, Evidence, Outcome, Step, StepError, http, log};
 use serde_json::{Value, json};
 
@@ -41,19 +42,6 @@ fn mode(ctx: &Context) -> Result<&str, StepError> {
             "config `mode` is {other:?}; use \"deactivate\" or \"delete\""
         ))),
     }
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `GET /Users?filter=userName eq "..."` (RFC 7644 §3.4.2.2).

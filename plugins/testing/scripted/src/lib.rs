@@ -18,14 +18,24 @@ fn setting<'a>(ctx: &'a Context, key: &str) -> &'a str {
 
 fn encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 fn done(ctx: &Context, what: &str) -> Result<Outcome, StepError> {
     Ok(Outcome::new(
         json!({ "step": ctx.step, "attempt": ctx.attempt, "behaviour": what, "seen": ctx.prior_outputs.as_object().map(|o| o.len()).unwrap_or(0) }),
-        Evidence::new(format!("{} {what}", ctx.step), format!("test:{}", ctx.idempotency_key)).after(json!({ "done": true })),
+        Evidence::new(
+            format!("{} {what}", ctx.step),
+            format!("test:{}", ctx.idempotency_key),
+        )
+        .after(json!({ "done": true })),
     ))
 }
 
@@ -40,7 +50,10 @@ impl Step for Scripted {
                 kv::set(&key, &vec![b'x'; tries])?;
                 let failures: usize = setting(ctx, "failures").parse().unwrap_or(2);
                 if tries <= failures {
-                    return Err(StepError::retry_after(format!("flaky try {tries}"), Duration::from_millis(10)));
+                    return Err(StepError::retry_after(
+                        format!("flaky try {tries}"),
+                        Duration::from_millis(10),
+                    ));
                 }
                 done(ctx, "flaky")
             }
@@ -64,20 +77,27 @@ impl Step for Scripted {
     fn verify(ctx: &Context) -> Result<Evidence, StepError> {
         if setting(ctx, "behaviour") == "sink" {
             let sink = setting(ctx, "sink");
-            let resp = http::get(&format!("{sink}/effects/{}", encode(&ctx.idempotency_key))).send()?;
+            let resp =
+                http::get(&format!("{sink}/effects/{}", encode(&ctx.idempotency_key))).send()?;
             if resp.status == 404 {
                 return Err(StepError::fatal("the sink has no record of this effect"));
             }
             resp.error_for_status()?;
         }
-        Ok(Evidence::new(format!("{} verified", ctx.step), format!("test:{}", ctx.idempotency_key)))
+        Ok(Evidence::new(
+            format!("{} verified", ctx.step),
+            format!("test:{}", ctx.idempotency_key),
+        ))
     }
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
         if setting(ctx, "compensate") == "fail" {
             return Err(StepError::fatal("cannot undo"));
         }
-        Ok(Evidence::new(format!("{} undone", ctx.step), format!("test:{}", ctx.idempotency_key)))
+        Ok(Evidence::new(
+            format!("{} undone", ctx.step),
+            format!("test:{}", ctx.idempotency_key),
+        ))
     }
 }
 

@@ -1,0 +1,223 @@
+//! Put a leaver's mailbox on hold in a Google Vault matter, and start an
+//! export of it, through the Vault API v1.
+//!
+//! - `run`: find the matter's hold named `hold_name` (corpus `MAIL`) among
+//!   `GET /v1/matters/{matter}/holds`; create it with the account
+//!   (`POST .../holds`) or add the account to it (`POST
+//!   .../holds/{holdId}:addHeldAccounts`) unless already held; then, with
+//!   `export = true`, `POST .../exports` for the account's mail, once per
+//!   ticket (the export id is kept in the plugin's key-value store).
+//! - `verify`: read the hold back and prove it lists the account; report
+//!   the export's status.
+//! - no `compensate`: releasing a legal hold is a lawyer's decision.
+
+use itsm_sdk::http::encode;
+use itsm_sdk::{Context, Evidence, Outcome, Step, StepError, http, kv, log};
+use serde_json::{Value, json};
+
+struct MailHold;
+
+fn matter(ctx: &Context) -> Result<String, StepError> {
+    Ok(format!(
+        "{}/v1/matters/{}",
+        ctx.config("vault_url")?.trim_end_matches('/'),
+        encode(ctx.config("matter_id")?)
+    ))
+}
+
+fn email(ctx: &Context) -> Result<&str, StepError> {
+    if ctx.subject.contains('@') {
+        Ok(&ctx.subject)
+    } else {
+        Err(StepError::fatal(format!(
+            "the ticket's subject {:?} is not an e-mail address",
+            ctx.subject
+        )))
+    }
+}
+
+/// The matter's hold with this name and the MAIL corpus, if any.
+fn find_hold(matter: &str, name: &str) -> Result<Option<Value>, StepError> {
+    let mut url = format!("{matter}/holds");
+    for _ in 0..50 {
+        let page: Value = http::get(&url).send()?.error_for_status()?.json()?;
+        if let Some(h) = page["holds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["name"].as_str() == Some(name) && h["corpus"].as_str() == Some("MAIL"))
+        {
+            return Ok(Some(h.clone()));
+        }
+        match page["nextPageToken"].as_str() {
+            Some(t) if !t.is_empty() => url = format!("{matter}/holds?pageToken={}", encode(t)),
+            _ => return Ok(None),
+        }
+    }
+    Err(StepError::fatal(
+        "more than 50 pages of holds; refusing to go on",
+    ))
+}
+
+fn holds_account(hold: &Value, email: &str) -> bool {
+    hold["accounts"].as_array().into_iter().flatten().any(|a| {
+        a["email"]
+            .as_str()
+            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+    })
+}
+
+fn hold_state(hold: &Value, email: &str) -> Value {
+    json!({
+        "holdId": hold["holdId"],
+        "name": hold["name"],
+        "corpus": hold["corpus"],
+        "accountHeld": holds_account(hold, email),
+    })
+}
+
+/// Start (once per ticket) an MBOX export of the account's mail.
+fn export(ctx: &Context, matter: &str, email: &str) -> Result<Value, StepError> {
+    let key = format!("export/{}", ctx.idempotency_key);
+    if let Some(id) = kv::get(&key)? {
+        let id = String::from_utf8_lossy(&id).into_owned();
+        log::info(&format!("export {id} was started before; reading it"));
+        return http::get(&format!("{matter}/exports/{}", encode(&id)))
+            .send()?
+            .error_for_status()?
+            .json();
+    }
+    let body = json!({
+        "name": format!("Offboarding {email} ({})", ctx.ticket_id),
+        "query": {
+            "corpus": "MAIL",
+            "dataScope": "ALL_DATA",
+            "searchMethod": "ACCOUNT",
+            "accountInfo": { "emails": [email] },
+        },
+        "exportOptions": { "mailOptions": { "exportFormat": "MBOX" } },
+    });
+    let created: Value = http::post(&format!("{matter}/exports"))
+        .json(&body)?
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| StepError::fatal("Vault returned an export without an id"))?;
+    kv::set(&key, id.as_bytes())?;
+    log::info(&format!("started export {id} of {email}"));
+    Ok(created)
+}
+
+impl Step for MailHold {
+    fn run(ctx: &Context) -> Result<Outcome, StepError> {
+        let matter = matter(ctx)?;
+        let email = email(ctx)?;
+        let name = ctx.config("hold_name")?;
+        let existing = find_hold(&matter, name)?;
+        let before = existing.as_ref().map(|h| hold_state(h, email));
+        let (hold, action) = match existing {
+            Some(h) if holds_account(&h, email) => (h, "already_held"),
+            Some(h) => {
+                let id = h["holdId"].as_str().unwrap_or_default().to_string();
+                let added: Value =
+                    http::post(&format!("{matter}/holds/{}:addHeldAccounts", encode(&id)))
+                        .json(&json!({ "emails": [email] }))?
+                        .send()?
+                        .error_for_status()?
+                        .json()?;
+                if let Some(status) = added["responses"][0]["status"].as_object()
+                    && status.get("code").and_then(Value::as_i64).unwrap_or(0) != 0
+                {
+                    return Err(StepError::fatal(format!(
+                        "Vault did not add {email} to hold {id}: {}",
+                        status
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("no message")
+                    )));
+                }
+                let reread = find_hold(&matter, name)?.unwrap_or(h);
+                (reread, "added_to_hold")
+            }
+            None => {
+                let created: Value = http::post(&format!("{matter}/holds"))
+                    .json(&json!({
+                        "name": name,
+                        "corpus": "MAIL",
+                        "accounts": [{ "email": email }],
+                    }))?
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                (created, "hold_created")
+            }
+        };
+        let exported = if ctx.config("export")? == "true" {
+            Some(export(ctx, &matter, email)?)
+        } else {
+            None
+        };
+        let hold_id = hold["holdId"].clone();
+        Ok(Outcome::new(
+            json!({
+                "hold_id": hold_id,
+                "action": action,
+                "export_id": exported.as_ref().map(|e| e["id"].clone()),
+            }),
+            Evidence::new(
+                format!(
+                    "mailbox {email} is on hold {hold_id} in matter {}",
+                    ctx.config("matter_id")?
+                ),
+                format!("{matter}/holds/{}", hold_id.as_str().unwrap_or_default()),
+            )
+            .before(json!({ "hold": before }))
+            .after(json!({
+                "hold": hold_state(&hold, email),
+                "export": exported.map(|e| json!({ "id": e["id"], "status": e["status"] })),
+            })),
+        ))
+    }
+
+    fn verify(ctx: &Context) -> Result<Evidence, StepError> {
+        let matter = matter(ctx)?;
+        let email = email(ctx)?;
+        let name = ctx.config("hold_name")?;
+        let hold = find_hold(&matter, name)?
+            .ok_or_else(|| StepError::fatal(format!("matter has no hold named {name:?}")))?;
+        if !holds_account(&hold, email) {
+            return Err(StepError::fatal(format!(
+                "hold {name:?} does not list {email}"
+            )));
+        }
+        let export = match kv::get(&format!("export/{}", ctx.idempotency_key))? {
+            Some(id) => {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                let e: Value = http::get(&format!("{matter}/exports/{}", encode(&id)))
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                Some(json!({ "id": e["id"], "status": e["status"] }))
+            }
+            None => None,
+        };
+        Ok(Evidence::new(
+            format!("verified: hold {name:?} lists {email}"),
+            format!(
+                "{matter}/holds/{}",
+                hold["holdId"].as_str().unwrap_or_default()
+            ),
+        )
+        .after(json!({ "hold": hold_state(&hold, email), "export": export })))
+    }
+
+    fn compensate(_ctx: &Context) -> Result<Evidence, StepError> {
+        Err(StepError::fatal(
+            "a legal hold is not released automatically; release it in Vault",
+        ))
+    }
+}
+
+itsm_sdk::export!(MailHold);
