@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod cache;
 mod cli_client;
+mod connectors;
 mod contract;
 mod crash;
 mod fuzz;

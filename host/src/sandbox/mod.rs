@@ -13,3 +13,4 @@ pub mod salesforce;
 pub mod scim;
 #[allow(clippy::result_large_err)]
 pub mod vault;
+pub mod world;
