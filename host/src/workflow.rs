@@ -145,8 +145,9 @@ impl RetryPolicy {
     }
 
     /// The wait before attempt `next` (2 for the first retry), given a
-    /// random `unit` in [0, 1) and the plugin's own retry-after, which wins
-    /// when longer.
+    /// random `unit` in [0, 1). A `Retry-After` from the service wins: it
+    /// knows when its rate-limit window reopens, and guessing longer only
+    /// delays the leaver's offboarding (`max_attempts` still bounds retries).
     pub fn backoff(&self, next: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
         let exp = next.saturating_sub(2).min(30);
         let base = self
@@ -156,10 +157,7 @@ impl RetryPolicy {
         let spread = base.as_secs_f64() * self.jitter.clamp(0.0, 1.0);
         let wait =
             Duration::from_secs_f64((base.as_secs_f64() - spread / 2.0 + spread * unit).max(0.0));
-        match retry_after {
-            Some(r) if r > wait => r,
-            _ => wait,
-        }
+        retry_after.unwrap_or(wait)
     }
 }
 
@@ -519,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_caps_and_honours_retry_after() {
+    fn backoff_grows_caps_and_follows_retry_after() {
         let p = RetryPolicy {
             max_attempts: 10,
             initial_backoff: Duration::from_secs(1),
@@ -532,6 +530,11 @@ mod tests {
         assert_eq!(
             p.backoff(2, 0.5, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.backoff(9, 0.5, Some(Duration::from_secs(1))),
+            Duration::from_secs(1),
+            "the server's Retry-After wins over a longer guess"
         );
         let j = RetryPolicy { jitter: 0.5, ..p };
         assert_eq!(j.backoff(2, 0.0, None), Duration::from_millis(750));

@@ -8,6 +8,7 @@ mod cli_client;
 mod connectors;
 mod contract;
 mod crash;
+mod demo;
 mod fuzz;
 mod hooks;
 mod hostile;

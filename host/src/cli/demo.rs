@@ -1,58 +1,138 @@
-//! `itsm demo`: the main job on embedded defaults. Starts the SCIM sandbox,
-//! offboards a batch of sample leavers with the bundled `scim-deprovision`
-//! plugin (one run per leaver, retried through injected rate limits, then
-//! verified), and prints a summary and one leaver's evidence.
+//! `itsm demo`: the main job on embedded defaults, end to end.
+//!
+//! Starts the sandbox (test doubles of Microsoft Graph, Google Vault,
+//! Salesforce and two SCIM apps, rate-limiting as real APIs do), runs the
+//! server in-process on a fresh home, imports sample leavers over the API
+//! as an HR operator (one ticket each), approves their laptop wipes as a
+//! separate security approver, follows the batch, then prints a summary and
+//! one ticket's verified trail. Everything goes through the same scheduler,
+//! API, sandboxed plugins and trail as `itsm serve`.
 
-use std::sync::Arc;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 
 use super::Exit;
-use crate::bundled::SCIM_DEPROVISION;
-use crate::runtime::{
-    CallReport, FailureKind, Grants, Op, Outcome, Plugin, Runtime, RuntimeConfig, StepInput,
-};
-use crate::sandbox::scim::{BASE_PATH, Faults, Scim};
+use super::serve::{assemble, start_sandbox};
+use crate::auth::TokenFile;
+use crate::sandbox::world::Misbehaviour;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// How many leavers to offboard.
-    #[arg(long, default_value_t = 25)]
+    /// How many leavers to offboard (the sandbox has 25 people).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=25))]
     leavers: u32,
-    /// Answer every Nth SCIM request with 429 + Retry-After (0: no faults).
-    #[arg(long, default_value_t = 7)]
+    /// Answer every Nth API request of each double with 429 + Retry-After (0: no faults).
+    #[arg(long, default_value_t = 10)]
     rate_limit_every: u32,
+    /// Keep the server (and its web UI) running afterwards until Ctrl-C.
+    /// Default: when the terminal is interactive.
+    #[arg(long)]
+    keep_serving: Option<bool>,
 }
 
-/// Attempts per step before the demo gives up on a leaver.
-const MAX_ATTEMPTS: u32 = 6;
+/// The HTTP side of the demo: two principals on one server.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    hr: String,
+    security: String,
+}
 
-struct LeaverResult {
-    index: u32,
-    subject: String,
-    attempts: u32,
-    reports: Vec<CallReport>,
-    ok: bool,
-    elapsed: Duration,
+impl Api {
+    async fn call(&self, req: reqwest::RequestBuilder, token: &str) -> Result<Value, Exit> {
+        let resp = req
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| Exit::Refused(format!("demo server: {e}")))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(Exit::Refused(format!(
+                "demo server answered {status}: {body}"
+            )));
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, Exit> {
+        self.call(self.http.get(format!("{}{path}", self.base)), &self.hr)
+            .await
+    }
+}
+
+fn demo_home() -> Result<std::path::PathBuf, Exit> {
+    let dir = std::env::temp_dir().join(format!(
+        "itsm-demo-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| Exit::Usage(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let started = Instant::now();
-    let token = format!("demo-{:016x}", rand::random::<u64>());
-    let scim = Scim::new(Some(&token));
-    let staff = args.leavers + 5;
-    for i in 1..=staff {
-        scim.add_user(&format!("user{i}@example.com"), &format!("User {i}"));
+    let misbehave = Misbehaviour {
+        rate_limit_every: (args.rate_limit_every > 0).then_some(args.rate_limit_every),
+        ..Misbehaviour::default()
+    };
+    let sandbox = start_sandbox(misbehave).await?;
+    println!("sandbox: local test doubles of the SaaS APIs (nothing real is touched)");
+    for line in sandbox.world.describe() {
+        println!("  {line}");
     }
     if args.rate_limit_every > 0 {
-        scim.set_faults(Faults {
-            every: Some(args.rate_limit_every),
-            every_status: Some(429),
-            retry_after_secs: 1,
-            ..Faults::default()
-        });
+        println!(
+            "  each answers every {}th API request with 429 + Retry-After, as real APIs do under load",
+            args.rate_limit_every
+        );
+    }
+
+    let home = demo_home()?;
+    // Compiled plugin code is kept between demos: only the first run compiles.
+    let cache = super::data_dir().join("cache");
+    let _ = std::fs::create_dir_all(&cache);
+    let _ = std::fs::create_dir_all(home.join("cache"));
+    let result = run_in(&home, &cache, &args, sandbox, started).await;
+    let _ = std::fs::remove_dir_all(&home);
+    result
+}
+
+async fn run_in(
+    home: &std::path::Path,
+    cache: &std::path::Path,
+    args: &DemoArgs,
+    sandbox: super::serve::Sandbox,
+    started: Instant,
+) -> Result<(), Exit> {
+    // Share the user's code cache.
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let _ = std::fs::copy(entry.path(), home.join("cache").join(entry.file_name()));
+    }
+    let mut tokens = TokenFile::default();
+    let hr = tokens.issue("hr-importer", &["operator".into()])?;
+    let security = tokens.issue("security-approver", &["approver".into(), "security".into()])?;
+    let auditor = tokens.issue("auditor", &["auditor".into()])?;
+    tokens.write(&home.join(super::serve::TOKENS_FILE))?;
+
+    let load = Instant::now();
+    let server = assemble(home, 64, false, Some(&sandbox)).await?;
+    println!(
+        "server: {} plugins loaded in {} ms, workflow `offboarding` (6 steps, SLA 24h)",
+        server.plugins.len(),
+        load.elapsed().as_millis()
+    );
+    for entry in std::fs::read_dir(home.join("cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -60,169 +140,210 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let addr = listener
         .local_addr()
         .map_err(|e| Exit::Usage(e.to_string()))?;
-    let server = scim.clone();
-    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
-    let base_url = format!("http://{addr}{BASE_PATH}");
-    println!(
-        "SCIM sandbox (a local test double) at {base_url}: {staff} users, a 429 every {} requests",
-        args.rate_limit_every
-    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(crate::api::serve(listener, server.state, async move {
+        let _ = stop_rx.await;
+    }));
+    let api = Api {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        hr,
+        security,
+    };
 
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(super::data_dir().join("cache")),
-        max_instances: 16,
-        ..RuntimeConfig::default()
-    })?;
-    let load = Instant::now();
-    let plugin = runtime.load(SCIM_DEPROVISION.manifest()?, SCIM_DEPROVISION.wasm)?;
-    println!(
-        "plugin {} {} loaded in {} ms ({:?}), sha256 {}",
-        plugin.manifest().name,
-        plugin.manifest().version,
-        load.elapsed().as_millis(),
-        plugin.code_source(),
-        &plugin.wasm_sha256()[..16]
-    );
-    let grants = Arc::new(Grants {
-        config: [("base_url".to_string(), base_url.clone())].into(),
-        secrets: [("scim_token".to_string(), token.clone())].into(),
-    });
-
-    println!("offboarding {} leavers, one ticket each:", args.leavers);
-    let mut tasks = tokio::task::JoinSet::new();
+    // HR imports the leavers: one ticket per row.
+    let mut csv = String::from("subject,employee_id,last_day\n");
     for i in 1..=args.leavers {
-        let plugin = plugin.clone();
-        let grants = grants.clone();
-        tasks.spawn(async move { offboard(&plugin, &grants, i).await });
+        csv.push_str(&format!(
+            "user{i}@example.com,E{:05},2026-11-30\n",
+            1000 + i
+        ));
     }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let r = joined.map_err(|e| Exit::Usage(format!("demo task failed: {e}")))?;
-        println!(
-            "  [{:>2}/{}] {:<22} {} after {} attempt(s), {} ms",
-            results.len() + 1,
-            args.leavers,
-            r.subject,
-            if r.ok {
-                "deactivated and verified"
-            } else {
-                "FAILED"
-            },
-            r.attempts,
-            r.elapsed.as_millis()
-        );
-        results.push(r);
-    }
-    results.sort_by_key(|r| r.index);
+    let report = api
+        .call(
+            api.http
+                .post(format!("{}/v1/imports?workflow=offboarding", api.base))
+                .header("content-type", "text/csv")
+                .body(csv),
+            &api.hr,
+        )
+        .await?;
+    let batch = report["batch"].as_str().unwrap_or_default().to_string();
+    println!(
+        "\nhr-importer imported {} leavers as batch {batch}: {} tickets, one per person",
+        args.leavers, report["created"]
+    );
 
-    let ok = results.iter().filter(|r| r.ok).count();
-    let retries: u32 = results.iter().map(|r| r.attempts.saturating_sub(1)).sum();
-    let requests: usize = results
-        .iter()
-        .flat_map(|r| &r.reports)
-        .map(|rep| rep.requests.len())
-        .sum();
-    let still_active = scim
-        .users()
-        .iter()
-        .filter(|u| u["active"] == json!(true))
-        .count();
-    let mut times: Vec<u128> = results.iter().map(|r| r.elapsed.as_millis()).collect();
-    times.sort_unstable();
-    println!();
+    // Follow the batch; security approves each laptop wipe as it comes up.
+    let bar = ProgressBar::new(u64::from(args.leavers)).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} offboarded  {msg}").expect("template"),
+    );
+    let mut approved = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let summary = loop {
+        let b = api.get(&format!("/v1/batches/{batch}")).await?;
+        bar.set_position(b["finished"].as_u64().unwrap_or(0));
+        bar.set_message(
+            b["by_state"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        );
+        for t in b["tickets"].as_array().into_iter().flatten() {
+            let id = t["id"].as_str().unwrap_or_default();
+            if t["state"] == "waiting_approval" && approved.insert(id.to_string()) {
+                api.call(
+                    api.http
+                        .post(format!("{}/v1/tickets/{id}/approve", api.base))
+                        .json(&serde_json::json!({ "comment": "device collected by IT; wipe approved" })),
+                    &api.security,
+                )
+                .await?;
+            }
+        }
+        if b["finished"] == b["total"] && b["import"].is_null() {
+            break b;
+        }
+        if Instant::now() > deadline {
+            bar.abandon();
+            return Err(Exit::Refused(
+                "the demo did not finish within 5 minutes".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish_and_clear();
+
+    print_summary(&api, &summary, approved.len(), started).await?;
+
+    let keep = args
+        .keep_serving
+        .unwrap_or_else(|| std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
+    if keep {
+        println!(
+            "\nweb UI: {} (sign in with a token below; Ctrl-C stops the demo)",
+            api.base
+        );
+        println!("  security-approver  {}", api.security);
+        println!("  auditor            {auditor}");
+        let _ = tokio::signal::ctrl_c().await;
+    } else {
+        println!("\n(run `itsm serve --sandbox` to keep a server and its web UI up)");
+    }
+    let _ = stop_tx.send(());
+    let _ = served.await;
+    Ok(())
+}
+
+async fn print_summary(
+    api: &Api,
+    batch: &Value,
+    approvals: usize,
+    started: Instant,
+) -> Result<(), Exit> {
+    let tickets: Vec<Value> = batch["tickets"].as_array().cloned().unwrap_or_default();
+    let mut steps = 0;
+    let mut retries = 0;
+    let mut calls = 0;
+    let mut requests = 0;
+    let mut durations = Vec::new();
+    let mut first = None;
+    for t in &tickets {
+        let id = t["id"].as_str().unwrap_or_default();
+        let d = api.get(&format!("/v1/tickets/{id}")).await?;
+        let trail = d["trail"].as_array().cloned().unwrap_or_default();
+        retries += trail
+            .iter()
+            .filter(|e| e["kind"] == "retry_scheduled")
+            .count();
+        for s in d["ticket"]["steps"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+        {
+            steps += usize::from(s["status"] == "succeeded");
+            for a in s["attempts"].as_array().into_iter().flatten() {
+                calls += 1;
+                requests += a["requests"].as_array().map_or(0, Vec::len);
+            }
+        }
+        if d["ticket"]["state"] != "succeeded" {
+            for (name, s) in d["ticket"]["steps"].as_object().into_iter().flatten() {
+                if s["status"] == "failed" {
+                    let last = s["attempts"].as_array().and_then(|a| a.last()).cloned();
+                    println!(
+                        "  {id} ({}) failed at {name}: {}",
+                        d["ticket"]["subject"].as_str().unwrap_or_default(),
+                        last.map(|a| a["result"]["error"]["message"].to_string())
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        let created = d["ticket"]["created_ms"].as_u64().unwrap_or(0);
+        let updated = d["ticket"]["updated_ms"].as_u64().unwrap_or(0);
+        durations.push(updated.saturating_sub(created));
+        if first.is_none() {
+            first = Some(d);
+        }
+    }
+    durations.sort_unstable();
+    let succeeded = tickets.iter().filter(|t| t["state"] == "succeeded").count();
+    let median = durations.get(durations.len() / 2).copied().unwrap_or(0);
+    let worst = durations.last().copied().unwrap_or(0);
     println!("summary");
     println!(
-        "  tickets            {} ({} succeeded, {} failed)",
-        results.len(),
-        ok,
-        results.len() - ok
+        "  tickets            {succeeded}/{} succeeded (one per leaver)",
+        tickets.len()
     );
-    println!("  steps              {} run + {} verify", ok, ok);
-    println!("  retries survived   {retries} (sandbox answered 429 with Retry-After)");
+    println!("  steps              {steps} succeeded and verified ({calls} plugin calls)");
+    println!("  approvals          {approvals} laptop wipes approved by security-approver");
+    println!("  retries survived   {retries} (429 + Retry-After from the sandbox)");
     println!("  outbound requests  {requests}");
     println!(
-        "  time per ticket    median {} ms, max {} ms (SLA 24 h)",
-        times.get(times.len() / 2).unwrap_or(&0),
-        times.last().unwrap_or(&0)
+        "  time per ticket    median {:.1} s, worst {:.1} s, against an SLA of 24 h ({:.4}% of it)",
+        median as f64 / 1000.0,
+        worst as f64 / 1000.0,
+        worst as f64 / 864_000.0
     );
     println!(
-        "  sandbox state      {} of {staff} users still active (the {} who are not leaving)",
-        still_active,
-        staff - args.leavers
-    );
-    println!(
-        "  total              {:.1} s",
+        "  wall time          {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    if let Some(first) = results.first() {
-        println!();
-        println!("evidence for {} (one JSON line per call):", first.subject);
-        for report in &first.reports {
-            let line = json!({
-                "op": report.op,
-                "plugin": format!("{}@{}", report.plugin, report.version),
-                "wasm_sha256": report.wasm_sha256,
-                "outcome": report.outcome,
-                "requests": report.requests,
-            });
-            println!("{line}");
+    if let Some(d) = first {
+        let t = &d["ticket"];
+        println!(
+            "\ntrail of {} ({}), {}:",
+            t["id"].as_str().unwrap_or_default(),
+            t["subject"].as_str().unwrap_or_default(),
+            if d["trail_verified"] == true {
+                "hash chain verified"
+            } else {
+                "HASH CHAIN BROKEN"
+            }
+        );
+        for e in d["trail"].as_array().into_iter().flatten() {
+            let kind = e["kind"].as_str().unwrap_or_default();
+            let step = e["step"].as_str().unwrap_or("");
+            let detail = match kind {
+                "step_succeeded" | "step_verified" => e["data"]["evidence"]["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                "approved" => format!("by {}", e["principal"].as_str().unwrap_or_default()),
+                "retry_scheduled" => "rate limited; retrying".to_string(),
+                "created" => format!("by {}", e["principal"].as_str().unwrap_or_default()),
+                _ => String::new(),
+            };
+            println!("  {:>3} {:<18} {:<18} {detail}", e["seq"], kind, step);
         }
     }
-    if ok == results.len() && still_active == (staff - args.leavers) as usize {
-        Ok(())
-    } else {
-        Err(Exit::StepFailed)
-    }
-}
-
-/// Run then verify one leaver, retrying retryable failures.
-async fn offboard(plugin: &Plugin, grants: &Grants, i: u32) -> LeaverResult {
-    let started = Instant::now();
-    let subject = format!("user{i}@example.com");
-    let mut reports = Vec::new();
-    let mut attempts = 0;
-    let mut ok = false;
-    'ops: for op in [Op::Run, Op::Verify] {
-        for attempt in 1..=MAX_ATTEMPTS {
-            if op == Op::Run {
-                attempts = attempt;
-            }
-            let input = StepInput {
-                ticket_id: format!("T-{i:04}"),
-                step: "disable-saas".into(),
-                subject: subject.clone(),
-                attempt,
-                ..StepInput::default()
-            };
-            let report = match plugin.call(op, &input, grants).await {
-                Ok(r) => r,
-                Err(_) => break 'ops,
-            };
-            let failure = report.failure().cloned();
-            reports.push(report);
-            match failure {
-                None => {
-                    ok = op == Op::Verify;
-                    continue 'ops;
-                }
-                Some(f) if f.kind == FailureKind::Retryable && attempt < MAX_ATTEMPTS => {
-                    let wait = f.retry_after_ms.unwrap_or(200 << attempt);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
-                Some(_) => break 'ops,
-            }
-        }
-        break;
-    }
-    // Keep only the successful calls plus failures for the evidence print.
-    reports.retain(|r| matches!(r.outcome, Outcome::Succeeded { .. }) || r.op == Op::Run);
-    LeaverResult {
-        index: i,
-        subject,
-        attempts,
-        reports,
-        ok,
-        elapsed: started.elapsed(),
-    }
+    Ok(())
 }

@@ -17,8 +17,10 @@ use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, HookSet, serve};
 use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
+use crate::bundled::OFFBOARDING_WORKFLOW;
 use crate::hooks::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::sandbox::world::{Misbehaviour, World};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::signing::TrustedKeys;
 use crate::store::{Store, StoreKv, sled::SledStore};
@@ -38,10 +40,12 @@ pub(crate) struct ServeArgs {
     /// Plugin calls in flight at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
-    /// Also start the local SCIM sandbox (a test double with users
-    /// user1..user25@example.com) and two workflows that deprovision from
-    /// it, `sandbox-offboarding` and `sandbox-approved-offboarding` (after
-    /// an approval by the `security` group): a first run needs nothing else.
+    /// Also start the local sandbox: test doubles of Microsoft Graph,
+    /// Google Vault, Salesforce and two SCIM apps, seeded with
+    /// user1..user25@example.com, and the bundled `offboarding` workflow
+    /// pointed at them (plus `sandbox-offboarding` and
+    /// `sandbox-approved-offboarding`, one SCIM step each): a first run
+    /// needs nothing else.
     #[arg(long)]
     sandbox: bool,
     /// Development only: accept unsigned, untrusted or tampered plugins and
@@ -51,21 +55,26 @@ pub(crate) struct ServeArgs {
     dev: bool,
 }
 
-/// Start the SCIM sandbox; returns its workflows and the token it wants.
-async fn start_sandbox() -> Result<(Vec<Workflow>, String, String), Exit> {
-    use crate::sandbox::scim::{BASE_PATH, Scim};
-    let token = format!("sandbox-{:x}", rand::random::<u64>());
-    let scim = Scim::new(Some(&token));
-    for i in 1..=25 {
-        scim.add_user(&format!("user{i}@example.com"), &format!("User {i}"));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// What `--sandbox` adds: the doubles, workflows against them, their secrets.
+pub(crate) struct Sandbox {
+    /// The running doubles.
+    pub world: World,
+    /// `offboarding` (the bundled workflow pointed at the doubles) and two
+    /// one-step SCIM workflows.
+    pub workflows: Vec<Workflow>,
+}
+
+/// Start every test double and make workflows that use them.
+pub(crate) async fn start_sandbox(misbehave: Misbehaviour) -> Result<Sandbox, Exit> {
+    let world = World::start(25, None, misbehave)
         .await
         .map_err(|e| Exit::Usage(format!("sandbox: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Exit::Usage(e.to_string()))?;
-    tokio::spawn(async move { scim.serve(listener, std::future::pending()).await });
+    let offboarding = Workflow::parse_with(
+        OFFBOARDING_WORKFLOW,
+        "workflows/offboarding.toml",
+        &world.settings(),
+    )?;
+    let slack = &world.settings()["slack_scim_url"];
     let workflow = |name: &str, what: &str, approval: &str| {
         Workflow::parse(
             &format!(
@@ -77,7 +86,8 @@ async fn start_sandbox() -> Result<(Vec<Workflow>, String, String), Exit> {
                 [[steps]]
                 name = "deprovision-scim"
                 plugin = "scim-deprovision"
-                config = {{ base_url = "http://{addr}{BASE_PATH}" }}
+                config = {{ base_url = "{slack}" }}
+                secrets = {{ scim_token = "slack_scim_token" }}
                 retry = {{ max_attempts = 5, initial_backoff = "500ms" }}
                 {approval}
                 "#
@@ -85,7 +95,8 @@ async fn start_sandbox() -> Result<(Vec<Workflow>, String, String), Exit> {
             "sandbox",
         )
     };
-    let wf = vec![
+    let workflows = vec![
+        offboarding,
         workflow(
             "sandbox-offboarding",
             "Deprovision the subject from the SaaS app",
@@ -97,10 +108,7 @@ async fn start_sandbox() -> Result<(Vec<Workflow>, String, String), Exit> {
             r#"approval = { role = "security" }"#,
         )?,
     ];
-    let note = format!(
-        "  SCIM sandbox (a test double) at http://{addr}{BASE_PATH} with user1..user25@example.com"
-    );
-    Ok((wf, token, note))
+    Ok(Sandbox { world, workflows })
 }
 
 fn secrets_from_env() -> BTreeMap<String, String> {
@@ -112,8 +120,27 @@ fn secrets_from_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
-    let home = args.home.unwrap_or_else(super::data_dir);
+/// A server put together, not yet listening.
+pub(crate) struct Assembled {
+    /// Handlers' state.
+    pub state: AppState,
+    /// Loaded plugin names.
+    pub plugins: Vec<String>,
+    /// Workflow names.
+    pub workflows: Vec<String>,
+    /// Tickets resumed after a restart.
+    pub resumed: usize,
+}
+
+/// Open the home, load plugins and workflows, start the scheduler and
+/// resume in-flight tickets: everything `itsm serve` does before it listens
+/// (and what `itsm demo` runs in-process).
+pub(crate) async fn assemble(
+    home: &std::path::Path,
+    workers: usize,
+    dev: bool,
+    sandbox: Option<&Sandbox>,
+) -> Result<Assembled, Exit> {
     for sub in ["data", "plugins", "workflows", "cache"] {
         std::fs::create_dir_all(home.join(sub))
             .map_err(|e| Exit::Usage(format!("{}: {e}", home.join(sub).display())))?;
@@ -121,21 +148,21 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("data"))?);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(home.join("cache")),
-        max_instances: (args.workers as u32).clamp(8, 1000),
+        max_instances: (workers as u32).clamp(8, 1000),
         kv: Arc::new(StoreKv(store.clone())),
     })?;
     let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
     let policy = PluginPolicy {
         trusted: TrustedKeys::default(),
         trusted_dir: Some(home.join("trusted-keys")),
-        dev: args.dev,
+        dev,
     };
-    if args.dev {
+    if dev {
         eprintln!(
             "warning: --dev: unsigned, untrusted or tampered plugins and downgrades are accepted"
         );
     }
-    let admin = Arc::new(Admin::new(&home, runtime.clone(), policy, system));
+    let admin = Arc::new(Admin::new(home, runtime.clone(), policy, system));
     let mut plugins = BTreeMap::new();
     // Bundled plugins are part of this binary, trusted as it is.
     for b in crate::bundled::ALL {
@@ -147,26 +174,37 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     }
     let mut workflows = Workflow::load_dir(&home.join("workflows"))?;
     let mut secrets = secrets_from_env();
-    let mut sandbox_note = None;
-    if args.sandbox {
-        let (sandbox_workflows, token, note) = start_sandbox().await?;
-        sandbox_note = Some(note);
-        for wf in sandbox_workflows {
-            workflows.insert(wf.name.clone(), wf);
+    if let Some(sandbox) = sandbox {
+        for wf in &sandbox.workflows {
+            workflows.insert(wf.name.clone(), wf.clone());
         }
-        secrets.insert("scim_token".into(), token);
+        secrets.extend(sandbox.world.secrets());
     }
-    let hook_secrets = secrets.clone();
+    let hooks = HookSet::new(Hooks::load(&home.join("hooks.toml"))?, &secrets)?;
     let scheduler = Scheduler::new(
         store,
         plugins.clone(),
         workflows.clone(),
-        SchedulerConfig {
-            workers: args.workers,
-            secrets,
-        },
+        SchedulerConfig { workers, secrets },
     )?;
     let resumed = scheduler.recover().await?;
+    let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
+    Ok(Assembled {
+        state: AppState::new(scheduler, tokens, admin).with_hooks(hooks),
+        plugins: plugins.into_keys().collect(),
+        workflows: workflows.into_keys().collect(),
+        resumed,
+    })
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
+    let home = args.home.clone().unwrap_or_else(super::data_dir);
+    let sandbox = if args.sandbox {
+        Some(start_sandbox(Misbehaviour::default()).await?)
+    } else {
+        None
+    };
+    let server = assemble(&home, args.workers, args.dev, sandbox.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -174,28 +212,25 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         .local_addr()
         .map_err(|e| Exit::Usage(e.to_string()))?;
     println!("itsm serving on http://{addr} (home {})", home.display());
-    println!(
-        "  plugins: {}",
-        plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-    );
+    println!("  plugins: {}", server.plugins.join(", "));
     println!(
         "  workflows: {}",
-        if workflows.is_empty() {
+        if server.workflows.is_empty() {
             "none (add *.toml to workflows/)".to_string()
         } else {
-            workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+            server.workflows.join(", ")
         }
     );
-    println!("  resumed {resumed} in-flight tickets");
-    if let Some(note) = sandbox_note {
-        println!("{note}");
+    println!("  resumed {} in-flight tickets", server.resumed);
+    if let Some(sandbox) = &sandbox {
+        println!("  sandbox (local test doubles, user1..user25@example.com):");
+        for l in sandbox.world.describe() {
+            println!("    {l}");
+        }
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
-    let hooks = HookSet::new(Hooks::load(&home.join("hooks.toml"))?, &hook_secrets)?;
-    let state = AppState::new(scheduler, tokens, admin).with_hooks(hooks);
-    serve(listener, state, async {
+    serve(listener, server.state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

@@ -36,22 +36,27 @@ fn email(ctx: &Context) -> Result<&str, StepError> {
     }
 }
 
-/// The matter's hold with this name and the MAIL corpus, if any.
-fn find_hold(matter: &str, name: &str) -> Result<Option<Value>, StepError> {
+/// The matter's holds with this name and the MAIL corpus, oldest first.
+/// Two leavers processed at once can each create the hold, so there may be
+/// more than one; any of them holding the account is proof.
+fn find_holds(matter: &str, name: &str) -> Result<Vec<Value>, StepError> {
     let mut url = format!("{matter}/holds");
+    let mut found = Vec::new();
     for _ in 0..50 {
         let page: Value = http::get(&url).send()?.error_for_status()?.json()?;
-        if let Some(h) = page["holds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|h| h["name"].as_str() == Some(name) && h["corpus"].as_str() == Some("MAIL"))
-        {
-            return Ok(Some(h.clone()));
-        }
+        found.extend(
+            page["holds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| {
+                    h["name"].as_str() == Some(name) && h["corpus"].as_str() == Some("MAIL")
+                })
+                .cloned(),
+        );
         match page["nextPageToken"].as_str() {
             Some(t) if !t.is_empty() => url = format!("{matter}/holds?pageToken={}", encode(t)),
-            _ => return Ok(None),
+            _ => return Ok(found),
         }
     }
     Err(StepError::fatal(
@@ -115,7 +120,9 @@ impl Step for MailHold {
         let matter = matter(ctx)?;
         let email = email(ctx)?;
         let name = ctx.config("hold_name")?;
-        let existing = find_hold(&matter, name)?;
+        let holds = find_holds(&matter, name)?;
+        let holding = holds.iter().find(|h| holds_account(h, email)).cloned();
+        let existing = holding.or_else(|| holds.first().cloned());
         let before = existing.as_ref().map(|h| hold_state(h, email));
         let (hold, action) = match existing {
             Some(h) if holds_account(&h, email) => (h, "already_held"),
@@ -138,7 +145,10 @@ impl Step for MailHold {
                             .unwrap_or("no message")
                     )));
                 }
-                let reread = find_hold(&matter, name)?.unwrap_or(h);
+                let reread = find_holds(&matter, name)?
+                    .into_iter()
+                    .find(|r| r["holdId"] == h["holdId"])
+                    .unwrap_or(h);
                 (reread, "added_to_hold")
             }
             None => {
@@ -185,13 +195,16 @@ impl Step for MailHold {
         let matter = matter(ctx)?;
         let email = email(ctx)?;
         let name = ctx.config("hold_name")?;
-        let hold = find_hold(&matter, name)?
-            .ok_or_else(|| StepError::fatal(format!("matter has no hold named {name:?}")))?;
-        if !holds_account(&hold, email) {
+        let holds = find_holds(&matter, name)?;
+        if holds.is_empty() {
             return Err(StepError::fatal(format!(
-                "hold {name:?} does not list {email}"
+                "matter has no hold named {name:?}"
             )));
         }
+        let hold = holds
+            .into_iter()
+            .find(|h| holds_account(h, email))
+            .ok_or_else(|| StepError::fatal(format!("no hold named {name:?} lists {email}")))?;
         let export = match kv::get(&format!("export/{}", ctx.idempotency_key))? {
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
