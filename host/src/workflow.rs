@@ -28,6 +28,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
+/// `settings.toml`: `[settings]` overrides by workflow name.
+pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
+
 /// A workflow definition.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -240,15 +243,48 @@ impl Workflow {
 
     /// Read one workflow file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &BTreeMap::new())
+    }
+
+    fn load_with(path: &Path, settings: &Settings) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        // The overrides are looked up by the name inside the file.
+        let name = toml::from_str::<toml::Table>(&text)
+            .ok()
+            .and_then(|t| t.get("name").and_then(|n| n.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let empty = BTreeMap::new();
+        Self::parse_with(
+            &text,
+            &path.display().to_string(),
+            settings.get(&name).unwrap_or(&empty),
+        )
+    }
+
+    /// A home's `settings.toml`: one table of `[settings]` overrides per
+    /// workflow name. A missing file overrides nothing.
+    pub fn load_settings(path: &Path) -> Result<Settings> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| Error::Workflow(format!("{}: {}", path.display(), e.message()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// Every `*.toml` in a folder, by name; two files with one name is an error.
     pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Workflow>> {
+        Self::load_dir_with(dir, &BTreeMap::new())
+    }
+
+    /// [`Workflow::load_dir`] with `settings.toml` overrides.
+    pub fn load_dir_with(dir: &Path, settings: &Settings) -> Result<BTreeMap<String, Workflow>> {
         let mut out = BTreeMap::new();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
             path: dir.to_path_buf(),
@@ -260,7 +296,7 @@ impl Workflow {
             .collect();
         paths.sort();
         for path in paths {
-            let wf = Self::load(&path)?;
+            let wf = Self::load_with(&path, settings)?;
             if out.contains_key(&wf.name) {
                 return Err(Error::Workflow(format!(
                     "{}: workflow name `{}` is already used by another file",

@@ -13,6 +13,7 @@ mod fuzz;
 mod hooks;
 mod hostile;
 mod oauth;
+mod offboarding;
 mod other_language;
 mod scheduler;
 mod scim;

@@ -4,7 +4,8 @@
 //! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
 //! `cache/` (compiled code), `trusted-keys/` (publishers' `*.pub`),
-//! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks),
+//! `settings.toml` (per-workflow `[settings]` overrides), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -172,7 +173,8 @@ pub(crate) async fn assemble(
     for plugin in admin.load_installed()? {
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }
-    let mut workflows = Workflow::load_dir(&home.join("workflows"))?;
+    let settings = Workflow::load_settings(&home.join("settings.toml"))?;
+    let mut workflows = Workflow::load_dir_with(&home.join("workflows"), &settings)?;
     let mut secrets = secrets_from_env();
     if let Some(sandbox) = sandbox {
         for wf in &sandbox.workflows {

@@ -345,10 +345,18 @@ fn print_ticket(d: &Value) {
         println!("  batch {b}");
     }
     println!();
-    let steps: Vec<Vec<String>> = t["steps"]
-        .as_object()
+    // In the workflow's order when the server gives it.
+    let mut ordered: Vec<(&String, &Value)> =
+        t["steps"].as_object().into_iter().flatten().collect();
+    let order: Vec<&str> = d["workflow_steps"]
+        .as_array()
         .into_iter()
         .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    ordered.sort_by_key(|(name, _)| order.iter().position(|o| o == name).unwrap_or(usize::MAX));
+    let steps: Vec<Vec<String>> = ordered
+        .into_iter()
         .map(|(name, s)| {
             let attempts = s["attempts"].as_array().map_or(0, Vec::len);
             let last_error = s["attempts"]

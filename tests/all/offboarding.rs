@@ -1,0 +1,175 @@
+//! The bundled offboarding workflow configured as a deployment would be —
+//! `workflows/offboarding.toml` in the home, its `[settings]` in
+//! `settings.toml`, secrets in `ITSM_SECRET_*` — run by the real `itsm serve`
+//! against the sandbox's doubles with rate limits on.
+
+use std::time::{Duration, Instant};
+
+use itsm_host::sandbox::world::{Misbehaviour, World};
+use serde_json::{Value, json};
+
+use crate::support::{client_as, create_token, get_json, start_server_with_env};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
+    let misbehave = Misbehaviour {
+        rate_limit_every: Some(5),
+        ..Misbehaviour::default()
+    };
+    let world = World::start(3, None, misbehave).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::copy(
+        crate::support::plugin_dir("../workflows/offboarding.toml"),
+        home.path().join("workflows/offboarding.toml"),
+    )
+    .unwrap();
+    let mut settings = toml::Table::new();
+    settings.insert(
+        "offboarding".into(),
+        toml::Value::try_from(world.settings()).unwrap(),
+    );
+    std::fs::write(
+        home.path().join("settings.toml"),
+        toml::to_string(&settings).unwrap(),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = world
+        .secrets()
+        .into_iter()
+        .map(|(k, v)| (format!("ITSM_SECRET_{}", k.to_ascii_uppercase()), v))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = start_server_with_env(home.path(), &[], &env).await;
+    let base = server.base.clone();
+    let security = client_as(&create_token(
+        home.path(),
+        "sec-lead",
+        &["approver", "security"],
+    ));
+
+    let created: Value = server
+        .client()
+        .post(format!("{base}/v1/tickets"))
+        .json(&json!({ "workflow": "offboarding", "subject": "user2@example.com" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let url = format!("{base}/v1/tickets/{id}");
+    let started = Instant::now();
+    let mut approved = false;
+    let detail = loop {
+        let d = get_json(&security, &url).await;
+        if d["ticket"]["state"] == "waiting_approval" && !approved {
+            let r = security
+                .post(format!("{url}/approve"))
+                .json(&json!({ "comment": "laptop returned" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            approved = true;
+        }
+        if d["ticket"]["state"] == "succeeded" || d["ticket"]["state"] == "failed" {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{d:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(detail["ticket"]["state"], "succeeded", "{detail:#}");
+    assert_eq!(detail["trail_verified"], true);
+    assert_eq!(detail["ticket"]["workflow_version"], "1");
+
+    // Each vendor shows the change.
+    assert_eq!(
+        world.graph.user("user2@example.com").unwrap()["accountEnabled"],
+        false
+    );
+    assert!(world.graph.devices_of("user2@example.com").iter().all(|d| {
+        d["deviceActionResults"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["actionName"] == "wipe"))
+    }));
+    assert_eq!(
+        world.salesforce.user("user2@example.com").unwrap()["IsActive"],
+        false
+    );
+    for app in ["slack", "zoom"] {
+        assert_eq!(
+            world.scim[app].user_by_name("user2@example.com").unwrap()["active"],
+            false,
+            "{app}"
+        );
+    }
+    let held = world.vault.holds(&world.matter_id);
+    assert!(held.iter().any(|h| {
+        h["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["email"] == "user2@example.com")
+    }));
+    // Nobody else was touched.
+    assert_eq!(
+        world.graph.user("user1@example.com").unwrap()["accountEnabled"],
+        true
+    );
+
+    // The trail holds, per step, the requests made and the read-back proof.
+    let trail = detail["trail"].as_array().unwrap();
+    let steps = [
+        "disable-account",
+        "mail-hold",
+        "deprovision-slack",
+        "deprovision-zoom",
+        "deactivate-crm",
+        "wipe-laptop",
+    ];
+    for step in steps {
+        let ran = trail
+            .iter()
+            .find(|e| e["kind"] == "step_succeeded" && e["step"] == step)
+            .unwrap_or_else(|| panic!("{step} ran"));
+        assert!(
+            !ran["data"]["requests"].as_array().unwrap().is_empty(),
+            "{step} requests"
+        );
+        assert!(
+            ran["data"]["evidence"]["after"].is_object()
+                || ran["data"]["evidence"]["after"].is_array(),
+            "{step} evidence"
+        );
+        let proof = trail
+            .iter()
+            .find(|e| e["kind"] == "step_verified" && e["step"] == step)
+            .unwrap_or_else(|| panic!("{step} verified"));
+        assert!(
+            proof["data"]["evidence"]["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("verified"),
+            "{proof:#}"
+        );
+    }
+    assert!(
+        trail.iter().any(|e| e["kind"] == "retry_scheduled"),
+        "rate limits were survived"
+    );
+    // The wipe ran after the approval, and only then.
+    let approved_at = trail.iter().position(|e| e["kind"] == "approved").unwrap();
+    let wipe_at = trail
+        .iter()
+        .position(|e| e["kind"] == "step_started" && e["step"] == "wipe-laptop")
+        .unwrap();
+    assert!(wipe_at > approved_at);
+    // No secret reached the trail.
+    let text = serde_json::to_string(&detail).unwrap();
+    for (name, value) in world.secrets() {
+        let probe = value.split(':').next_back().unwrap();
+        assert!(!text.contains(probe), "secret {name} leaked");
+    }
+}
