@@ -311,8 +311,17 @@ impl Workflow {
 
     /// Names, references and the DAG.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.name.is_empty() {
-            return Err("`name` is empty".into());
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "`name` {:?}: names are 1-64 letters, digits, - and _",
+                self.name
+            ));
         }
         if self.steps.is_empty() {
             return Err("a workflow needs at least one step".into());

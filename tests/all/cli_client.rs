@@ -286,6 +286,23 @@ async fn an_admin_applies_a_workflow_version_and_tickets_keep_the_one_they_pinne
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A name that would leave the workflows folder is refused.
+    let sneaky = crate::support::client_as(&admin)
+        .put(format!("{base}/v1/workflows/..%2Fescaped"))
+        .header("content-type", "application/toml")
+        .body("name = \"../escaped\"\n[[steps]]\nname = \"x\"\nplugin = \"noop\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sneaky.status(), 422);
+    assert!(
+        sneaky
+            .text()
+            .await
+            .unwrap()
+            .contains("names are 1-64 letters")
+    );
+    assert!(!home.path().join("escaped.toml").exists());
     let still = json(&itsm(&base, &op, &["workflow", "show", "wipe", "--json"]));
     assert_eq!(still["current"]["version"], "2");
 }
