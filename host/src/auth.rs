@@ -116,15 +116,8 @@ pub struct TokenFile {
 impl TokenFile {
     /// Read `path`; a missing file is an empty one.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: path.into(),
-                    source,
-                });
-            }
+        let Some(text) = crate::error::read_optional(path)? else {
+            return Ok(Self::default());
         };
         let file: Self = toml::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?;

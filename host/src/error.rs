@@ -62,3 +62,17 @@ impl Error {
         }
     }
 }
+
+/// A file's text, or `None` if it does not exist: for optional config
+/// files (`tokens.toml`, `hooks.toml`, `settings.toml`), where absence means
+/// "nothing configured" and any other failure is an error naming the file.
+pub(crate) fn read_optional(path: &std::path::Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.into(),
+            source,
+        }),
+    }
+}

@@ -86,15 +86,8 @@ pub struct Hooks {
 impl Hooks {
     /// Read `path` (a missing file configures no hooks).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: path.into(),
-                    source,
-                });
-            }
+        let Some(text) = crate::error::read_optional(path)? else {
+            return Ok(Self::default());
         };
         Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }

@@ -267,14 +267,10 @@ impl Workflow {
     /// A home's `settings.toml`: one table of `[settings]` overrides per
     /// workflow name. A missing file overrides nothing.
     pub fn load_settings(path: &Path) -> Result<Settings> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
+        match crate::error::read_optional(path)? {
+            Some(text) => toml::from_str(&text)
                 .map_err(|e| Error::Workflow(format!("{}: {}", path.display(), e.message()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(Error::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
+            None => Ok(BTreeMap::new()),
         }
     }
 

@@ -261,9 +261,7 @@ impl Vault {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        faults::serve(self.router(), listener, shutdown).await
     }
 }
 
