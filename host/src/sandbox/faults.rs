@@ -358,6 +358,17 @@ pub fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
+/// Serve a double's router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,15 +446,4 @@ mod tests {
             Some(("my app".to_string(), "s:cret".to_string()))
         );
     }
-}
-
-/// Serve a double's router on `listener` until `shutdown` resolves.
-pub async fn serve(
-    router: Router,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
