@@ -25,9 +25,12 @@ pub(crate) enum SandboxCommand {
         /// Answer every Nth API request of each double with 429 + Retry-After.
         #[arg(long)]
         rate_limit_every: Option<u32>,
-        /// Answer this share (0..1) of API requests with 503 + Retry-After.
+        /// Answer this share (0..1) of API requests with --error-status.
         #[arg(long)]
         error_share: Option<f64>,
+        /// The status for --error-share (429 and 503 carry Retry-After).
+        #[arg(long, default_value_t = 500)]
+        error_status: u16,
         /// Add this latency to each API request.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
@@ -57,6 +60,7 @@ pub(crate) async fn run(cmd: SandboxCommand) -> Result<(), Exit> {
             users,
             rate_limit_every,
             error_share,
+            error_status,
             latency_ms,
         } => {
             if error_share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
@@ -65,6 +69,7 @@ pub(crate) async fn run(cmd: SandboxCommand) -> Result<(), Exit> {
             let misbehave = Misbehaviour {
                 rate_limit_every,
                 error_share,
+                error_status: Some(error_status),
                 latency_ms,
             };
             let world = World::start(users, (port != 0).then_some(port), misbehave)

@@ -28,8 +28,11 @@ pub const TENANT: &str = "sandbox-tenant";
 pub struct Misbehaviour {
     /// Answer every Nth API request of each double with 429 + `Retry-After: 1`.
     pub rate_limit_every: Option<u32>,
-    /// Answer this fraction of API requests with 503 + `Retry-After: 1`.
+    /// Answer this fraction of API requests with `error_status`.
     pub error_share: Option<f64>,
+    /// The status for `error_share`: 500 by default; 503 and 429 carry
+    /// `Retry-After: 1`.
+    pub error_status: Option<u16>,
     /// Added to every API request.
     pub latency_ms: u64,
 }
@@ -157,7 +160,10 @@ impl World {
 
     /// Set every double's faults.
     pub fn misbehave(&self, m: Misbehaviour) {
-        let status = if m.error_share.is_some() { 503 } else { 429 };
+        let status = match m.error_share {
+            Some(_) => m.error_status.unwrap_or(500),
+            None => 429,
+        };
         let faults = Faults {
             every: m.rate_limit_every,
             every_status: Some(status),
