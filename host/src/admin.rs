@@ -67,6 +67,7 @@ pub struct Installed {
 pub struct Admin {
     plugins_dir: PathBuf,
     workflows_dir: PathBuf,
+    settings_path: PathBuf,
     runtime: Runtime,
     policy: PluginPolicy,
     system: Arc<SystemTrail>,
@@ -85,6 +86,7 @@ impl Admin {
         Self {
             plugins_dir: home.join("plugins"),
             workflows_dir: home.join("workflows"),
+            settings_path: home.join("settings.toml"),
             runtime,
             policy,
             system,
@@ -326,7 +328,13 @@ impl Admin {
         by: &str,
     ) -> Result<(Workflow, String, bool)> {
         let _one_at_a_time = self.lock.lock().await;
-        let wf = Workflow::parse(text, &format!("{name}.toml"))?;
+        // The home's settings.toml applies as it does at start-up.
+        let settings = Workflow::load_settings(&self.settings_path)?;
+        let wf = Workflow::parse_with(
+            text,
+            &format!("{name}.toml"),
+            settings.get(name).unwrap_or(&Default::default()),
+        )?;
         if wf.name != name {
             return Err(Error::Workflow(format!(
                 "the file names workflow `{}` but was sent to `{name}`",

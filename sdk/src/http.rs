@@ -371,6 +371,11 @@ fn refused_or_transport(url: &str, e: ErrorCode) -> StepError {
              [capabilities] allowed_hosts, or it resolves to a private address (see the step's request log)"
             ))
         }
+        // The host's token request was refused (wrong secret, no consent):
+        // fatal, as retrying cannot fix a credential.
+        ErrorCode::InternalError(Some(m)) if m.starts_with("credential refused: ") => {
+            StepError::fatal(format!("request to {url} not sent: {m}"))
+        }
         other => transport(url, other),
     }
 }

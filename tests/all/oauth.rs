@@ -152,11 +152,15 @@ async fn a_refused_client_secret_fails_the_call_with_the_endpoints_reason() {
         .call(Op::Run, &input("ann@example.com"), &g)
         .await
         .unwrap();
-    assert!(
-        matches!(report.outcome, Outcome::Failed { .. }),
-        "{:?}",
-        report.outcome
+    let Outcome::Failed { error } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(
+        error.kind,
+        itsm_host::runtime::FailureKind::Fatal,
+        "a refused credential is not retried: {error:?}"
     );
+    assert!(error.message.contains("credential refused"), "{error:?}");
     let token_req = report.requests.iter().find(|r| r.by_host).unwrap();
     assert_eq!(token_req.status, Some(401));
     let error = token_req.error.as_deref().unwrap();

@@ -16,6 +16,10 @@ use serde::Deserialize;
 
 use super::net::RequestRecord;
 
+/// Starts the error a plugin sees when the token endpoint refused the
+/// credential; the SDK makes it a fatal step error (see `itsm_sdk::http`).
+pub(crate) const CREDENTIAL_REFUSED: &str = "credential refused: ";
+
 /// Refresh this long before a token's stated expiry.
 const EARLY: Duration = Duration::from_secs(60);
 /// When a token response gives no `expires_in` (Salesforce), assume this.
@@ -310,8 +314,13 @@ impl TokenCache {
             // and hold no secret; keep a bounded excerpt.
             let text = String::from_utf8_lossy(&body);
             let excerpt: String = text.chars().take(300).collect();
+            // A 4xx other than 429 is the credential itself refused (wrong
+            // secret, app not consented): retrying cannot help. The prefix
+            // tells the SDK to fail the step for good.
+            let refused = status.is_client_error() && status.as_u16() != 429;
             return Err(format!(
-                "token endpoint {} answered {status}: {excerpt}",
+                "{}token endpoint {} answered {status}: {excerpt}",
+                if refused { CREDENTIAL_REFUSED } else { "" },
                 flow.token_url()
             ));
         }

@@ -6,7 +6,8 @@
 //!   unless the device already shows a wipe in `deviceActionResults` (a
 //!   retry after a crash must not wipe twice; Intune would queue it again).
 //! - `verify`: read each device back and prove a `wipe` action is recorded
-//!   in a state other than `failed`/`canceled`.
+//!   as `pending`, `active` or `done`; `failed`, `canceled` or
+//!   `notSupported` fail the step, anything else (`none`) is retried.
 //! - no `compensate`: a wipe cannot be undone.
 //!
 //! Graph application permissions: `DeviceManagementManagedDevices.Read.All`
@@ -96,15 +97,12 @@ impl Step for IntuneWipe {
         let mut already = Vec::new();
         for d in &found {
             let id = id_of(d)?;
-            match wipe_state(d).as_deref() {
-                Some(s) if s != "failed" && s != "canceled" => {
-                    log::info(&format!(
-                        "device {id} already has a wipe ({s}); not sending another"
-                    ));
-                    already.push(id.to_string());
-                    continue;
-                }
-                _ => {}
+            if let Some(s @ ("pending" | "active" | "done")) = wipe_state(d).as_deref() {
+                log::info(&format!(
+                    "device {id} already has a wipe ({s}); not sending another"
+                ));
+                already.push(id.to_string());
+                continue;
             }
             http::post(&format!("{base}/{}/wipe", encode(id)))
                 .json(&json!({ "keepEnrollmentData": keep, "keepUserData": false }))?
@@ -154,10 +152,15 @@ impl Step for IntuneWipe {
                         "device {id} shows no wipe action yet"
                     )));
                 }
-                Some(s @ ("failed" | "canceled")) => {
+                Some(s @ ("failed" | "canceled" | "notSupported")) => {
                     return Err(StepError::fatal(format!("the wipe of device {id} is {s}")));
                 }
-                Some(_) => proof.push(state(&device)),
+                Some("pending" | "active" | "done") => proof.push(state(&device)),
+                Some(other) => {
+                    return Err(StepError::retryable(format!(
+                        "device {id}'s wipe is {other}, not yet under way"
+                    )));
+                }
             }
         }
         Ok(Evidence::new(

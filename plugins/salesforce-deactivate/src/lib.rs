@@ -30,12 +30,28 @@ fn soql_literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `error_for_status`, plus Salesforce's own rate limit: an org out of API
+/// calls answers 403 `REQUEST_LIMIT_EXCEEDED`, which clears with time.
+fn check(resp: http::Response) -> Result<http::Response, StepError> {
+    if resp.status == 403 && resp.text().contains("REQUEST_LIMIT_EXCEEDED") {
+        return Err(StepError::retry_after(
+            format!(
+                "{} answered REQUEST_LIMIT_EXCEEDED: the org is out of API calls",
+                resp.url
+            ),
+            std::time::Duration::from_secs(300),
+        ));
+    }
+    resp.error_for_status()
+}
+
 fn query(api: &str, soql: &str) -> Result<Vec<Value>, StepError> {
-    let result: Value = http::get(&format!("{api}/query?q={}", encode(soql)))
-        .header("accept", "application/json")
-        .send()?
-        .error_for_status()?
-        .json()?;
+    let result: Value = check(
+        http::get(&format!("{api}/query?q={}", encode(soql)))
+            .header("accept", "application/json")
+            .send()?,
+    )?
+    .json()?;
     Ok(result["records"].as_array().cloned().unwrap_or_default())
 }
 
@@ -85,8 +101,8 @@ fn id_of(record: &Value) -> Result<String, StepError> {
 fn patch(api: &str, object: &str, id: &str, body: Value) -> Result<(), StepError> {
     http::patch(&format!("{api}/sobjects/{object}/{}", encode(id)))
         .json(&body)?
-        .send()?
-        .error_for_status()?;
+        .send()
+        .and_then(check)?;
     Ok(())
 }
 
@@ -96,8 +112,8 @@ fn read_user(api: &str, id: &str) -> Result<Value, StepError> {
         encode(id)
     ))
     .header("accept", "application/json")
-    .send()?
-    .error_for_status()?
+    .send()
+    .and_then(check)?
     .json()
 }
 
