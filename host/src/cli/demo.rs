@@ -342,7 +342,12 @@ async fn print_summary(
                 "created" => format!("by {}", e["principal"].as_str().unwrap_or_default()),
                 _ => String::new(),
             };
-            println!("  {:>3} {:<18} {:<18} {detail}", e["seq"], kind, step);
+            println!(
+                "  {:>3} {:<18} {:<18} {detail}",
+                e["seq"].as_u64().unwrap_or(0),
+                kind,
+                step
+            );
         }
     }
     Ok(())
