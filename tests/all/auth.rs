@@ -1,12 +1,10 @@
 //! Tokens and roles through the real `itsm serve`: 401 and 403 say why,
 //! separation of duties holds, and the trail names each principal.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::support::{
-    client_as, create_token, get_json, set_up_wipe_home as set_up_home, start_server,
+    client_as, create_token, set_up_wipe_home as set_up_home, start_server, wait_for_state,
 };
 
 async fn status_and_error(req: reqwest::RequestBuilder) -> (u16, String) {
@@ -96,13 +94,12 @@ async fn roles_gate_each_call_and_an_approver_cannot_approve_what_they_imported(
         .await
         .unwrap();
     let id = report["tickets"][0].as_str().unwrap().to_string();
-    let started = Instant::now();
-    while get_json(&auditor, &format!("{base}/v1/tickets/{id}")).await["ticket"]["state"]
-        != "waiting_approval"
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_state(
+        &auditor,
+        &format!("{base}/v1/tickets/{id}"),
+        "waiting_approval",
+    )
+    .await;
 
     let approve = |c: &reqwest::Client| {
         c.post(format!("{base}/v1/tickets/{id}/approve"))
@@ -131,15 +128,7 @@ async fn roles_gate_each_call_and_an_approver_cannot_approve_what_they_imported(
     let (code, why) = status_and_error(approve(&security)).await;
     assert_eq!(code, 200, "{why}");
 
-    let started = Instant::now();
-    let detail = loop {
-        let d = get_json(&auditor, &format!("{base}/v1/tickets/{id}")).await;
-        if d["ticket"]["state"] == "succeeded" {
-            break d;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "{d:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let detail = wait_for_state(&auditor, &format!("{base}/v1/tickets/{id}"), "succeeded").await;
     let by_kind: Vec<(String, String)> = detail["trail"]
         .as_array()
         .unwrap()

@@ -258,3 +258,19 @@ pub fn install_signed(home: &std::path::Path, plugin_rel: &str, crate_name: &str
     );
     std::fs::write(dir.join(signing::SIGNATURE_FILE), sig).unwrap();
 }
+
+/// GET a ticket until its state is `state` (20 s at most); its detail.
+pub async fn wait_for_state(client: &reqwest::Client, url: &str, state: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let detail = get_json(client, url).await;
+        if detail["ticket"]["state"] == state {
+            return detail;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "ticket never reached {state}: {detail:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

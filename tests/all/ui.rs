@@ -7,12 +7,12 @@
 //! test fails and says how to install them; it never skips.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    client_as, create_token, get_json, set_up_wipe_home as set_up_home, start_server,
+    client_as, create_token, set_up_wipe_home as set_up_home, start_server, wait_for_state,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -49,21 +49,6 @@ fn require_browser_toolchain(root: &Path) {
         "the browser test of the web UI cannot run:\n  - {}",
         missing.join("\n  - ")
     );
-}
-
-async fn wait_for_state(client: &reqwest::Client, url: &str, state: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let detail = get_json(client, url).await;
-        if detail["ticket"]["state"] == state {
-            return detail;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "ticket never reached {state}: {detail:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
