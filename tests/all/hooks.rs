@@ -142,3 +142,25 @@ inputs = { last_day = "/last_day", employee_id = "/id" }
         "nothing else was created"
     );
 }
+
+#[test]
+fn a_hook_naming_a_missing_workflow_stops_the_server_with_the_reason() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("hooks.toml"),
+        "[[hooks]]\nname = \"workday\"\nworkflow = \"offboardng\"\nsecret = \"s\"\nevent_id = \"/id\"\nsubject = \"/email\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home.path())
+        .env("ITSM_SECRET_S", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hook `workday` starts workflow `offboardng`, which is not loaded"),
+        "{err}"
+    );
+}

@@ -182,7 +182,18 @@ pub(crate) async fn assemble(
         }
         secrets.extend(sandbox.world.secrets());
     }
-    let hooks = HookSet::new(Hooks::load(&home.join("hooks.toml"))?, &secrets)?;
+    let hooks = Hooks::load(&home.join("hooks.toml"))?;
+    for name in hooks.names() {
+        let wf = &hooks.get(name).expect("listed").workflow;
+        if !workflows.contains_key(wf) {
+            return Err(Exit::Usage(format!(
+                "{}: hook `{name}` starts workflow `{wf}`, which is not loaded (workflows: {})",
+                home.join("hooks.toml").display(),
+                workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let hooks = HookSet::new(hooks, &secrets)?;
     let scheduler = Scheduler::new(
         store,
         plugins.clone(),
@@ -224,6 +235,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         }
     );
     println!("  resumed {} in-flight tickets", server.resumed);
+    if crate::auth::TokenFile::read(&home.join(TOKENS_FILE))?
+        .tokens
+        .is_empty()
+    {
+        println!(
+            "  no API tokens yet: create one with `itsm token create --name NAME --role ROLE{}`",
+            args.home
+                .as_ref()
+                .map(|h| format!(" --home {}", h.display()))
+                .unwrap_or_default()
+        );
+    }
     if let Some(sandbox) = &sandbox {
         println!("  sandbox (local test doubles, user1..user25@example.com):");
         for l in sandbox.world.describe() {
