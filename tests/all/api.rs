@@ -332,6 +332,27 @@ async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_d
     assert!(future["tickets"].as_array().unwrap().is_empty());
     let past = get_json(&http, &format!("{base}/v1/tickets?created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z")).await;
     assert_eq!(past["tickets"].as_array().unwrap().len(), 2);
+    // Paging: newest first, one at a time, with the total matched.
+    let newest = get_json(
+        &http,
+        &format!("{base}/v1/tickets?batch={batch}&order=newest&limit=1"),
+    )
+    .await;
+    let oldest = get_json(&http, &format!("{base}/v1/tickets?batch={batch}&limit=1")).await;
+    let second = get_json(
+        &http,
+        &format!("{base}/v1/tickets?batch={batch}&limit=1&offset=1"),
+    )
+    .await;
+    assert_eq!(
+        (
+            newest["total"].as_u64(),
+            newest["tickets"].as_array().unwrap().len()
+        ),
+        (Some(2), 1)
+    );
+    assert_ne!(newest["tickets"][0]["id"], oldest["tickets"][0]["id"]);
+    assert_eq!(newest["tickets"][0]["id"], second["tickets"][0]["id"]);
     let bad = http
         .get(format!("{base}/v1/tickets?created_after=yesterday"))
         .send()

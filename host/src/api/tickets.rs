@@ -77,7 +77,23 @@ struct ListQuery {
     created_after: Option<String>,
     /// Created before this instant (RFC 3339).
     created_before: Option<String>,
+    /// At most this many (default 1000); `total` says how many matched.
     limit: Option<usize>,
+    /// Skip this many matches first (paging).
+    offset: Option<usize>,
+    /// `oldest` first (default) or `newest` first.
+    #[param(inline)]
+    order: Option<Order>,
+}
+
+/// List order.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Order {
+    /// Oldest first.
+    Oldest,
+    /// Newest first.
+    Newest,
 }
 
 /// RFC 3339 to ms since the epoch, or a 400 naming the parameter.
@@ -137,7 +153,7 @@ async fn list(
     let limit = q.limit.unwrap_or(1000);
     let after = instant("created_after", &q.created_after)?;
     let before = instant("created_before", &q.created_before)?;
-    let items: Vec<Summary> = tickets
+    let mut matched: Vec<Ticket> = tickets
         .into_iter()
         .filter(|t| q.state.is_none_or(|s| t.state == s))
         .filter(|t| q.workflow.as_ref().is_none_or(|w| &t.workflow == w))
@@ -146,10 +162,18 @@ async fn list(
         .filter(|t| {
             after.is_none_or(|a| t.created_ms >= a) && before.is_none_or(|b| t.created_ms < b)
         })
+        .collect();
+    if matches!(q.order, Some(Order::Newest)) {
+        matched.reverse();
+    }
+    let total = matched.len();
+    let items: Vec<Summary> = matched
+        .into_iter()
+        .skip(q.offset.unwrap_or(0))
         .take(limit)
         .map(Summary::from)
         .collect();
-    Ok(Json(json!({ "tickets": items })))
+    Ok(Json(json!({ "tickets": items, "total": total })))
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),

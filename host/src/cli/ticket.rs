@@ -68,6 +68,9 @@ pub(crate) enum TicketCommand {
         /// Print only ids, one per line (for `$(...)`).
         #[arg(long, short)]
         quiet: bool,
+        /// Newest first (default: oldest first).
+        #[arg(long)]
+        newest: bool,
     },
     /// Approve the step waiting for approval (of each ticket given).
     Approve {
@@ -175,8 +178,12 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
             until,
             limit,
             quiet,
+            newest,
         } => {
             let mut q = format!("limit={limit}");
+            if newest {
+                q.push_str("&order=newest");
+            }
             for (k, v) in [
                 ("state", state),
                 ("workflow", workflow),
