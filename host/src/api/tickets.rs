@@ -325,13 +325,25 @@ async fn batch_show(
     _: Caller,
     Path(batch): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // While the batch is being imported, its progress is the answer: a
+    // client polling it (`itsm ticket import`) must not make the server
+    // decode every ticket a few times a second while it creates them.
+    if let Some((rows, done)) = app.imports.get(&batch) {
+        return Ok(Json(json!({
+            "batch": batch,
+            "import": { "rows": rows, "done": done },
+            "total": Value::Null,
+            "finished": Value::Null,
+            "by_state": {},
+            "tickets": [],
+        })));
+    }
     let tickets: Vec<Summary> = tokio::task::block_in_place(|| app.scheduler.store().tickets())?
         .into_iter()
         .filter(|t| t.batch.as_deref() == Some(batch.as_str()))
         .map(Summary::from)
         .collect();
-    let import = app.imports.get(&batch);
-    if tickets.is_empty() && import.is_none() {
+    if tickets.is_empty() {
         return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
     }
     let mut by_state = std::collections::BTreeMap::<String, usize>::new();
@@ -346,7 +358,7 @@ async fn batch_show(
         "total": tickets.len(),
         "by_state": by_state,
         "finished": tickets.iter().filter(|t| t.state.is_terminal()).count(),
-        "import": import.map(|(rows, done)| json!({ "rows": rows, "done": done })),
+        "import": Value::Null,
         "tickets": tickets,
     })))
 }

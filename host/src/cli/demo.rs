@@ -96,8 +96,6 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let home = demo_home()?;
     // Compiled plugin code is kept between demos: only the first run compiles.
     let cache = super::data_dir().join("cache");
-    let _ = std::fs::create_dir_all(&cache);
-    let _ = std::fs::create_dir_all(home.join("cache"));
     let result = run_in(&home, &cache, &args, sandbox, started).await;
     let _ = std::fs::remove_dir_all(&home);
     result
@@ -110,10 +108,6 @@ async fn run_in(
     sandbox: super::serve::Sandbox,
     started: Instant,
 ) -> Result<(), Exit> {
-    // Share the user's code cache.
-    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
-        let _ = std::fs::copy(entry.path(), home.join("cache").join(entry.file_name()));
-    }
     let mut tokens = TokenFile::default();
     let hr = tokens.issue("hr-importer", &["operator".into()])?;
     let security = tokens.issue("security-approver", &["approver".into(), "security".into()])?;
@@ -121,19 +115,12 @@ async fn run_in(
     tokens.write(&home.join(super::serve::TOKENS_FILE))?;
 
     let load = Instant::now();
-    let server = assemble(home, 64, false, Some(&sandbox)).await?;
+    let server = assemble(home, Some(cache), 64, false, Some(&sandbox)).await?;
     println!(
         "server: {} plugins loaded in {} ms, workflow `offboarding` (6 steps, SLA 24h)",
         server.plugins.len(),
         load.elapsed().as_millis()
     );
-    for entry in std::fs::read_dir(home.join("cache"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
-    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Exit::Usage(format!("cannot listen on loopback: {e}")))?;

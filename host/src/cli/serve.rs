@@ -136,8 +136,11 @@ pub(crate) struct Assembled {
 /// Open the home, load plugins and workflows, start the scheduler and
 /// resume in-flight tickets: everything `itsm serve` does before it listens
 /// (and what `itsm demo` runs in-process).
+/// `cache` is where compiled plugin code is kept (default: the home's
+/// `cache/`).
 pub(crate) async fn assemble(
     home: &std::path::Path,
+    cache: Option<&std::path::Path>,
     workers: usize,
     dev: bool,
     sandbox: Option<&Sandbox>,
@@ -148,7 +151,7 @@ pub(crate) async fn assemble(
     }
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("data"))?);
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(home.join("cache")),
+        cache_dir: Some(cache.map_or_else(|| home.join("cache"), |c| c.to_path_buf())),
         max_instances: (workers as u32).clamp(8, 1000),
         kv: Arc::new(StoreKv(store.clone())),
     })?;
@@ -217,7 +220,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     } else {
         None
     };
-    let server = assemble(&home, args.workers, args.dev, sandbox.as_ref()).await?;
+    let server = assemble(&home, None, args.workers, args.dev, sandbox.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -430,9 +430,15 @@ pub(crate) async fn run_batch(client: &Client, cmd: BatchCommand) -> Result<(), 
                         .expect("template"),
                 );
                 loop {
-                    bar.set_length(b["total"].as_u64().unwrap_or(0));
-                    bar.set_position(b["finished"].as_u64().unwrap_or(0));
-                    bar.set_message(counts(&b["by_state"]));
+                    if b["import"].is_null() {
+                        bar.set_length(b["total"].as_u64().unwrap_or(0));
+                        bar.set_position(b["finished"].as_u64().unwrap_or(0));
+                        bar.set_message(counts(&b["by_state"]));
+                    } else {
+                        bar.set_length(b["import"]["rows"].as_u64().unwrap_or(0));
+                        bar.set_position(b["import"]["done"].as_u64().unwrap_or(0));
+                        bar.set_message("rows imported so far");
+                    }
                     let done = b["import"].is_null() && b["finished"] == b["total"];
                     if done {
                         break;

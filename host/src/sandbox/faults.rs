@@ -253,6 +253,18 @@ fn seen_request(parts: &Parts, bytes: &Bytes) -> SeenRequest {
     }
 }
 
+/// A double's API routes made whole: the `/_sandbox/` routes added, the
+/// guard (faults, auth, request log) around everything, and its state.
+pub fn finish<D: Double>(routes: Router<D>, double: &D) -> Router {
+    routes
+        .merge(sandbox_routes::<D>())
+        .layer(axum::middleware::from_fn_with_state(
+            double.clone(),
+            guard::<D>,
+        ))
+        .with_state(double.clone())
+}
+
 /// `/_sandbox/faults` (GET/PUT; POST as SCIM's double takes it),
 /// `/_sandbox/requests` and `/_sandbox/state`.
 pub fn sandbox_routes<D: Double>() -> Router<D> {

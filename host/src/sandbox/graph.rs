@@ -294,7 +294,7 @@ impl Graph {
     pub fn router(&self) -> Router {
         let user = format!("{GRAPH_BASE}/users/{{id}}");
         let devices = format!("{GRAPH_BASE}/deviceManagement/managedDevices");
-        Router::new()
+        let routes = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route(&user, get(get_user).patch(patch_user))
             .route(&format!("{user}/revokeSignInSessions"), post(revoke))
@@ -309,13 +309,8 @@ impl Graph {
                 &format!("{devices}/{{id}}/microsoft.graph.wipe"),
                 post(wipe),
             )
-            .merge(faults::sandbox_routes::<Graph>())
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                faults::guard::<Graph>,
-            ))
-            .with_state(self.clone())
+            .fallback(not_found);
+        faults::finish(routes, self)
     }
 
     /// Serve on `listener` until `shutdown` resolves.

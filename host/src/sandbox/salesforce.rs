@@ -256,7 +256,7 @@ impl Salesforce {
 
     /// The HTTP routes.
     pub fn router(&self) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/services/oauth2/token", post(token))
             .route("/services/data/{version}/query", get(query))
             .route("/services/data/{version}/query/", get(query))
@@ -264,13 +264,8 @@ impl Salesforce {
                 "/services/data/{version}/sobjects/{sobject}/{id}",
                 get(get_record).patch(patch_record),
             )
-            .merge(faults::sandbox_routes::<Salesforce>())
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                faults::guard::<Salesforce>,
-            ))
-            .with_state(self.clone())
+            .fallback(not_found);
+        faults::finish(routes, self)
     }
 
     /// Serve on `listener` until `shutdown` resolves.

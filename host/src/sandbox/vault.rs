@@ -230,7 +230,7 @@ impl Vault {
 
     /// The HTTP routes.
     pub fn router(&self) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/token", post(token))
             .route("/v1/matters/{matter}", get(get_matter))
             .route(
@@ -246,13 +246,8 @@ impl Vault {
                 get(list_exports).post(create_export),
             )
             .route("/v1/matters/{matter}/exports/{export}", get(get_export))
-            .merge(faults::sandbox_routes::<Vault>())
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                faults::guard::<Vault>,
-            ))
-            .with_state(self.clone())
+            .fallback(not_found);
+        faults::finish(routes, self)
     }
 
     /// Serve on `listener` until `shutdown` resolves.

@@ -50,7 +50,7 @@ pub struct World {
     pub scim: BTreeMap<String, Scim>,
     /// The Vault matter holds go to.
     pub matter_id: String,
-    addrs: BTreeMap<&'static str, SocketAddr>,
+    addrs: BTreeMap<String, SocketAddr>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -121,27 +121,24 @@ impl World {
 
         let mut addrs = BTreeMap::new();
         let listener = bind(port(0)).await?;
-        addrs.insert("graph", listener.local_addr()?);
+        addrs.insert("graph".to_string(), listener.local_addr()?);
         let g = graph.clone();
         tokio::spawn(async move { g.serve(listener, std::future::pending()).await });
         let listener = bind(port(1)).await?;
         let vault_addr = listener.local_addr()?;
-        addrs.insert("vault", vault_addr);
+        addrs.insert("vault".to_string(), vault_addr);
         vault.set_token_url(&format!("http://{vault_addr}/token"));
         let v = vault.clone();
         tokio::spawn(async move { v.serve(listener, std::future::pending()).await });
         let listener = bind(port(2)).await?;
         let sf_addr = listener.local_addr()?;
-        addrs.insert("salesforce", sf_addr);
+        addrs.insert("salesforce".to_string(), sf_addr);
         salesforce.set_instance_url(&format!("http://{sf_addr}"));
         let s = salesforce.clone();
         tokio::spawn(async move { s.serve(listener, std::future::pending()).await });
         for (i, (name, double)) in scim.iter().enumerate() {
             let listener = bind(port(3 + i as u16)).await?;
-            addrs.insert(
-                if name == "slack" { "slack" } else { "zoom" },
-                listener.local_addr()?,
-            );
+            addrs.insert(name.clone(), listener.local_addr()?);
             let d = double.clone();
             tokio::spawn(async move { d.serve(listener, std::future::pending()).await });
         }
