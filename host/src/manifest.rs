@@ -139,9 +139,36 @@ pub struct Limits {
     /// Instances of this plugin running at once, host-wide.
     #[serde(default = "Limits::default_max_instances")]
     pub max_instances: u32,
+    /// Outbound requests one call may have in flight at once (counted from
+    /// before the connect until the response body is read or dropped).
+    #[serde(default = "Limits::default_requests_in_flight")]
+    pub requests_in_flight: u32,
+    /// Outbound requests all calls of this plugin may have in flight at
+    /// once, host-wide.
+    #[serde(default = "Limits::default_plugin_requests_in_flight")]
+    pub plugin_requests_in_flight: u32,
+    /// Keys the plugin may keep in its key-value state.
+    #[serde(default = "Limits::default_kv_max_keys")]
+    pub kv_max_keys: u64,
+    /// Bytes (keys and values together) the plugin may keep in its
+    /// key-value state.
+    #[serde(default = "Limits::default_kv_max_bytes")]
+    pub kv_max_bytes: u64,
 }
 
 impl Limits {
+    fn default_requests_in_flight() -> u32 {
+        4
+    }
+    fn default_plugin_requests_in_flight() -> u32 {
+        32
+    }
+    fn default_kv_max_keys() -> u64 {
+        10_000
+    }
+    fn default_kv_max_bytes() -> u64 {
+        16 << 20
+    }
     fn default_memory_mb() -> u64 {
         64
     }
@@ -159,6 +186,10 @@ impl Default for Limits {
             memory_mb: Self::default_memory_mb(),
             timeout_ms: Self::default_timeout_ms(),
             max_instances: Self::default_max_instances(),
+            requests_in_flight: Self::default_requests_in_flight(),
+            plugin_requests_in_flight: Self::default_plugin_requests_in_flight(),
+            kv_max_keys: Self::default_kv_max_keys(),
+            kv_max_bytes: Self::default_kv_max_bytes(),
         }
     }
 }
@@ -407,6 +438,25 @@ impl Manifest {
                 "limits.max_instances",
                 format!("{} must be 1..=1000", limits.max_instances),
             );
+        }
+        let ranges: [(&str, u64, u64); 4] = [
+            (
+                "limits.requests_in_flight",
+                limits.requests_in_flight.into(),
+                64,
+            ),
+            (
+                "limits.plugin_requests_in_flight",
+                limits.plugin_requests_in_flight.into(),
+                4096,
+            ),
+            ("limits.kv_max_keys", limits.kv_max_keys, 1_000_000),
+            ("limits.kv_max_bytes", limits.kv_max_bytes, 1 << 30),
+        ];
+        for (field, value, max) in ranges {
+            if value == 0 || value > max {
+                return bad(field, format!("{value} must be 1..={max}"));
+            }
         }
         Ok(())
     }

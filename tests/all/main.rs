@@ -2,6 +2,7 @@
 //! loopback, and the real `itsm` binary. One test binary, a module per area.
 
 mod api;
+mod attacks;
 mod auth;
 mod cache;
 mod cli_client;
@@ -9,6 +10,7 @@ mod connectors;
 mod contract;
 mod crash;
 mod demo;
+mod echo;
 mod fuzz;
 mod hooks;
 mod hostile;

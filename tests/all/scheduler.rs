@@ -574,3 +574,57 @@ async fn an_idempotency_key_returns_the_same_ticket() {
     assert_eq!(a.id, b.id);
     assert_eq!(s.store().tickets().unwrap().len(), 1);
 }
+
+/// A plugin whose calls queue for its own instances must not hold the shared
+/// worker slots while they wait: another plugin's tickets go straight past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_plugin_queue_does_not_hold_the_workers_other_plugins_need() {
+    let slow_manifest = include_str!("../../plugins/testing/scripted/plugin.toml")
+        .replace("name = \"scripted\"", "name = \"slowpoke\"")
+        .replace("max_instances = 32", "max_instances = 1");
+    let slow = load("itsm-plugin-test-scripted", &slow_manifest);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let plugins = BTreeMap::from([
+        ("scripted".to_string(), scripted()),
+        ("slowpoke".to_string(), slow),
+    ]);
+    let defs = [
+        r#"
+name = "slow"
+version = "1"
+[[steps]]
+name = "only"
+plugin = "slowpoke"
+verify = false
+config = { behaviour = "slow", sleep_ms = "1500" }
+"#,
+        r#"
+name = "fast"
+version = "1"
+[[steps]]
+name = "only"
+plugin = "scripted"
+"#,
+    ];
+    let config = SchedulerConfig {
+        workers: 2,
+        ..SchedulerConfig::default()
+    };
+    let s = Scheduler::new(store, plugins, workflows(&defs), config).unwrap();
+    let mut slow_ids = Vec::new();
+    for i in 0..6 {
+        slow_ids.push(create(&s, "slow", &format!("slow{i}@example.com")).await.id);
+    }
+    // Every slow ticket has asked for its call before the fast one is made.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = create(&s, "fast", "fast@example.com").await;
+    let fast = settled(&s, &fast.id).await;
+    assert_eq!(fast.state, TicketState::Succeeded, "{fast:#?}");
+    let slow_done = slow_ids
+        .iter()
+        .filter(|id| s.store().ticket(id).unwrap().unwrap().state.is_terminal())
+        .count();
+    // Before the fix the fast ticket waited behind every queued slow call
+    // (6 × 1.5 s); now at most the one running slow call may have finished.
+    assert!(slow_done <= 1, "{slow_done} slow tickets finished first");
+}

@@ -8,6 +8,7 @@
 mod bindings;
 mod cache;
 pub mod kv;
+mod limits;
 pub mod net;
 mod oauth;
 pub mod package;
@@ -17,18 +18,19 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use cache::{CodeSource, sha256_hex};
+pub use limits::{MAX_FIELDS_BYTES, MAX_FIELDS_MEMORY, MAX_RESOURCES};
 pub use package::PluginFiles;
 pub use report::{
     CallReport, Evidence, FailureCause, FailureKind, Op, Outcome, StepFailure, StepInput,
@@ -36,8 +38,9 @@ pub use report::{
 pub use state::LogLine;
 
 use self::bindings::{PluginPre, types as wit};
-use self::kv::{KvBackend, MemoryKv};
-use self::net::{Attach, AttachedCredential, NetPolicy, RequestRecord};
+use self::kv::{KvBackend, KvQuota, KvUsage, MemoryKv, MeteredKv};
+use self::limits::{LimitNotes, RequestSlots};
+use self::net::{Attach, AttachedCredential, Journal, NetGrants, NetPolicy};
 use self::redact::Redactor;
 use self::state::CallState;
 use crate::error::{Error, Result};
@@ -84,7 +87,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<cache::CodeCache>,
-    kv: Arc<dyn KvBackend>,
+    kv: Arc<MeteredKv>,
     ticker_stop: Arc<AtomicBool>,
     /// Access tokens the host fetched for credentials, shared by all calls.
     tokens: Arc<oauth::TokenCache>,
@@ -116,7 +119,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache,
-                kv: config.kv,
+                kv: Arc::new(MeteredKv::new(config.kv)),
                 ticker_stop,
                 tokens: Arc::new(oauth::TokenCache::new()),
             }),
@@ -153,7 +156,10 @@ impl Runtime {
         let pre = PluginPre::new(instance_pre).map_err(|e| {
             Error::plugin(&name, format!("does not export the step interface: {e}"))
         })?;
-        let slots = Semaphore::new(manifest.limits.max_instances as usize);
+        let slots = Arc::new(Semaphore::new(manifest.limits.max_instances as usize));
+        let requests = Arc::new(Semaphore::new(
+            manifest.limits.plugin_requests_in_flight as usize,
+        ));
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 manifest,
@@ -161,6 +167,7 @@ impl Runtime {
                 source,
                 pre,
                 slots,
+                requests,
                 runtime: self.inner.clone(),
             }),
         })
@@ -251,8 +258,19 @@ struct PluginInner {
     wasm_sha256: String,
     source: CodeSource,
     pre: PluginPre<CallState>,
-    slots: Semaphore,
+    /// Instances of this plugin at once (`limits.max_instances`).
+    slots: Arc<Semaphore>,
+    /// Its requests in flight across calls (`limits.plugin_requests_in_flight`).
+    requests: Arc<Semaphore>,
     runtime: Arc<RuntimeInner>,
+}
+
+/// A place to run one call of a plugin, from [`Plugin::slot`]. Waiting for
+/// one holds nothing else, so a scheduler can queue a plugin's calls for the
+/// plugin's own capacity before it takes any shared capacity.
+pub struct InstanceSlot {
+    _permit: OwnedSemaphorePermit,
+    plugin: String,
 }
 
 impl Plugin {
@@ -271,36 +289,85 @@ impl Plugin {
         self.inner.source
     }
 
+    /// What this plugin keeps in its key-value state.
+    pub fn kv_usage(&self) -> Result<KvUsage> {
+        self.inner
+            .runtime
+            .kv
+            .usage(&self.inner.manifest.name)
+            .map_err(Error::Store)
+    }
+
+    /// Wait for a place to run a call of this plugin (its
+    /// `limits.max_instances`).
+    pub async fn slot(&self) -> InstanceSlot {
+        InstanceSlot {
+            _permit: self
+                .inner
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed"),
+            plugin: self.inner.manifest.name.clone(),
+        }
+    }
+
     /// Run one export in a fresh instance. `Err` means the call could not be
     /// set up (bad config, missing secret); anything the plugin does,
     /// including trapping, is in the report's outcome.
     pub async fn call(&self, op: Op, input: &StepInput, grants: &Grants) -> Result<CallReport> {
+        let slot = self.slot().await;
+        self.call_in(slot, op, input, grants).await
+    }
+
+    /// [`Plugin::call`] in a place already taken with [`Plugin::slot`].
+    pub async fn call_in(
+        &self,
+        slot: InstanceSlot,
+        op: Op,
+        input: &StepInput,
+        grants: &Grants,
+    ) -> Result<CallReport> {
         let m = &self.inner.manifest;
+        if slot.plugin != m.name {
+            return Err(Error::plugin(&m.name, "called in another plugin's slot"));
+        }
         let config = m.effective_config(&grants.config)?;
         let prepared = self.prepare(&config, grants)?;
         let started = Instant::now();
-        let _slot = self
-            .inner
-            .slots
-            .acquire()
-            .await
-            .expect("semaphore never closed");
         let ctx = wit_context(input, &config);
         let memory_limit = (m.limits.memory_mb as usize) << 20;
-        let journal = Arc::new(Mutex::new(Vec::new()));
-        let net = NetPolicy::new(
-            prepared.allowed,
-            prepared.credentials,
-            journal.clone(),
-            prepared.redactor.clone(),
-            self.inner.runtime.tokens.clone(),
-        );
+        let journal = Arc::new(Journal::default());
+        let notes = LimitNotes::default();
+        let net = NetPolicy::new(NetGrants {
+            allowed: prepared.allowed,
+            credentials: prepared.credentials,
+            journal: journal.clone(),
+            redactor: prepared.redactor.clone(),
+            tokens: self.inner.runtime.tokens.clone(),
+            slots: RequestSlots {
+                call: Arc::new(Semaphore::new(m.limits.requests_in_flight as usize)),
+                call_limit: m.limits.requests_in_flight,
+                plugin: self.inner.requests.clone(),
+                plugin_limit: m.limits.plugin_requests_in_flight,
+                plugin_name: m.name.clone(),
+            },
+            notes: notes.clone(),
+        });
+        let quota = KvQuota {
+            max_keys: m.limits.kv_max_keys,
+            max_bytes: m.limits.kv_max_bytes,
+        };
         let state = CallState::new(
             m.name.as_str().into(),
             net,
             memory_limit,
-            m.capabilities.kv.then(|| self.inner.runtime.kv.clone()),
+            m.capabilities
+                .kv
+                .then(|| (self.inner.runtime.kv.clone(), quota)),
             prepared.readable,
+            notes.clone(),
         );
         let mut store = Store::new(&self.inner.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -329,6 +396,7 @@ impl Plugin {
         .await;
 
         let redactor = &prepared.redactor;
+        let timed_out = raw.is_err();
         let outcome = match raw {
             Err(_elapsed) => Outcome::Failed {
                 error: timeout_failure(m.limits.timeout_ms),
@@ -341,16 +409,30 @@ impl Plugin {
             },
             Ok(Ok(Ok(returned))) => check_returned(returned, redactor),
         };
-        let outcome = mask_outcome(outcome, redactor);
+        let outcome = mask_outcome(with_notes(outcome, &notes), redactor);
         let data = store.into_data();
-        let mut log = data.log;
+        let state::CallState {
+            mut log,
+            stdout,
+            stderr,
+            table,
+            ..
+        } = data;
+        drop(table);
+        // `data`'s table is dropped: requests still pending were cancelled
+        // with it, and are finished in the journal as such.
+        let requests = journal.take(if timed_out {
+            "cancelled by the call's time limit (limits.timeout_ms) before a response"
+        } else {
+            "cancelled: the call ended before a response"
+        });
         if log.dropped > 0 {
             let n = log.dropped;
             log.dropped = 0;
             log.lines.truncate(state::MAX_LOG_LINES - 1);
             log.push("warn", format!("log cut: {n} more lines dropped"));
         }
-        for (level, pipe) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
+        for (level, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes)
                 .lines()
@@ -367,8 +449,6 @@ impl Plugin {
                 l
             })
             .collect();
-        let requests: Vec<RequestRecord> =
-            std::mem::take(&mut *journal.lock().expect("journal lock"));
         Ok(CallReport {
             plugin: m.name.clone(),
             version: m.version.clone(),
@@ -408,6 +488,8 @@ impl Plugin {
                     origin,
                     header: http::header::AUTHORIZATION,
                     value: Attach::Flow(flow),
+                    // The token joins when it is fetched.
+                    forms: Vec::new(),
                 });
                 continue;
             }
@@ -432,17 +514,18 @@ impl Plugin {
                     unreachable!("token flows are handled above")
                 }
             };
-            let mut value = HeaderValue::from_str(&text).map_err(|_| {
+            let mut header_value = HeaderValue::from_str(&text).map_err(|_| {
                 Error::Config(format!(
                     "secret `{}` has characters not allowed in a header",
                     cred.secret
                 ))
             })?;
-            value.set_sensitive(true);
+            header_value.set_sensitive(true);
             credentials.push(AttachedCredential {
                 origin,
                 header,
-                value: Attach::Static(value),
+                value: Attach::Static(header_value),
+                forms: credential_forms(&text, value),
             });
         }
         let mut readable = BTreeMap::new();
@@ -500,6 +583,23 @@ impl Plugin {
             _ => oauth::Flow::client_credentials(token_url, secret, scope).map_err(bad_secret),
         }
     }
+}
+
+/// Every form of a static credential the host puts on the wire, and the
+/// secret itself: a response carrying any of them is scrubbed. For basic
+/// credentials that is `user:password`, its base64, and the password alone.
+fn credential_forms(header_value: &str, secret: &str) -> Vec<String> {
+    let mut forms = vec![header_value.to_string(), secret.to_string()];
+    forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
+    if let Some((_, password)) = secret.split_once(':') {
+        forms.push(password.to_string());
+    }
+    let json = serde_json::to_string(secret).expect("a string serializes");
+    forms.push(json[1..json.len() - 1].to_string());
+    forms.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 struct Prepared {
@@ -569,6 +669,30 @@ fn classify_trap(err: &wasmtime::Error, store: &Store<CallState>, m: &Manifest) 
         }
         _ => {}
     }
+    if err.chain().any(|c| {
+        c.downcast_ref::<wasmtime::component::ResourceTableError>()
+            .is_some()
+    }) {
+        return StepFailure::fatal(
+            FailureCause::ResourceLimit,
+            format!(
+                "host resource limit: the plugin held more than {MAX_RESOURCES} open resources \
+                 (header sets, requests, bodies, streams) at once and was stopped"
+            ),
+        );
+    }
+    if let Some(e) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<wasmtime_wasi_http::FieldMapError>())
+    {
+        return StepFailure::fatal(
+            FailureCause::ResourceLimit,
+            format!(
+                "host resource limit: a header set may hold at most {MAX_FIELDS_BYTES} bytes \
+                 ({e}); the plugin tried to add more and was stopped"
+            ),
+        );
+    }
     if err
         .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()
@@ -584,10 +708,23 @@ fn classify_trap(err: &wasmtime::Error, store: &Store<CallState>, m: &Manifest) 
     let panic = panic_message(&stderr)
         .map(|p| format!(" ({p})"))
         .unwrap_or_default();
+    // wasmtime's own message is "error while executing at wasm backtrace":
+    // the cause is further down the chain.
     let trap = err
         .downcast_ref::<Trap>()
         .map(|t| t.to_string())
-        .unwrap_or_else(|| format!("{err}"));
+        .unwrap_or_else(|| {
+            err.chain()
+                .map(|c| c.to_string())
+                .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+                .collect::<Vec<_>>()
+                .join(": ")
+        });
+    let trap = if trap.is_empty() {
+        format!("{:?}", err.root_cause())
+    } else {
+        trap
+    };
     let hint = if panic.is_empty() && trap.contains("out of bounds memory access") {
         " (a Rust plugin's stack lives in linear memory: runaway recursion ends this way)"
     } else {
@@ -712,6 +849,21 @@ fn parse_json(what: &str, text: &str) -> Result<Value, StepFailure> {
             format!("the plugin's {what} is not valid JSON: {e}"),
         )
     })
+}
+
+/// A failed call also names the host limits it ran into: the plugin may have
+/// turned the refusal into a vague error of its own, or trapped on it.
+fn with_notes(outcome: Outcome, notes: &LimitNotes) -> Outcome {
+    match (outcome, notes.summary()) {
+        (Outcome::Failed { mut error }, Some(note)) if !error.message.contains(&note) => {
+            error.message = cap_message(format!("{} ({note})", error.message));
+            if error.cause == FailureCause::Plugin || error.cause == FailureCause::Trap {
+                error.cause = FailureCause::ResourceLimit;
+            }
+            Outcome::Failed { error }
+        }
+        (outcome, _) => outcome,
+    }
 }
 
 fn mask_outcome(outcome: Outcome, r: &Redactor) -> Outcome {

@@ -275,6 +275,7 @@ impl TokenCache {
             error: None,
             duration_ms: 0,
             by_host: true,
+            credential: false,
         };
         let result = self.fetch(flow, &mut record).await;
         record.duration_ms = started.elapsed().as_millis() as u64;

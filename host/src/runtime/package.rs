@@ -26,30 +26,42 @@ impl PluginFiles {
     /// for `wasm32-wasip2`, whose wasm is found under the nearest `target/`.
     pub fn read(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("plugin.toml");
-        if !manifest_path.is_file() {
+        if std::fs::symlink_metadata(&manifest_path).is_err() {
             return Err(Error::Usage(format!(
                 "{} has no plugin.toml: give a plugin folder or a plugin crate",
                 dir.display()
             )));
         }
-        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::Io {
-            path: manifest_path.clone(),
-            source: e,
-        })?;
+        let manifest_text = String::from_utf8(read_regular(dir, Path::new("plugin.toml"))?)
+            .map_err(|_| Error::Manifest(format!("{} is not UTF-8", manifest_path.display())))?;
         let manifest = Manifest::parse(&manifest_text).map_err(|e| match e {
             Error::Manifest(msg) => Error::Manifest(format!("{}: {msg}", manifest_path.display())),
             other => other,
         })?;
-        let signature = std::fs::read_to_string(dir.join(crate::signing::SIGNATURE_FILE)).ok();
-        let wasm_path = match (&manifest.wasm, dir.join("Cargo.toml")) {
-            (Some(wasm), _) => dir.join(wasm),
-            (None, cargo) if cargo.is_file() => built_crate_wasm(dir, &cargo)?,
-            (None, _) => dir.join("plugin.wasm"),
+        let sig = Path::new(crate::signing::SIGNATURE_FILE);
+        let signature =
+            match std::fs::symlink_metadata(dir.join(sig)) {
+                Err(_) => None,
+                Ok(_) => Some(String::from_utf8(read_regular(dir, sig)?).map_err(|_| {
+                    Error::Usage(format!("{} is not UTF-8", dir.join(sig).display()))
+                })?),
+            };
+        let (wasm_path, wasm) = match (&manifest.wasm, dir.join("Cargo.toml")) {
+            (Some(wasm), _) => (dir.join(wasm), read_regular(dir, Path::new(wasm))?),
+            (None, cargo) if cargo.is_file() => {
+                // A plugin author's crate: the build output under target/.
+                let path = built_crate_wasm(dir, &cargo)?;
+                let wasm = std::fs::read(&path).map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                (path, wasm)
+            }
+            (None, _) => (
+                dir.join("plugin.wasm"),
+                read_regular(dir, Path::new("plugin.wasm"))?,
+            ),
         };
-        let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Io {
-            path: wasm_path.clone(),
-            source: e,
-        })?;
         Ok(Self {
             manifest,
             manifest_text,
@@ -58,6 +70,62 @@ impl PluginFiles {
             wasm,
         })
     }
+}
+
+/// Read `rel` inside a plugin folder, refusing anything but a regular file
+/// at every step of the way: a symlink (`plugin.wasm -> /etc/shadow`), a
+/// device or a FIFO would make the host read what the folder does not hold.
+fn read_regular(dir: &Path, rel: &Path) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let path = dir.join(rel);
+    let refuse = |what: String| {
+        Err(Error::Usage(format!(
+            "{}: {what}; a plugin folder holds only regular files, so it is refused",
+            path.display()
+        )))
+    };
+    let mut at = dir.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let meta = std::fs::symlink_metadata(&at).map_err(|e| Error::Io {
+            path: at.clone(),
+            source: e,
+        })?;
+        let last = i + 1 == parts.len();
+        if meta.file_type().is_symlink() {
+            return refuse(format!("{} is a symbolic link", at.display()));
+        }
+        if last && !meta.file_type().is_file() {
+            return refuse("not a regular file".into());
+        }
+        if !last && !meta.is_dir() {
+            return refuse(format!("{} is not a folder", at.display()));
+        }
+    }
+    let before = std::fs::symlink_metadata(&path).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let mut file = std::fs::File::open(&path).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    // The file opened is the one checked (not swapped for a link since).
+    let opened = file.metadata().map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) || !opened.is_file() {
+        return refuse("changed while it was being read".into());
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    Ok(bytes)
 }
 
 /// The newest `<crate>.wasm` a build of this crate left in a `target/` above it.

@@ -95,6 +95,9 @@ pub enum FailureCause {
     InvalidOutput,
     /// The host had no capacity for another instance.
     Capacity,
+    /// The plugin ran into a host resource limit (open resources, requests
+    /// in flight, key-value quota, header sizes).
+    ResourceLimit,
 }
 
 /// A call that did not succeed. An expected outcome, not a host error.

@@ -14,7 +14,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{kv, log, secrets, types};
-use super::kv::{KvBackend, MAX_VALUE_LEN, check_key};
+use super::kv::{KvQuota, MeteredKv};
+use super::limits::{LimitNotes, MAX_FIELDS_BYTES, MAX_RESOURCES};
 use super::net::NetPolicy;
 
 /// Lines one call may log before the rest are counted and dropped.
@@ -197,9 +198,11 @@ pub(crate) struct CallState {
     pub stderr: CappedPipe,
     pub plugin: Arc<str>,
     /// `None` when the manifest does not grant `kv`.
-    pub kv: Option<Arc<dyn KvBackend>>,
+    pub kv: Option<(Arc<MeteredKv>, KvQuota)>,
     /// Secrets the manifest grants for reading, with the values supplied.
     pub readable: BTreeMap<String, Option<String>>,
+    /// Host limits the call ran into.
+    pub notes: LimitNotes,
 }
 
 impl CallState {
@@ -207,8 +210,9 @@ impl CallState {
         plugin: Arc<str>,
         net: NetPolicy,
         memory_limit: usize,
-        kv: Option<Arc<dyn KvBackend>>,
+        kv: Option<(Arc<MeteredKv>, KvQuota)>,
         readable: BTreeMap<String, Option<String>>,
+        notes: LimitNotes,
     ) -> Self {
         let stdout = CappedPipe::new();
         let stderr = CappedPipe::new();
@@ -218,10 +222,16 @@ impl CallState {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
+        // Host memory the plugin can make the host hold: open resources,
+        // each header set at most MAX_FIELDS_BYTES (see limits.rs).
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         Self {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             net,
             limiter: Limiter::new(memory_limit),
             log: LogBuffer::new(Instant::now()),
@@ -230,6 +240,7 @@ impl CallState {
             plugin,
             kv,
             readable,
+            notes,
         }
     }
 }
@@ -271,35 +282,32 @@ impl log::Host for CallState {
 
 impl kv::Host for CallState {
     fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
-        Ok(self.kv_backend().and_then(|kv| {
-            check_key(&key)?;
-            kv.get(&self.plugin, &key)
-        }))
+        Ok(self
+            .kv_backend()
+            .and_then(|(kv, _)| kv.get(&self.plugin, &key)))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.kv_backend().and_then(|kv| {
-            check_key(&key)?;
-            if value.len() > MAX_VALUE_LEN {
-                return Err(format!(
-                    "value is {} bytes; the limit is {MAX_VALUE_LEN}",
-                    value.len()
-                ));
-            }
-            kv.set(&self.plugin, &key, value)
-        }))
+        let result = self
+            .kv_backend()
+            .and_then(|(kv, quota)| kv.set(&self.plugin, &key, value, quota));
+        if let Err(e) = &result
+            && e.starts_with("kv quota")
+        {
+            self.notes.hit(e);
+        }
+        Ok(result)
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.kv_backend().and_then(|kv| {
-            check_key(&key)?;
-            kv.delete(&self.plugin, &key)
-        }))
+        Ok(self
+            .kv_backend()
+            .and_then(|(kv, _)| kv.delete(&self.plugin, &key)))
     }
 }
 
 impl CallState {
-    fn kv_backend(&self) -> Result<Arc<dyn KvBackend>, String> {
+    fn kv_backend(&self) -> Result<(Arc<MeteredKv>, KvQuota), String> {
         self.kv
             .clone()
             .ok_or_else(|| "key-value state is not granted: set `kv = true` under [capabilities] in plugin.toml".to_string())

@@ -611,7 +611,11 @@ impl Scheduler {
                     Err((call.op, "the step's plugin is not loaded".to_string())),
                 );
             };
+            // The plugin's own capacity first, holding nothing shared while
+            // waiting for it: tickets queued behind a slow plugin must not
+            // sit on the worker slots other plugins' tickets need.
             waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let slot = plugin.slot().await;
             let permit = workers.acquire_owned().await;
             waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let _permit = permit.expect("semaphore never closed");
@@ -628,7 +632,8 @@ impl Scheduler {
                 secrets,
             };
             let limit = def.timeout.unwrap_or(Duration::MAX);
-            match tokio::time::timeout(limit, plugin.call(call.op, &input, &grants)).await {
+            match tokio::time::timeout(limit, plugin.call_in(slot, call.op, &input, &grants)).await
+            {
                 Ok(Ok(report)) => (step, Ok(report)),
                 Ok(Err(e)) => (step, Err((call.op, e.to_string()))),
                 Err(_) => (step, Ok(timed_out(&plugin, call.op, limit))),

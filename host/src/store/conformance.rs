@@ -142,6 +142,10 @@ fn workflows_idempotency_and_kv(store: &dyn Store) {
     assert_eq!(store.idempotency("key-2").unwrap(), None);
     store.kv_set("p1", "k", b"v1").unwrap();
     store.kv_set("p2", "k", b"v2").unwrap();
+    store.kv_set("p2", "key2", b"value2").unwrap();
+    // "p" is not a prefix of "p1": usage counts one namespace exactly.
+    assert_eq!(store.kv_usage("p").unwrap(), (0, 0));
+    assert_eq!(store.kv_usage("p2").unwrap(), (2, 3 + 10));
     assert_eq!(
         store.kv_get("p1", "k").unwrap().as_deref(),
         Some(&b"v1"[..])

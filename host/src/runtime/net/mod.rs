@@ -9,10 +9,14 @@
 //! hop is a new request from the plugin and is checked again. Credentials the
 //! manifest binds to an origin are attached here, out of the plugin's reach.
 
+mod journal;
+mod scrub;
+mod special;
+
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -21,6 +25,10 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+pub(crate) use self::journal::Journal;
+use self::scrub::{ScrubBody, Scrubber};
+pub use self::special::special_purpose;
+use super::limits::{InFlight, LimitNotes, RequestSlots};
 use super::oauth::{Flow, TokenCache};
 use super::redact::Redactor;
 use crate::manifest::Origin;
@@ -41,6 +49,9 @@ pub struct RequestRecord {
     /// Made by the host for the plugin (a credential's token request).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_host: bool,
+    /// The host attached a credential to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credential: bool,
 }
 
 /// A credential resolved for one call: where it goes and what header it sets.
@@ -49,6 +60,9 @@ pub(crate) struct AttachedCredential {
     pub origin: Origin,
     pub header: HeaderName,
     pub value: Attach,
+    /// Every form of the value the host produced (the header as sent, the
+    /// bare secret, basic's base64, ...): what responses are scrubbed of.
+    pub forms: Vec<String>,
 }
 
 /// What a credential puts in its header.
@@ -70,29 +84,51 @@ struct PolicyInner {
     tokens: Arc<TokenCache>,
     allowed: Vec<Origin>,
     credentials: Vec<AttachedCredential>,
-    journal: Arc<Mutex<Vec<RequestRecord>>>,
+    journal: Arc<Journal>,
     redactor: Arc<Redactor>,
+    slots: RequestSlots,
+    notes: LimitNotes,
+    /// Credential forms attached so far in this call (tokens join as they
+    /// are fetched), and the scrubber built for them.
+    forms: Mutex<(Vec<String>, Option<Arc<Scrubber>>)>,
     connect_timeout: Duration,
 }
 
 /// Requests one call may make; a plugin looping on requests is stopped here.
-const MAX_REQUESTS_PER_CALL: usize = 1000;
+pub const MAX_REQUESTS_PER_CALL: usize = 1000;
+/// Largest response header section the host reads (and so a plugin sees).
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+/// Most response header fields the host reads.
+pub const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// What a [`NetPolicy`] is made of, for one call.
+pub(crate) struct NetGrants {
+    pub allowed: Vec<Origin>,
+    pub credentials: Vec<AttachedCredential>,
+    pub journal: Arc<Journal>,
+    pub redactor: Arc<Redactor>,
+    pub tokens: Arc<TokenCache>,
+    pub slots: RequestSlots,
+    pub notes: LimitNotes,
+}
 
 impl NetPolicy {
-    pub fn new(
-        allowed: Vec<Origin>,
-        credentials: Vec<AttachedCredential>,
-        journal: Arc<Mutex<Vec<RequestRecord>>>,
-        redactor: Arc<Redactor>,
-        tokens: Arc<TokenCache>,
-    ) -> Self {
+    pub fn new(g: NetGrants) -> Self {
+        let forms = g
+            .credentials
+            .iter()
+            .flat_map(|c| c.forms.iter().cloned())
+            .collect();
         Self {
             inner: Arc::new(PolicyInner {
-                tokens,
-                allowed,
-                credentials,
-                journal,
-                redactor,
+                tokens: g.tokens,
+                allowed: g.allowed,
+                credentials: g.credentials,
+                journal: g.journal,
+                redactor: g.redactor,
+                slots: g.slots,
+                notes: g.notes,
+                forms: Mutex::new((forms, None)),
                 connect_timeout: Duration::from_secs(10),
             }),
         }
@@ -119,28 +155,48 @@ impl PolicyInner {
         &self,
         mut request: http::Request<WasiBody>,
     ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
-        let started = Instant::now();
-        let method = request.method().to_string();
+        let method = request.method().clone();
         let url = self.redactor.redact(&request.uri().to_string());
-        let record = |status: Option<u16>, error: Option<String>| {
-            let mut journal = self.journal.lock().expect("journal lock");
-            journal.push(RequestRecord {
-                method: method.clone(),
-                url: url.clone(),
-                status,
-                error: error.map(|e| self.redactor.redact(&e)),
-                duration_ms: started.elapsed().as_millis() as u64,
-                by_host: false,
-            });
+        // Refusals before anything is sent: the method, then the caps, so a
+        // plugin cannot hold more connections open than its limits allow.
+        let early = if method == http::Method::TRACE || method == http::Method::CONNECT {
+            Some((
+                format!(
+                    "refused: {method} is not allowed (it would echo the request, credentials included, or open a tunnel)"
+                ),
+                HttpError::HttpRequestMethodInvalid,
+            ))
+        } else if self.journal.made() >= MAX_REQUESTS_PER_CALL {
+            let limit = format!("at most {MAX_REQUESTS_PER_CALL} requests per call");
+            self.notes.hit(&limit);
+            Some((
+                format!("refused: {limit}"),
+                HttpError::ConnectionLimitReached,
+            ))
+        } else {
+            None
         };
-        if self.journal.lock().expect("journal lock").len() >= MAX_REQUESTS_PER_CALL {
-            return Err(HttpError::ConnectionLimitReached);
+        let entry = self.journal.begin(method.as_str(), &url);
+        if let Some((reason, code)) = early {
+            tracing::warn!(%url, %reason, "outbound request refused");
+            self.journal.finish(entry, None, Some(reason));
+            return Err(code);
         }
+        let in_flight = match self.slots.acquire() {
+            Ok(slot) => Arc::new(slot),
+            Err(limit) => {
+                self.notes.hit(&limit);
+                self.journal
+                    .finish(entry, None, Some(format!("refused: {limit}")));
+                return Err(HttpError::ConnectionLimitReached);
+            }
+        };
         let (origin, addrs) = match self.check(request.uri()).await {
             Ok(ok) => ok,
             Err(Refusal { reason, code }) => {
                 tracing::warn!(%url, %reason, "outbound request refused");
-                record(None, Some(format!("refused: {reason}")));
+                self.journal
+                    .finish(entry, None, Some(format!("refused: {reason}")));
                 return Err(code);
             }
         };
@@ -154,29 +210,86 @@ impl PolicyInner {
                         v
                     }
                     Err(e) => {
-                        record(None, Some(format!("credential: {e}")));
+                        self.journal.finish(
+                            entry,
+                            None,
+                            Some(self.redactor.redact(&format!("credential: {e}"))),
+                        );
                         return Err(HttpError::InternalError(Some(self.redactor.redact(&e))));
                     }
                 },
             };
             request.headers_mut().insert(cred.header.clone(), value);
+            self.journal.credential_attached(entry);
         }
-        match self.exchange(&origin, &addrs, request).await {
-            Ok((response, io)) => {
+        let scrubber = self.scrubber();
+        if scrubber.is_some() {
+            // A partial range of an echo would be a piece of a credential
+            // the scrubber cannot recognise; a compressed echo one it cannot
+            // read. Ask for whole, plain bodies.
+            request.headers_mut().remove(http::header::RANGE);
+            request.headers_mut().remove(http::header::IF_RANGE);
+        }
+        request.headers_mut().insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        match self
+            .exchange(&origin, &addrs, request, in_flight.clone())
+            .await
+        {
+            Ok((mut response, io)) => {
                 if response.status() == http::StatusCode::UNAUTHORIZED {
                     // A revoked or expired token: the next request fetches anew.
                     for flow in flows {
                         self.tokens.invalidate(flow).await;
                     }
                 }
-                record(Some(response.status().as_u16()), None);
+                let status = response.status().as_u16();
+                if let Some(scrubber) = &scrubber {
+                    if let Some(enc) = response
+                        .headers()
+                        .get(http::header::CONTENT_ENCODING)
+                        .filter(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+                    {
+                        let reason = format!(
+                            "refused: the response is encoded ({}) though the host asked for identity; \
+                             an encoded body cannot be checked for the call's credentials",
+                            String::from_utf8_lossy(enc.as_bytes())
+                        );
+                        self.journal.finish(entry, Some(status), Some(reason));
+                        return Err(HttpError::HttpProtocolError);
+                    }
+                    scrubber.mask_headers(response.headers_mut());
+                }
+                self.journal.finish(entry, Some(status), None);
+                let response = response.map(|body| {
+                    ScrubBody::new(body.map_err(HttpError::from), scrubber, Box::new(in_flight))
+                        .boxed_unsync()
+                });
                 Ok((response, io))
             }
             Err(e) => {
-                record(None, Some(describe(&e)));
+                let text = describe(&e);
+                if text.contains("too large") {
+                    self.notes.hit(&format!(
+                        "a response's header section may hold at most {MAX_RESPONSE_HEADER_BYTES} bytes and {MAX_RESPONSE_HEADERS} fields"
+                    ));
+                }
+                self.journal
+                    .finish(entry, None, Some(self.redactor.redact(&text)));
                 Err(e)
             }
         }
+    }
+
+    /// The scrubber for every credential form attached so far, if any.
+    fn scrubber(&self) -> Option<Arc<Scrubber>> {
+        let mut forms = self.forms.lock().expect("forms lock");
+        if forms.1.is_none() && !forms.0.is_empty() {
+            forms.1 = Scrubber::new(&forms.0).map(Arc::new);
+        }
+        forms.1.clone()
     }
 
     /// `Bearer <token>` for a flow, fetching the token if none is cached.
@@ -184,10 +297,18 @@ impl PolicyInner {
         let (token, fetched) = self.tokens.token(flow).await;
         if let Some(mut r) = fetched {
             r.error = r.error.map(|e| self.redactor.redact(&e));
-            self.journal.lock().expect("journal lock").push(r);
+            self.journal.push_host(r);
         }
         let token = token?;
         self.redactor.add(&token);
+        {
+            let header = format!("Bearer {token}");
+            let mut forms = self.forms.lock().expect("forms lock");
+            if !forms.0.contains(&header) {
+                forms.0.extend([header, token.clone()]);
+                forms.1 = None;
+            }
+        }
         let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| "the token endpoint returned a token unfit for a header".to_string())?;
         v.set_sensitive(true);
@@ -255,7 +376,8 @@ impl PolicyInner {
         origin: &Origin,
         addrs: &[SocketAddr],
         mut request: http::Request<WasiBody>,
-    ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+        in_flight: Arc<InFlight>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, IoFuture), HttpError> {
         let mut last_err = HttpError::ConnectionRefused;
         let mut stream = None;
         for addr in addrs {
@@ -283,7 +405,11 @@ impl PolicyInner {
         } else {
             Box::new(stream)
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_header_size(MAX_RESPONSE_HEADER_BYTES)
+            .max_headers(MAX_RESPONSE_HEADERS)
+            .handshake(TokioIo::new(io))
+            .await?;
         // HTTP/1.1 wants origin-form on the wire; Host is already set by wasi-http.
         let path = request
             .uri()
@@ -315,12 +441,13 @@ impl PolicyInner {
         })
         .await?;
         let io: IoFuture = Box::new(async move {
+            // The connection counts against the caps until it closes.
+            let _in_flight = in_flight;
             if let Some(c) = conn {
                 c.await.map_err(HttpError::from)?;
             }
             Ok(())
         });
-        let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
         Ok((response, io))
     }
 }
@@ -359,96 +486,4 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             Arc::new(config)
         })
         .clone()
-}
-
-/// Why an address is not for plugins to reach by name, if it is special.
-pub fn special_purpose(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => special_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return special_v4(v4);
-            }
-            special_v6(v6)
-        }
-    }
-}
-
-fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip == Ipv4Addr::new(169, 254, 169, 254) {
-        Some("cloud metadata")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared address space")
-    } else if ip.is_unspecified() || a == 0 {
-        Some("unspecified")
-    } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
-        Some("reserved")
-    } else {
-        None
-    }
-}
-
-fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let seg = ip.segments();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() {
-        Some("unspecified")
-    } else if seg[0] == 0xfd00 && seg[1] == 0x0ec2 {
-        Some("cloud metadata")
-    } else if seg[0] & 0xfe00 == 0xfc00 {
-        Some("private")
-    } else if seg[0] & 0xffc0 == 0xfe80 {
-        Some("link-local")
-    } else if ip.is_multicast() {
-        Some("reserved")
-    } else if seg[0] == 0x64 && seg[1] == 0xff9b {
-        // NAT64: judge the embedded IPv4 address.
-        let [.., c, d] = seg;
-        special_v4(Ipv4Addr::new(
-            (c >> 8) as u8,
-            c as u8,
-            (d >> 8) as u8,
-            d as u8,
-        ))
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn special_addresses_are_named() {
-        let cases = [
-            ("127.0.0.1", Some("loopback")),
-            ("10.1.2.3", Some("private")),
-            ("172.16.0.1", Some("private")),
-            ("192.168.1.1", Some("private")),
-            ("169.254.169.254", Some("cloud metadata")),
-            ("169.254.1.1", Some("link-local")),
-            ("100.64.0.1", Some("shared address space")),
-            ("0.0.0.0", Some("unspecified")),
-            ("::1", Some("loopback")),
-            ("::ffff:127.0.0.1", Some("loopback")),
-            ("fd00:ec2::254", Some("cloud metadata")),
-            ("fc00::1", Some("private")),
-            ("fe80::1", Some("link-local")),
-            ("64:ff9b::a9fe:a9fe", Some("cloud metadata")),
-            ("93.184.215.14", None),
-            ("2606:4700::1111", None),
-        ];
-        for (ip, want) in cases {
-            assert_eq!(special_purpose(ip.parse().unwrap()), want, "{ip}");
-        }
-    }
 }
