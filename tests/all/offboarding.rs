@@ -172,4 +172,29 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
         let probe = value.split(':').next_back().unwrap();
         assert!(!text.contains(probe), "secret {name} leaked");
     }
+    // The mail hold's key-value state is visible, against its quota,
+    // over the API and in `itsm plugin show`.
+    let shown = get_json(&server.client(), &format!("{base}/v1/plugins/mail-hold")).await;
+    let kv = &shown["kv"];
+    assert!(kv["keys"].as_u64().unwrap() >= 1, "{shown:#}");
+    assert!(kv["bytes"].as_u64().unwrap() > 0, "{shown:#}");
+    assert_eq!(kv["max_keys"], 10_000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "plugin",
+            "show",
+            "mail-hold",
+            "--server",
+            &base,
+            "--token",
+            &server.operator,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("kv:      {} of 10000 keys", kv["keys"])),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

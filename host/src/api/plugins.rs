@@ -69,6 +69,17 @@ async fn show_plugin(
         .collect();
     let mut v = plugin_json(p);
     v["installs"] = Value::Array(history);
+    // What it keeps in key-value state, against its quota.
+    if p.manifest().capabilities.kv {
+        let usage = p.kv_usage()?;
+        let limits = &p.manifest().limits;
+        v["kv"] = json!({
+            "keys": usage.keys,
+            "bytes": usage.bytes,
+            "max_keys": limits.kv_max_keys,
+            "max_bytes": limits.kv_max_bytes,
+        });
+    }
     Ok(Json(v))
 }
 

@@ -196,6 +196,13 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<(), Exit> {
                 println!("  hosts:   {}", list(&p["capabilities"]["allowed_hosts"]));
                 println!("  secrets: {}", list(&p["capabilities"]["secrets"]));
                 println!("  limits:  {}", p["limits"]);
+                if p["kv"].is_object() {
+                    let kv = &p["kv"];
+                    println!(
+                        "  kv:      {} of {} keys, {} of {} bytes",
+                        kv["keys"], kv["max_keys"], kv["bytes"], kv["max_bytes"]
+                    );
+                }
                 let rows: Vec<Vec<String>> = p["installs"]
                     .as_array()
                     .into_iter()
