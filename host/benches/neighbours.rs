@@ -77,6 +77,7 @@ async fn create(s: &Scheduler, workflow: &str, n: usize) -> Vec<String> {
             subject: format!("{workflow}{i}@example.com"),
             inputs: json!({}),
             batch: None,
+            allow_duplicate: false,
         };
         ids.push(s.create(req, "bench", None).await.expect("create").0.id);
     }

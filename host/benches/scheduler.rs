@@ -107,6 +107,7 @@ async fn create_all(s: &Scheduler, n: usize) -> Vec<String> {
                     subject: format!("user{i}@example.com"),
                     inputs: json!({}),
                     batch: None,
+                    allow_duplicate: false,
                 };
                 ids.push(s.create(req, "bench", None).await.expect("create").0.id);
             }
@@ -254,6 +255,7 @@ fn main() {
                 subject: format!("u{i}"),
                 inputs: json!({}),
                 batch: None,
+                allow_duplicate: false,
             };
             let (ticket, _) = e
                 .scheduler

@@ -46,6 +46,9 @@ pub enum Error {
     /// Bad input from a user (a flag, a JSON document).
     #[error("{0}")]
     Usage(String),
+    /// Input over one of the intake limits; the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A wasmtime failure outside any one call (engine set-up).
     #[error("wasm engine: {0}")]
     Engine(String),

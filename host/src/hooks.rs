@@ -222,6 +222,7 @@ impl Hook {
                     subject,
                     inputs: Value::Object(inputs),
                     batch: None,
+                    allow_duplicate: false,
                 })
             })
             .collect();

@@ -13,6 +13,7 @@ pub mod bundled;
 pub mod cli;
 pub mod error;
 pub mod hooks;
+pub mod intake;
 pub mod manifest;
 pub mod runtime;
 pub mod sandbox;

@@ -14,6 +14,7 @@ mod echo;
 mod fuzz;
 mod hooks;
 mod hostile;
+mod intake;
 mod oauth;
 mod offboarding;
 mod other_language;

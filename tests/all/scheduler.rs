@@ -46,6 +46,7 @@ async fn create(s: &Scheduler, workflow: &str, subject: &str) -> Ticket {
         subject: subject.into(),
         inputs: json!({ "employee_id": 7 }),
         batch: None,
+        allow_duplicate: false,
     };
     s.create(req, "operator-1", None).await.unwrap().0
 }
@@ -539,6 +540,7 @@ async fn bad_requests_are_refused_naming_the_problem() {
             subject: subject.into(),
             inputs,
             batch: None,
+            allow_duplicate: false,
         };
         let err = s.create(req, "op", None).await.unwrap_err();
         assert!(err.to_string().contains(want), "want {want:?} in {err}");
@@ -564,6 +566,7 @@ async fn an_idempotency_key_returns_the_same_ticket() {
         subject: "lee@example.com".into(),
         inputs: json!({}),
         batch: None,
+        allow_duplicate: false,
     };
     let (a, created_a) = s
         .create(req.clone(), "op", Some("hr-event-42"))

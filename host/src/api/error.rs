@@ -33,6 +33,14 @@ impl ApiError {
         }
     }
 
+    /// A 413 naming the limit and how to change it.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+        }
+    }
+
     /// A 415 saying which content types are accepted.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self {
@@ -47,6 +55,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

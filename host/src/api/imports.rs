@@ -18,8 +18,9 @@ use serde_json::{Map, Value};
 use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::intake::IntakeLimits;
 use crate::runtime::sha256_hex;
-use crate::scheduler::NewTicket;
+use crate::scheduler::{NewTicket, subject_key};
 
 /// Rows created at once.
 const CONCURRENCY: usize = 64;
@@ -69,6 +70,10 @@ impl Running {
 pub(super) struct ImportQuery {
     /// The workflow every row's ticket runs.
     workflow: String,
+    /// Create tickets even for subjects that already have an open ticket of
+    /// this workflow (a repeat within the file is still refused).
+    #[serde(default)]
+    allow_duplicates: bool,
 }
 
 #[derive(Serialize)]
@@ -89,7 +94,45 @@ pub(super) struct ImportReport {
 /// One parsed row: its number (1 = first data row) and the request, or why not.
 type Row = (usize, Result<NewTicket, String>);
 
-fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiError> {
+/// A subject's second row in one file is an error naming the first: one
+/// person, one ticket.
+fn refuse_repeats(rows: &mut [Row]) {
+    let mut first: std::collections::HashMap<String, usize> = Default::default();
+    for (row, parsed) in rows.iter_mut() {
+        let Ok(req) = parsed else { continue };
+        let key = subject_key(&req.subject);
+        if key.is_empty() {
+            continue;
+        }
+        match first.get(&key) {
+            Some(earlier) => {
+                *parsed = Err(format!(
+                    "same subject as row {earlier} ({}): one ticket per person",
+                    req.subject.trim()
+                ))
+            }
+            None => {
+                first.insert(key, *row);
+            }
+        }
+    }
+}
+
+/// How to turn rows into ticket requests.
+struct Shape<'a> {
+    workflow: &'a str,
+    batch: &'a str,
+    allow_duplicate: bool,
+    limits: IntakeLimits,
+}
+
+fn csv_rows(body: &[u8], shape: &Shape<'_>) -> Result<Vec<Row>, ApiError> {
+    let (workflow, batch, allow_duplicate, limits) = (
+        shape.workflow,
+        shape.batch,
+        shape.allow_duplicate,
+        shape.limits,
+    );
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         // Row length is checked per row below, with a message naming the counts.
@@ -99,6 +142,13 @@ fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiErr
         .headers()
         .map_err(|e| ApiError::bad_request(format!("CSV header row: {e}")))?
         .clone();
+    if headers.len() > limits.columns {
+        return Err(ApiError::too_large(format!(
+            "the CSV header has {} columns; the limit is {} (itsm serve --max-columns)",
+            headers.len(),
+            limits.columns
+        )));
+    }
     let Some(subject_col) = headers.iter().position(|h| h == "subject") else {
         return Err(ApiError::bad_request(format!(
             "the CSV header has no `subject` column (it has: {})",
@@ -120,6 +170,27 @@ fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiErr
                             headers.len()
                         ));
                     }
+                    let row_len = rec.as_byte_record().as_slice().len() + rec.len();
+                    if row_len > limits.row_bytes {
+                        return Err(IntakeLimits::over(
+                            "the row",
+                            row_len,
+                            limits.row_bytes,
+                            "--max-row-bytes",
+                        ));
+                    }
+                    if let Some((h, v)) = headers
+                        .iter()
+                        .zip(rec.iter())
+                        .find(|(_, v)| v.len() > limits.cell_bytes)
+                    {
+                        return Err(IntakeLimits::over(
+                            &format!("column `{h}`"),
+                            v.len(),
+                            limits.cell_bytes,
+                            "--max-cell-bytes",
+                        ));
+                    }
                     let subject = rec.get(subject_col).unwrap_or_default().to_string();
                     let inputs: Map<String, Value> = headers
                         .iter()
@@ -132,6 +203,7 @@ fn csv_rows(body: &[u8], workflow: &str, batch: &str) -> Result<Vec<Row>, ApiErr
                         subject,
                         inputs: Value::Object(inputs),
                         batch: Some(batch.to_string()),
+                        allow_duplicate,
                     })
                 });
             (row, parsed)
@@ -147,12 +219,23 @@ struct JsonRow {
     inputs: Value,
 }
 
-fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
+fn json_rows(body: &[u8], shape: &Shape<'_>) -> Vec<Row> {
+    let (workflow, batch, allow_duplicate, limits) = (
+        shape.workflow,
+        shape.batch,
+        shape.allow_duplicate,
+        shape.limits,
+    );
     String::from_utf8_lossy(body)
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
+            if line.len() > limits.row_bytes {
+                let e =
+                    IntakeLimits::over("the row", line.len(), limits.row_bytes, "--max-row-bytes");
+                return (i + 1, Err(e));
+            }
             let parsed = serde_json::from_str::<JsonRow>(line)
                 .map_err(|e| format!("not a valid row: {e}"))
                 .map(|r| NewTicket {
@@ -160,6 +243,7 @@ fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
                     subject: r.subject,
                     inputs: r.inputs,
                     batch: Some(batch.to_string()),
+                    allow_duplicate,
                 });
             (i + 1, parsed)
         })
@@ -169,15 +253,26 @@ fn json_rows(body: &[u8], workflow: &str, batch: &str) -> Vec<Row> {
 #[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
     request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}", content(
         (String = "text/csv"), (String = "application/x-ndjson"))),
-    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
+    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 413, description = "Over an intake limit, named in the body", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
 pub(super) async fn import(
     State(app): State<AppState>,
     Caller(who): Caller,
     headers: HeaderMap,
     query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
     who.require(Role::Operator, "import tickets")?;
+    let limits = app.scheduler.intake();
+    let body = body.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the import is over the limit of {} bytes (itsm serve --max-import-bytes); split the file",
+                limits.import_bytes
+            ))
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
     let Query(q) = query?;
     if !app.scheduler.workflows().contains_key(&q.workflow) {
         return Err(crate::Error::NotFound(format!("no workflow named `{}`", q.workflow)).into());
@@ -188,17 +283,24 @@ pub(super) async fn import(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let rows = if content_type.starts_with("text/csv") {
-        csv_rows(&body, &q.workflow, &batch)?
+    let shape = Shape {
+        workflow: &q.workflow,
+        batch: &batch,
+        allow_duplicate: q.allow_duplicates,
+        limits,
+    };
+    let mut rows = if content_type.starts_with("text/csv") {
+        csv_rows(&body, &shape)?
     } else if content_type.starts_with("application/x-ndjson")
         || content_type.starts_with("application/jsonl")
     {
-        json_rows(&body, &q.workflow, &batch)
+        json_rows(&body, &shape)
     } else {
         return Err(ApiError::unsupported(format!(
             "send the rows as text/csv or application/x-ndjson, not {content_type:?}"
         )));
     };
+    refuse_repeats(&mut rows);
     let by = who.name;
     let mut report = ImportReport {
         batch,

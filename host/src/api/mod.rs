@@ -69,7 +69,7 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = documented().split_for_parts();
+    let (api, doc) = documented(state.scheduler.intake().import_bytes).split_for_parts();
     let doc = bytes::Bytes::from(doc.to_json().expect("the OpenAPI document serializes"));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -92,7 +92,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Every route that belongs in `/v1/openapi.json`, with its documentation:
 /// a route cannot be added here without its `#[utoipa::path]`.
-fn documented() -> OpenApiRouter<AppState> {
+fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -104,8 +104,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(imports::import))
-                // Large layoffs are large files: 64 MiB holds about a million rows.
-                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+                // Large layoffs are large files: the default 64 MiB holds
+                // about a million rows.
+                .layer(axum::extract::DefaultBodyLimit::max(import_bytes)),
         )
 }
 

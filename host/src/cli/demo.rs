@@ -115,7 +115,15 @@ async fn run_in(
     tokens.write(&home.join(super::serve::TOKENS_FILE))?;
 
     let load = Instant::now();
-    let server = assemble(home, Some(cache), 64, false, Some(&sandbox)).await?;
+    let server = assemble(
+        home,
+        Some(cache),
+        64,
+        false,
+        Some(&sandbox),
+        crate::intake::IntakeLimits::default(),
+    )
+    .await?;
     println!(
         "server: {} plugins loaded in {} ms, workflow `offboarding` (6 steps, SLA 24h)",
         server.plugins.len(),

@@ -54,6 +54,9 @@ pub(crate) struct ServeArgs {
     /// signed by a key in `trusted-keys/`.
     #[arg(long)]
     dev: bool,
+    /// Intake limits (each refusal names the flag that sets it).
+    #[command(flatten)]
+    intake: crate::intake::IntakeLimits,
 }
 
 /// What `--sandbox` adds: the doubles, workflows against them, their secrets.
@@ -144,6 +147,7 @@ pub(crate) async fn assemble(
     workers: usize,
     dev: bool,
     sandbox: Option<&Sandbox>,
+    intake: crate::intake::IntakeLimits,
 ) -> Result<Assembled, Exit> {
     for sub in ["data", "plugins", "workflows", "cache"] {
         std::fs::create_dir_all(home.join(sub))
@@ -201,7 +205,11 @@ pub(crate) async fn assemble(
         store,
         plugins.clone(),
         workflows.clone(),
-        SchedulerConfig { workers, secrets },
+        SchedulerConfig {
+            workers,
+            secrets,
+            intake,
+        },
     )?;
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
@@ -220,7 +228,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     } else {
         None
     };
-    let server = assemble(&home, None, args.workers, args.dev, sandbox.as_ref()).await?;
+    let server = assemble(
+        &home,
+        None,
+        args.workers,
+        args.dev,
+        sandbox.as_ref(),
+        args.intake,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e}", args.listen)))?;

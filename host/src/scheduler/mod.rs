@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use self::machine::{Call, Context, Event};
 use crate::audit::{self, AuditEvent, AuditKind, PluginRef};
 use crate::error::{Error, Result};
+use crate::intake::IntakeLimits;
 use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
 use crate::store::commit::CommitQueue;
 use crate::store::{Batch, Store};
@@ -42,6 +43,10 @@ pub struct NewTicket {
     /// Bulk import batch, if any.
     #[serde(default)]
     pub batch: Option<String>,
+    /// Create it even if the subject already has an open ticket of this
+    /// workflow (a second, deliberate run).
+    #[serde(default)]
+    pub allow_duplicate: bool,
 }
 
 /// Settings for a [`Scheduler`].
@@ -50,6 +55,8 @@ pub struct SchedulerConfig {
     pub workers: usize,
     /// Secret values by name, for the plugins whose manifests reference them.
     pub secrets: BTreeMap<String, String>,
+    /// Limits on subjects and inputs (and, for the API, on imports).
+    pub intake: IntakeLimits,
 }
 
 impl Default for SchedulerConfig {
@@ -57,6 +64,7 @@ impl Default for SchedulerConfig {
         Self {
             workers: 64,
             secrets: BTreeMap::new(),
+            intake: IntakeLimits::default(),
         }
     }
 }
@@ -119,6 +127,13 @@ struct Inner {
     current: RwLock<BTreeMap<String, (Arc<Workflow>, String)>>,
     pinned: Mutex<HashMap<String, Arc<Workflow>>>,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    /// Open (not yet finished) tickets by workflow and subject: a second
+    /// ticket for the same person and workflow is refused, so one leaver in a
+    /// file three times is not offboarded three times at once.
+    open: Mutex<HashMap<(String, String), String>>,
+    /// Creates for the same subject take the same stripe, so the check
+    /// against `open` and the insert are one step.
+    subject_locks: Vec<tokio::sync::Mutex<()>>,
     /// Creates with the same idempotency key take the same stripe, so the
     /// second sees the first's record; different keys rarely wait.
     create_locks: Vec<tokio::sync::Mutex<()>>,
@@ -128,6 +143,7 @@ struct Inner {
     recovered: std::sync::atomic::AtomicBool,
     metrics: Arc<metrics::Metrics>,
     secrets: BTreeMap<String, String>,
+    intake: IntakeLimits,
 }
 
 impl Scheduler {
@@ -147,6 +163,8 @@ impl Scheduler {
                 current: RwLock::new(BTreeMap::new()),
                 pinned: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
+                open: Mutex::new(HashMap::new()),
+                subject_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 create_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 workers: Arc::new(Semaphore::new(config.workers.max(1))),
                 worker_count: config.workers.max(1),
@@ -154,6 +172,7 @@ impl Scheduler {
                 recovered: std::sync::atomic::AtomicBool::new(false),
                 metrics: Arc::default(),
                 secrets: config.secrets,
+                intake: config.intake,
             }),
         };
         s.set_workflows(workflows)?;
@@ -209,6 +228,25 @@ impl Scheduler {
         if !(req.inputs.is_null() || req.inputs.is_object()) {
             return Err(Error::Usage("`inputs` must be a JSON object".into()));
         }
+        let limits = &self.inner.intake;
+        let subject_len = req.subject.trim().len();
+        if subject_len > limits.subject_bytes {
+            return Err(Error::TooLarge(IntakeLimits::over(
+                "`subject`",
+                subject_len,
+                limits.subject_bytes,
+                "--max-subject-bytes",
+            )));
+        }
+        let inputs_len = req.inputs.to_string().len();
+        if inputs_len > limits.inputs_bytes {
+            return Err(Error::TooLarge(IntakeLimits::over(
+                "`inputs`",
+                inputs_len,
+                limits.inputs_bytes,
+                "--max-inputs-bytes",
+            )));
+        }
         let (wf, hash) = self
             .inner
             .current
@@ -219,12 +257,7 @@ impl Scheduler {
             .ok_or_else(|| Error::NotFound(format!("no workflow named `{}`", req.workflow)))?;
         let _guard = match idempotency_key {
             Some(key) => {
-                let stripe = {
-                    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-                    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize
-                        % self.inner.create_locks.len()
-                };
-                let guard = self.inner.create_locks[stripe].lock().await;
+                let guard = self.inner.create_locks[stripe(key)].lock().await;
                 if let Some(id) = self.inner.store.idempotency(key)? {
                     let t = self.inner.store.ticket(&id)?.ok_or_else(|| {
                         Error::Store(format!("idempotency key points at missing ticket {id}"))
@@ -235,6 +268,18 @@ impl Scheduler {
             }
             None => None,
         };
+        let open_key = (wf.name.clone(), subject_key(&req.subject));
+        let _subject_guard = self.inner.subject_locks[stripe(&open_key)].lock().await;
+        if !req.allow_duplicate
+            && let Some(id) = self.inner.open.lock().expect("open lock").get(&open_key)
+        {
+            return Err(Error::Conflict(format!(
+                "{} already has an open {} ticket, {id}; finish or cancel it first, \
+                 or pass allow_duplicate to run the workflow for them twice",
+                req.subject.trim(),
+                wf.name
+            )));
+        }
         let now = now_ms();
         let mut ticket = Ticket {
             id: new_id(now),
@@ -420,6 +465,20 @@ impl Scheduler {
         Ok(wf)
     }
 
+    /// The intake limits this scheduler was made with.
+    pub fn intake(&self) -> IntakeLimits {
+        self.inner.intake
+    }
+
+    /// A ticket at rest is no longer open for its subject.
+    fn close(&self, ticket: &Ticket) {
+        let key = (ticket.workflow.clone(), subject_key(&ticket.subject));
+        let mut open = self.inner.open.lock().expect("open lock");
+        if open.get(&key) == Some(&ticket.id) {
+            open.remove(&key);
+        }
+    }
+
     /// The plugins now.
     fn plugin_set(&self) -> Arc<PluginSet> {
         self.inner.plugins.read().expect("plugins lock").clone()
@@ -462,6 +521,12 @@ impl Scheduler {
             .lock()
             .expect("active lock")
             .insert(ticket.id.clone(), tx);
+        if !ticket.state.is_terminal() {
+            self.inner.open.lock().expect("open lock").insert(
+                (ticket.workflow.clone(), subject_key(&ticket.subject)),
+                ticket.id.clone(),
+            );
+        }
         let this = self.clone();
         tokio::spawn(async move { this.drive(ticket, wf, queue, calls, rx).await });
     }
@@ -510,6 +575,8 @@ impl Scheduler {
                     }
                     Err(_) => {
                         active.remove(&ticket.id);
+                        drop(active);
+                        self.close(&ticket);
                         return;
                     }
                 }
@@ -668,6 +735,18 @@ fn timed_out(plugin: &Plugin, op: crate::runtime::Op, limit: Duration) -> CallRe
         requests: Vec::new(),
         duration_ms: limit.as_millis() as u64,
     }
+}
+
+/// A subject as the duplicate check compares it: trimmed, case folded
+/// (e-mail addresses are matched case-blind in practice).
+pub fn subject_key(subject: &str) -> String {
+    subject.trim().to_lowercase()
+}
+
+/// Which of 64 lock stripes a key takes.
+fn stripe(key: &(impl std::hash::Hash + ?Sized)) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % 64
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
