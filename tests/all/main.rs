@@ -10,6 +10,7 @@ mod connectors;
 mod contract;
 mod crash;
 mod demo;
+mod durability;
 mod echo;
 mod fuzz;
 mod hooks;
