@@ -247,6 +247,37 @@ async fn a_wrong_token_fails_fatal_and_the_real_server_is_unchanged() {
     assert_eq!(peer.user(&id).await, before);
 }
 
+#[tokio::test]
+async fn delete_mode_removes_the_user_from_the_real_server() {
+    let peer = Peer::start().await;
+    let id = peer.seed("gail@example.com", true).await;
+    let plugin = scim_plugin();
+    let g = grants(
+        &[("base_url", &peer.base), ("mode", "delete")],
+        &[("scim_token", PEER_TOKEN)],
+    );
+    let run = plugin
+        .call(Op::Run, &input("gail@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(run.failure().is_none(), "{run:?}");
+    let gone = peer
+        .client()
+        .get(format!("{}/Users/{id}", peer.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let verify = plugin
+        .call(Op::Verify, &input("gail@example.com"), &g)
+        .await
+        .unwrap();
+    let Outcome::Succeeded { evidence, .. } = &verify.outcome else {
+        panic!("{verify:?}")
+    };
+    assert_eq!(evidence.after, Some(json!({ "present": false })));
+}
+
 /// A proxy in front of the peer: answers the queued statuses first (with
 /// `Retry-After: 2` on 429 and 503), then forwards. Like the doubles, it
 /// refuses a chunked request body with 411.
