@@ -63,6 +63,15 @@ pub struct Installed {
     pub changed: bool,
 }
 
+/// A plugin folder found unusable at start-up, and skipped.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Why it cannot be loaded.
+    pub reason: String,
+}
+
 /// The admin operations of one server home.
 pub struct Admin {
     plugins_dir: PathBuf,
@@ -171,8 +180,10 @@ impl Admin {
 
     /// Load every plugin folder under `plugins/`, checking each as an
     /// install would; a plugin found on disk that the trail does not know is
-    /// recorded as installed by `itsm serve`.
-    pub fn load_installed(&self) -> Result<Vec<Plugin>> {
+    /// recorded as installed by `itsm serve`. A folder that cannot be used
+    /// (unreadable, refused, not a component) is skipped with the reason, so
+    /// one bad folder does not keep the rest from starting.
+    pub fn load_installed(&self) -> Result<(Vec<Plugin>, Vec<Skipped>)> {
         let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&self.plugins_dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -188,36 +199,47 @@ impl Admin {
         };
         dirs.sort();
         let mut plugins = Vec::new();
+        let mut skipped = Vec::new();
         for dir in dirs {
-            let files = PluginFiles::read(&dir)?;
-            let bundle = Bundle {
-                manifest: files.manifest_text.clone(),
-                wasm: files.wasm.clone(),
-                signature: files.signature.clone(),
-            };
-            let signed_by = self.check(&files.manifest, &bundle).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: {e}{}",
-                    dir.display(),
-                    if self.policy.dev {
-                        ""
-                    } else {
-                        " (start with --dev to accept it for development)"
-                    }
-                ))
-            })?;
-            let plugin = self.runtime.load(files.manifest, &files.wasm)?;
-            let known = self.history(&plugin.manifest().name)?.last().cloned();
-            let current = (
-                plugin.manifest().version.clone(),
-                plugin.wasm_sha256().to_string(),
-            );
-            if known.as_ref() != Some(&current) {
-                self.record(&plugin, None, signed_by, "itsm serve (found on disk)")?;
+            match self.load_dir(&dir) {
+                Ok(plugin) => plugins.push(plugin),
+                Err(e) => skipped.push(Skipped {
+                    reason: e.to_string(),
+                    dir,
+                }),
             }
-            plugins.push(plugin);
         }
-        Ok(plugins)
+        Ok((plugins, skipped))
+    }
+
+    /// Load and check one plugin folder.
+    fn load_dir(&self, dir: &Path) -> Result<Plugin> {
+        let files = PluginFiles::read(dir)?;
+        let bundle = Bundle {
+            manifest: files.manifest_text.clone(),
+            wasm: files.wasm.clone(),
+            signature: files.signature.clone(),
+        };
+        let signed_by = self.check(&files.manifest, &bundle).map_err(|e| {
+            Error::Usage(format!(
+                "{e}{}",
+                if self.policy.dev {
+                    ""
+                } else {
+                    " (start with --dev to accept it for development)"
+                }
+            ))
+        })?;
+        let plugin = self.runtime.load(files.manifest, &files.wasm)?;
+        let known = self.history(&plugin.manifest().name)?.last().cloned();
+        let current = (
+            plugin.manifest().version.clone(),
+            plugin.wasm_sha256().to_string(),
+        );
+        if known.as_ref() != Some(&current) {
+            self.record(&plugin, None, signed_by, "itsm serve (found on disk)")?;
+        }
+        Ok(plugin)
     }
 
     fn record(
@@ -278,7 +300,7 @@ impl Admin {
         let plugin = tokio::task::spawn_blocking(move || runtime.load(m, &wasm))
             .await
             .map_err(|e| Error::Engine(e.to_string()))??;
-        self.write_plugin_dir(&manifest.name, &bundle)?;
+        self.write_plugin_dir(&manifest, &bundle)?;
         self.record(&plugin, previous.clone(), signed_by.clone(), by)?;
         scheduler.install_plugin(plugin);
         Ok(Installed {
@@ -292,7 +314,8 @@ impl Admin {
     }
 
     /// Write the files beside, then swap the folder in.
-    fn write_plugin_dir(&self, name: &str, bundle: &Bundle) -> Result<()> {
+    fn write_plugin_dir(&self, manifest: &Manifest, bundle: &Bundle) -> Result<()> {
+        let name = &manifest.name;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Io { path, source }
@@ -300,9 +323,15 @@ impl Admin {
         let tag: u64 = rand::random();
         let staging = self.plugins_dir.join(format!(".{name}.new-{tag:x}"));
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        // The manifest as signed, but always naming plugin.wasm.
+        // The manifest as signed, and the wasm where it says (the manifest
+        // checked that the path stays inside the folder): the signature
+        // covers both, and a restart reads them back as they are.
         std::fs::write(staging.join("plugin.toml"), &bundle.manifest).map_err(io(&staging))?;
-        std::fs::write(staging.join("plugin.wasm"), &bundle.wasm).map_err(io(&staging))?;
+        let wasm = staging.join(manifest.wasm.as_deref().unwrap_or("plugin.wasm"));
+        if let Some(parent) = wasm.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&wasm, &bundle.wasm).map_err(io(&wasm))?;
         if let Some(sig) = &bundle.signature {
             std::fs::write(staging.join(SIGNATURE_FILE), sig).map_err(io(&staging))?;
         }

@@ -256,13 +256,36 @@ fn transport(url: &str, what: impl std::fmt::Debug) -> StepError {
     StepError::retryable(format!("request to {url} failed: {what:?}"))
 }
 
-fn send_once(req: &Request) -> Result<Response, StepError> {
-    let parts = split_url(&req.url)?;
-    let entries: Vec<(String, Vec<u8>)> = req
+/// Whether a method defines a meaning for request content, so that a request
+/// without a body still says `Content-Length: 0` (RFC 9110 §8.6).
+fn expects_content(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH")
+}
+
+/// The headers sent: the request's own, with `Content-Length` set from the
+/// body the SDK holds in full. Without it the body would go out chunked,
+/// which strict servers refuse (411) and some read as empty.
+fn wire_headers(req: &Request) -> Vec<(String, Vec<u8>)> {
+    let mut entries: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
+        .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
         .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
         .collect();
+    let length = match &req.body {
+        Some(bytes) => Some(bytes.len()),
+        None if expects_content(&req.method) => Some(0),
+        None => None,
+    };
+    if let Some(length) = length {
+        entries.push(("content-length".into(), length.to_string().into_bytes()));
+    }
+    entries
+}
+
+fn send_once(req: &Request) -> Result<Response, StepError> {
+    let parts = split_url(&req.url)?;
+    let entries = wire_headers(req);
     let fields = Fields::from_list(&entries)
         .map_err(|e| StepError::fatal(format!("invalid request header: {e:?}")))?;
     let outgoing = OutgoingRequest::new(fields);
@@ -294,20 +317,25 @@ fn send_once(req: &Request) -> Result<Response, StepError> {
     outgoing
         .set_path_with_query(Some(parts.path))
         .map_err(|()| invalid("path"))?;
-    let body = outgoing.body().map_err(|()| invalid("body"))?;
+    // A request without a body gets no body resource at all, so it goes out
+    // with no content (and no `Transfer-Encoding`) rather than an empty chunked one.
+    let body = match &req.body {
+        Some(_) => Some(outgoing.body().map_err(|()| invalid("body"))?),
+        None => None,
+    };
     let future =
         outgoing_handler::handle(outgoing, None).map_err(|e| refused_or_transport(&req.url, e))?;
-    {
-        let stream = body.write().map_err(|()| invalid("body stream"))?;
-        if let Some(bytes) = &req.body {
+    if let (Some(body), Some(bytes)) = (body, &req.body) {
+        {
+            let stream = body.write().map_err(|()| invalid("body stream"))?;
             for chunk in bytes.chunks(4096) {
                 stream
                     .blocking_write_and_flush(chunk)
                     .map_err(|e| transport(&req.url, e))?;
             }
         }
+        OutgoingBody::finish(body, None).map_err(|e| transport(&req.url, e))?;
     }
-    OutgoingBody::finish(body, None).map_err(|e| transport(&req.url, e))?;
     let incoming = loop {
         match future.get() {
             Some(result) => break result,
@@ -396,5 +424,28 @@ mod tests {
         assert_eq!(resolve("http://a/b/c", "/d").unwrap(), "http://a/d");
         assert_eq!(resolve("http://a/b/c", "d").unwrap(), "http://a/b/d");
         assert_eq!(resolve("http://a/b/c", "https://z/").unwrap(), "https://z/");
+    }
+
+    fn header<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
+        entries
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
+    #[test]
+    fn content_length_is_set_from_the_body_held_in_full() {
+        let req = patch("http://h/x")
+            .header("Content-Length", "999")
+            .body(b"{\"a\":1}".to_vec());
+        assert_eq!(header(&wire_headers(&req), "content-length"), [b"7"]);
+        // A POST without a body says so; a GET or DELETE sends no length at all.
+        assert_eq!(
+            header(&wire_headers(&post("http://h/x")), "content-length"),
+            [b"0"]
+        );
+        assert!(header(&wire_headers(&get("http://h/x")), "content-length").is_empty());
+        assert!(header(&wire_headers(&delete("http://h/x")), "content-length").is_empty());
     }
 }

@@ -447,3 +447,53 @@ async fn mail_hold_creates_or_joins_the_hold_and_starts_one_export_per_ticket() 
     assert_eq!(proof["after"]["hold"]["accountHeld"], true);
     assert!(proof["after"]["export"]["status"].is_string());
 }
+
+/// Send a POST whose body is chunked, with no Content-Length; the raw answer.
+async fn chunked_post(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url::Url::parse(url).unwrap();
+    let authority = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let body = "{}";
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        url.path(),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn every_double_refuses_a_chunked_body_with_411_in_its_own_error_shape() {
+    let world = World::start(1, None, Misbehaviour::default())
+        .await
+        .unwrap();
+    let s = world.settings();
+    let cases = [
+        (
+            format!("{}/v1.0/users/x/revokeSignInSessions", s["graph_url"]),
+            "lengthRequired",
+        ),
+        (
+            format!("{}/v1/matters/x/holds", s["vault_url"]),
+            "Content-length",
+        ),
+        (
+            format!(
+                "{}/services/data/v60.0/sobjects/User/x",
+                s["salesforce_url"]
+            ),
+            "LENGTH_REQUIRED",
+        ),
+        (format!("{}/Users", s["slack_scim_url"]), "Content-Length"),
+    ];
+    for (url, says) in cases {
+        let answer = chunked_post(&url).await;
+        assert!(answer.starts_with("HTTP/1.1 411"), "{url}: {answer}");
+        assert!(answer.contains(says), "{url}: {answer}");
+    }
+}

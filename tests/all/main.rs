@@ -21,6 +21,7 @@ mod offboarding;
 mod other_language;
 mod scheduler;
 mod scim;
+mod scim_peer;
 mod signing;
 mod step_cli;
 mod support;

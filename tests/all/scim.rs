@@ -296,3 +296,95 @@ async fn missing_config_or_secret_is_a_setup_error_naming_it() {
         .unwrap_err();
     assert!(err.to_string().contains("scim_token"), "{err}");
 }
+
+/// A PATCH sent as strict servers refuse it: chunked, with no Content-Length.
+async fn chunked_patch(server: &ScimServer, id: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+    let request = format!(
+        "PATCH /scim/v2/Users/{id} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_chunked_request_body_is_refused_with_411_unless_the_double_is_told_to_accept_it() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    let id = server.scim.add_user("hank@example.com", "Hank");
+    let answer = chunked_patch(&server, &id).await;
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert!(
+        answer.contains("Content-Length"),
+        "the detail says why: {answer}"
+    );
+    assert_eq!(
+        server.scim.user_by_name("hank@example.com").unwrap()["active"],
+        json!(true)
+    );
+    // A lenient server reads it; the double can be told to be one.
+    server.scim.set_faults(Faults {
+        accept_chunked: true,
+        ..Faults::default()
+    });
+    let answer = chunked_patch(&server, &id).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        server.scim.user_by_name("hank@example.com").unwrap()["active"],
+        json!(false)
+    );
+}
+
+/// The RFC 7643/7644 checks of scim2-tester (python-scim, PyPI) that
+/// `itsm sandbox scim` passes; the count may rise, never fall.
+const CHECKER_PASSES: u64 = 72;
+
+#[tokio::test]
+async fn the_scim_double_passes_the_rfc_7644_checker() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "sandbox", "scim", "--port", "0", "--users", "3", "--token", TOKEN,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the sandbox prints its URL");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    let script = crate::support::root().join("tests/scim/check.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([&url, TOKEN, "--verbose"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the checker did not run (pip install -r requirements-test.txt): {stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(
+        summary["passed"].as_u64().unwrap() >= CHECKER_PASSES,
+        "{summary}\n{stderr}"
+    );
+    assert_eq!(summary["failed"], 0, "{summary}\n{stderr}");
+}

@@ -156,25 +156,30 @@ async fn only_plugins_signed_by_a_trusted_publisher_install_and_never_downgrade(
     // Wait for it to be gone: the store's lock goes with the process.
     server.child.kill().await.unwrap();
 
-    // On restart, an unsigned plugin dropped into plugins/ stops the server...
+    // On restart, an unsigned plugin dropped into plugins/ is not loaded:
+    // the server starts without it and says why...
     package(&home.path().join("plugins/noop"), "0.3.0", &code);
-    let out = itsm(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--home",
-            home.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut strict = start_server(home.path(), &[]).await;
+    let ready = reqwest::get(format!("{}/readyz", strict.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        err.contains("plugin noop 0.3.0 refused: it is not signed"),
-        "{err}"
+        ready.contains("plugins/noop skipped: plugin noop 0.3.0 refused: it is not signed"),
+        "{ready}"
     );
-    assert!(err.contains("--dev"), "{err}");
+    assert!(ready.contains("--dev"), "{ready}");
+    let listed = stdout(&itsm(
+        &["plugin", "list"],
+        &[
+            ("ITSM_SERVER", strict.base.as_str()),
+            ("ITSM_TOKEN", admin.as_str()),
+        ],
+    ));
+    assert!(!listed.contains("noop"), "{listed}");
+    strict.child.kill().await.unwrap();
     // ...unless it runs in development mode, which says so.
     let dev = start_server(home.path(), &["--dev"]).await;
     let listed = stdout(&itsm(
@@ -190,4 +195,81 @@ async fn only_plugins_signed_by_a_trusted_publisher_install_and_never_downgrade(
             .any(|l| l.starts_with("noop") && l.contains("0.3.0")),
         "{listed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_installed_under_its_own_wasm_name_starts_again_and_a_bad_folder_is_skipped() {
+    use base64::Engine as _;
+    let home = tempfile::tempdir().unwrap();
+    let (secret, public) = itsm_host::signing::keygen();
+    std::fs::create_dir_all(home.path().join("trusted-keys")).unwrap();
+    std::fs::write(home.path().join("trusted-keys/acme.pub"), public).unwrap();
+    let mut server = start_server(home.path(), &[]).await;
+    let admin = create_token(home.path(), "platform-admin", &["admin"]);
+
+    // A manifest naming its component `noop-component.wasm`, installed over the API.
+    let manifest = format!(
+        "wasm = \"noop-component.wasm\"\n{}",
+        std::fs::read_to_string(plugin_dir("testing/noop/plugin.toml")).unwrap()
+    );
+    let code = wasm("itsm-plugin-test-noop");
+    let signature = itsm_host::signing::sign(
+        &itsm_host::signing::read_secret(&secret).unwrap(),
+        manifest.as_bytes(),
+        &code,
+    );
+    let resp = crate::support::client_as(&admin)
+        .post(format!("{}/v1/plugins", server.base))
+        .json(&serde_json::json!({
+            "manifest": manifest,
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
+            "signature": signature,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        std::fs::read(home.path().join("plugins/noop/noop-component.wasm")).unwrap(),
+        code,
+        "stored where the manifest says"
+    );
+    server.child.kill().await.unwrap();
+
+    // Beside it, a folder no one can use.
+    std::fs::create_dir_all(home.path().join("plugins/broken")).unwrap();
+    std::fs::write(
+        home.path().join("plugins/broken/plugin.toml"),
+        "name = \"broken\"\nversion = \"0.1.0\"\ncontract = \"0.1.0\"\ndescription = \"no wasm\"\n",
+    )
+    .unwrap();
+
+    let server = start_server(home.path(), &[]).await;
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = ready.text().await.unwrap();
+    assert!(ready.starts_with("ready"), "{ready}");
+    assert!(
+        ready.contains("plugins/broken skipped:") && ready.contains("plugin.wasm"),
+        "the reason names the missing file: {ready}"
+    );
+    assert!(!ready.contains("plugins/noop"), "{ready}");
+    let listed: serde_json::Value = crate::support::client_as(&admin)
+        .get(format!("{}/v1/plugins", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"noop"), "{names:?}");
+    assert!(!names.contains(&"broken"), "{names:?}");
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub hooks: Arc<HookSet>,
     /// Imports running now, by batch: what `itsm ticket import` shows as progress.
     pub imports: Arc<imports::Running>,
+    /// Plugin folders found unusable at start-up and skipped (`/readyz` names them).
+    pub skipped_plugins: Arc<Vec<crate::admin::Skipped>>,
 }
 
 impl AppState {
@@ -57,7 +59,14 @@ impl AppState {
             admin,
             imports: Arc::default(),
             hooks: Arc::default(),
+            skipped_plugins: Arc::default(),
         }
+    }
+
+    /// With the plugin folders start-up skipped.
+    pub fn with_skipped_plugins(mut self, skipped: Vec<crate::admin::Skipped>) -> Self {
+        self.skipped_plugins = Arc::new(skipped);
+        self
     }
 
     /// With these webhooks.
@@ -159,20 +168,29 @@ async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
     }))
 }
 
-/// 200 once in-flight tickets are resumed, 503 before.
+/// 200 once in-flight tickets are resumed, 503 before; either way one more
+/// line per plugin folder start-up skipped, with the reason.
 #[utoipa::path(get, path = "/readyz", tag = "service", security(()),
-    responses((status = 200, description = "Ready", body = String), (status = 503, description = "Still recovering", body = String)))]
+    responses((status = 200, description = "Ready (then one line per plugin folder skipped at start-up)", body = String), (status = 503, description = "Still recovering", body = String)))]
 async fn readyz(
     axum::extract::State(app): axum::extract::State<AppState>,
-) -> (axum::http::StatusCode, &'static str) {
-    if app.scheduler.is_ready() {
-        (axum::http::StatusCode::OK, "ready")
+) -> (axum::http::StatusCode, String) {
+    let (status, mut body) = if app.scheduler.is_ready() {
+        (axum::http::StatusCode::OK, "ready".to_string())
     } else {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "recovering in-flight tickets",
+            "recovering in-flight tickets".to_string(),
         )
+    };
+    for s in app.skipped_plugins.iter() {
+        body.push_str(&format!(
+            "\nplugin folder {} skipped: {}",
+            s.dir.display(),
+            s.reason
+        ));
     }
+    (status, body)
 }
 
 /// Prometheus text format.

@@ -177,8 +177,16 @@ pub(crate) async fn assemble(
         let plugin = runtime.load(b.manifest()?, b.wasm)?;
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }
-    for plugin in admin.load_installed()? {
+    let (installed, skipped) = admin.load_installed()?;
+    for plugin in installed {
         plugins.insert(plugin.manifest().name.clone(), plugin);
+    }
+    for s in &skipped {
+        tracing::warn!(
+            "plugin folder {} skipped (the other plugins start): {}",
+            s.dir.display(),
+            s.reason
+        );
     }
     let settings = Workflow::load_settings(&home.join("settings.toml"))?;
     let mut workflows = Workflow::load_dir_with(&home.join("workflows"), &settings)?;
@@ -214,7 +222,9 @@ pub(crate) async fn assemble(
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
     Ok(Assembled {
-        state: AppState::new(scheduler, tokens, admin).with_hooks(hooks),
+        state: AppState::new(scheduler, tokens, admin)
+            .with_hooks(hooks)
+            .with_skipped_plugins(skipped),
         plugins: plugins.into_keys().collect(),
         workflows: workflows.into_keys().collect(),
         resumed,

@@ -51,6 +51,11 @@ pub struct Faults {
     pub seed: u64,
     /// Also apply the plan to the OAuth token endpoint.
     pub token_endpoint: bool,
+    /// Accept a request body sent chunked, with no `Content-Length`, as
+    /// lenient servers do. Off by default: the double answers 411 Length
+    /// Required, as strict servers and proxies do (and some others read such
+    /// a body as empty), so a client that streams its bodies is caught.
+    pub accept_chunked: bool,
 }
 
 impl Faults {
@@ -177,6 +182,22 @@ pub trait Double: Clone + Send + Sync + 'static {
     fn fault_response(&self, status: StatusCode) -> Response;
     /// `None` when an API request may proceed; else the API's own refusal.
     fn refuse(&self, parts: &Parts) -> Option<Response>;
+    /// 411 for a chunked request body, in the API's own error shape.
+    fn length_required(&self) -> Response {
+        self.fault_response(StatusCode::LENGTH_REQUIRED)
+    }
+}
+
+/// Whether a request sends its body chunked with no `Content-Length`: the
+/// framing strict servers refuse with 411 Length Required.
+pub fn chunked_without_length(headers: &HeaderMap) -> bool {
+    let chunked = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+    chunked && !headers.contains_key(header::CONTENT_LENGTH)
 }
 
 /// Fault injection, auth and the request log, around every request.
@@ -187,7 +208,12 @@ pub async fn guard<D: Double>(State(double): State<D>, req: Request, next: Next)
         .unwrap_or_default();
     let mut seen = seen_request(&parts, &bytes);
     let kind = double.kind(parts.uri.path());
-    let injection = double.with_plan(|plan| plan.applies_to(kind).then(|| plan.draw()));
+    let (injection, accept_chunked) = double.with_plan(|plan| {
+        (
+            plan.applies_to(kind).then(|| plan.draw()),
+            plan.faults().accept_chunked,
+        )
+    });
     if let Some(delay) = injection.map(|i| i.delay)
         && !delay.is_zero()
     {
@@ -197,6 +223,8 @@ pub async fn guard<D: Double>(State(double): State<D>, req: Request, next: Next)
     let response = if let Some((status, retry_after)) = fault {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         with_retry_after(double.fault_response(status), retry_after)
+    } else if kind != Kind::Sandbox && !accept_chunked && chunked_without_length(&parts.headers) {
+        double.length_required()
     } else if let Some(refusal) = (kind == Kind::Api).then(|| double.refuse(&parts)).flatten() {
         refusal
     } else {
@@ -443,6 +471,16 @@ mod tests {
         };
         assert!(bad_status.validate().is_err());
         assert!(Faults::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_chunked_body_without_length_is_spotted() {
+        let mut headers = HeaderMap::new();
+        assert!(!chunked_without_length(&headers));
+        headers.insert(header::TRANSFER_ENCODING, "gzip, Chunked".parse().unwrap());
+        assert!(chunked_without_length(&headers));
+        headers.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+        assert!(!chunked_without_length(&headers));
     }
 
     #[test]

@@ -376,6 +376,10 @@ impl Double for Graph {
                 "Insufficient privileges to complete the operation.",
             ),
             404 => ("itemNotFound", "The resource could not be found."),
+            411 => (
+                "lengthRequired",
+                "The request body needs a Content-Length header; chunked bodies are refused.",
+            ),
             _ => ("generalException", "An unspecified error has occurred."),
         };
         graph_error(status, code, message)

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod graph;
 #[allow(clippy::result_large_err)]
 pub mod salesforce;
+#[allow(clippy::result_large_err)]
 pub mod scim;
 #[allow(clippy::result_large_err)]
 pub mod vault;

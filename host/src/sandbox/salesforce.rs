@@ -324,6 +324,10 @@ impl Double for Salesforce {
             401 => ("INVALID_SESSION_ID", "Session expired or invalid"),
             404 => ("NOT_FOUND", "The requested resource does not exist"),
             503 => ("SERVER_UNAVAILABLE", "Server temporarily unavailable."),
+            411 => (
+                "LENGTH_REQUIRED",
+                "The request body needs a Content-Length header; chunked bodies are refused.",
+            ),
             _ => ("UNKNOWN_EXCEPTION", "An unexpected error occurred."),
         };
         sf_error(status, code, message)

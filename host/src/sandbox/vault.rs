@@ -307,6 +307,7 @@ impl Double for Vault {
         let message = match status.as_u16() {
             429 => "Quota exceeded for quota metric 'Requests' of service 'vault.googleapis.com'.",
             503 => "The service is currently unavailable.",
+            411 => "POST requests require a Content-length header; chunked bodies are refused.",
             _ => "Fault injected by the sandbox.",
         };
         google_error(status, message)

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use super::faults::Faults;
 use super::graph::Graph;
 use super::salesforce::Salesforce;
-use super::scim::{self, BASE_PATH, Scim};
+use super::scim::{BASE_PATH, Scim};
 use super::vault::Vault;
 
 /// A throwaway service-account key the Vault double accepts JWTs from. It
@@ -174,11 +174,11 @@ impl World {
         self.vault.set_faults(faults.clone());
         self.salesforce.set_faults(faults);
         for s in self.scim.values() {
-            s.set_faults(scim::Faults {
+            s.set_faults(Faults {
                 every: m.rate_limit_every,
                 every_status: Some(429),
                 retry_after_secs: 1,
-                ..scim::Faults::default()
+                ..Faults::default()
             });
         }
     }
