@@ -8,6 +8,7 @@ mod cache;
 mod cli_client;
 mod connectors;
 mod contract;
+mod corruption;
 mod crash;
 mod demo;
 mod durability;

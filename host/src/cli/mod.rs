@@ -10,6 +10,7 @@ mod plugin;
 mod sandbox;
 mod serve;
 mod step;
+mod store;
 mod ticket;
 mod token;
 
@@ -70,6 +71,9 @@ enum Command {
     /// Create, list and revoke API tokens (in the server's home).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Check a stopped server's store: every record and every trail.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Run a local test double of a SaaS API (for tests and demos only).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Token(cmd) => token::run(cmd),
+            Command::Store(cmd) => store::run(cmd),
             Command::Ticket { conn, cmd } => ticket::run(&conn.connect()?, cmd).await,
             Command::Batch { conn, cmd } => ticket::run_batch(&conn.connect()?, cmd).await,
             Command::Audit { conn, cmd } => audit::run(&conn, cmd).await,

@@ -10,7 +10,7 @@ use crate::audit::{AuditKind, ChainHead, Draft, link, verify};
 use crate::ticket::{StepRecord, Ticket, TicketState};
 use crate::workflow::Workflow;
 
-fn ticket(id: &str, state: TicketState) -> Ticket {
+pub(crate) fn ticket(id: &str, state: TicketState) -> Ticket {
     Ticket {
         id: id.into(),
         workflow: "wf".into(),

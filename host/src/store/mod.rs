@@ -10,6 +10,7 @@ pub mod commit;
 #[doc(hidden)]
 pub mod conformance;
 pub mod memory;
+mod seal;
 pub mod sled;
 
 use crate::audit::AuditEvent;
@@ -68,6 +69,30 @@ pub trait Store: Send + Sync + 'static {
     /// Plugin key-value: how many keys, and bytes of keys and values, one
     /// plugin holds (a scan; the runtime calls it once and counts after).
     fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)>;
+    /// Read every record and check it (seal, decoding, key against
+    /// content): how many records, each damaged one, and the tickets that
+    /// read back whole (for their trails to be verified).
+    fn check(&self) -> Result<Checked>;
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Records read.
+    pub records: usize,
+    /// Records that are damaged.
+    pub damage: Vec<Damage>,
+    /// Tickets that read back whole.
+    pub tickets: Vec<Ticket>,
+}
+
+/// A damaged record, as [`Store::check`] finds it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Damage {
+    /// The record's key.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
 }
 
 /// Plugin key-value state served from a [`Store`].

@@ -28,7 +28,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Batch, Store};
+use super::seal::{corrupt, guard, seal, unseal, unseal_raw};
+use super::{Batch, Checked, Damage, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::ticket::Ticket;
@@ -38,6 +39,7 @@ use crate::workflow::Workflow;
 pub struct SledStore {
     db: sled::Db,
     durable: Durable,
+    dir: PathBuf,
 }
 
 /// What makes a sled flush survive a power loss: our own descriptors on
@@ -134,8 +136,35 @@ fn err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt {what} record: {e}")))
+/// A sealed JSON record at `key`, decoded.
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    let payload = unseal(key, bytes)?;
+    serde_json::from_slice(payload).map_err(|e| corrupt(key, &format!("it does not decode: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(seal(&serde_json::to_vec(value).map_err(err)?))
+}
+
+/// A ticket whose key and content agree (a flipped byte in a key would
+/// otherwise file one ticket under another's id).
+fn decode_ticket(key: &[u8], bytes: &[u8]) -> Result<Ticket> {
+    let t: Ticket = decode(key, bytes)?;
+    if key.strip_prefix(b"t/") != Some(t.id.as_bytes()) {
+        return Err(corrupt(key, &format!("it holds ticket {}", t.id)));
+    }
+    Ok(t)
+}
+
+fn decode_event(key: &[u8], bytes: &[u8]) -> Result<AuditEvent> {
+    let e: AuditEvent = decode(key, bytes)?;
+    if key != event_key(&e.ticket_id, e.seq).as_bytes() {
+        return Err(corrupt(
+            key,
+            &format!("it holds event {} of {}", e.seq, e.ticket_id),
+        ));
+    }
+    Ok(e)
 }
 
 fn event_key(ticket: &str, seq: u64) -> String {
@@ -145,15 +174,38 @@ fn event_key(ticket: &str, seq: u64) -> String {
 impl SledStore {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            // We flush explicitly before acknowledging; the background
-            // flusher only adds writes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::Store(format!("cannot open {}: {e}", dir.display())))?;
+        let db = guard(dir, "open the store", || {
+            sled::Config::new()
+                .path(dir)
+                // We flush explicitly before acknowledging; the background
+                // flusher only adds writes.
+                .flush_every_ms(None)
+                .open()
+                .map_err(|e| {
+                    Error::Store(format!(
+                        "cannot open the store at {}: {e}; if it is damaged, restore data/ from a backup",
+                        dir.display()
+                    ))
+                })
+        })?;
         let durable = Durable::open(dir)?;
-        Ok(Self { db, durable })
+        Ok(Self {
+            db,
+            durable,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Run a call into sled, its panics turned into store errors.
+    fn g<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guard(&self.dir, what, f).map_err(|e| match e {
+            // sled's own checks found damage: say where and what to do.
+            Error::Store(m) if m.contains("Read corrupted data") => Error::Store(format!(
+                "the store at {} is damaged ({m}); stop the server and restore data/ from a backup",
+                self.dir.display()
+            )),
+            other => other,
+        })
     }
 
     /// sled's flush, then the fsync it leaves out: on return the writes
@@ -169,10 +221,7 @@ impl Store for SledStore {
         let mut batch = sled::Batch::default();
         for b in batches {
             for t in &b.tickets {
-                batch.insert(
-                    format!("t/{}", t.id).as_bytes(),
-                    serde_json::to_vec(t).map_err(err)?,
-                );
+                batch.insert(format!("t/{}", t.id).as_bytes(), encode(t)?);
                 let flight = format!("f/{}", t.id);
                 if t.state.is_terminal() {
                     batch.remove(flight.as_bytes());
@@ -181,118 +230,216 @@ impl Store for SledStore {
                 }
             }
             for e in &b.events {
-                batch.insert(
-                    event_key(&e.ticket_id, e.seq).as_bytes(),
-                    serde_json::to_vec(e).map_err(err)?,
-                );
+                batch.insert(event_key(&e.ticket_id, e.seq).as_bytes(), encode(e)?);
             }
             for (name, hash, wf) in &b.workflows {
-                batch.insert(
-                    format!("w/{name}/{hash}").as_bytes(),
-                    serde_json::to_vec(wf).map_err(err)?,
-                );
+                batch.insert(format!("w/{name}/{hash}").as_bytes(), encode(wf)?);
             }
             for (k, id) in &b.idempotency {
-                batch.insert(format!("i/{k}").as_bytes(), id.as_bytes());
+                batch.insert(format!("i/{k}").as_bytes(), seal(id.as_bytes()));
             }
         }
-        self.db.apply_batch(batch).map_err(err)?;
-        self.flush()?;
-        Ok(())
+        self.g("write", || {
+            self.db.apply_batch(batch).map_err(err)?;
+            self.flush()
+        })
     }
 
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
-        match self.db.get(format!("t/{id}")).map_err(err)? {
-            Some(v) => decode("ticket", &v).map(Some),
-            None => Ok(None),
-        }
+        let key = format!("t/{id}");
+        self.g("read a ticket", || {
+            match self.db.get(&key).map_err(err)? {
+                Some(v) => decode_ticket(key.as_bytes(), &v).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
-        self.db
-            .scan_prefix(b"t/")
-            .map(|kv| {
-                let (_, v) = kv.map_err(err)?;
-                decode("ticket", &v)
-            })
-            .collect()
+        self.g("read the tickets", || {
+            self.db
+                .scan_prefix(b"t/")
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_ticket(&k, &v)
+                })
+                .collect()
+        })
     }
 
     fn in_flight(&self) -> Result<Vec<String>> {
-        self.db
-            .scan_prefix(b"f/")
-            .map(|kv| {
-                let (k, _) = kv.map_err(err)?;
-                Ok(String::from_utf8_lossy(&k[2..]).into_owned())
-            })
-            .collect()
+        self.g("read the in-flight index", || {
+            self.db
+                .scan_prefix(b"f/")
+                .map(|kv| {
+                    let (k, _) = kv.map_err(err)?;
+                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
+                })
+                .collect()
+        })
     }
 
     fn events(&self, ticket_id: &str) -> Result<Vec<AuditEvent>> {
-        self.db
-            .scan_prefix(format!("a/{ticket_id}/").as_bytes())
-            .map(|kv| {
-                let (_, v) = kv.map_err(err)?;
-                decode("audit event", &v)
-            })
-            .collect()
+        self.g("read a trail", || {
+            self.db
+                .scan_prefix(format!("a/{ticket_id}/").as_bytes())
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_event(&k, &v)
+                })
+                .collect()
+        })
     }
 
     fn workflow_versions(&self, name: &str) -> Result<Vec<(String, Workflow)>> {
         let prefix = format!("w/{name}/");
-        self.db
-            .scan_prefix(prefix.as_bytes())
-            .map(|kv| {
-                let (k, v) = kv.map_err(err)?;
-                let hash = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((hash, decode("workflow", &v)?))
-            })
-            .collect()
+        self.g("read workflow versions", || {
+            self.db
+                .scan_prefix(prefix.as_bytes())
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    let hash = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    Ok((hash, decode(&k, &v)?))
+                })
+                .collect()
+        })
     }
 
     fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>> {
-        match self.db.get(format!("w/{name}/{hash}")).map_err(err)? {
-            Some(v) => decode("workflow", &v).map(Some),
-            None => Ok(None),
-        }
+        let key = format!("w/{name}/{hash}");
+        self.g("read a workflow", || {
+            match self.db.get(&key).map_err(err)? {
+                Some(v) => decode(key.as_bytes(), &v).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn idempotency(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .db
-            .get(format!("i/{key}"))
-            .map_err(err)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        let key = format!("i/{key}");
+        self.g("read an idempotency key", || {
+            match self.db.get(&key).map_err(err)? {
+                Some(v) => Ok(Some(
+                    String::from_utf8_lossy(unseal_raw(key.as_bytes(), &v)?).into_owned(),
+                )),
+                None => Ok(None),
+            }
+        })
     }
 
     fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get(format!("k/{plugin}\0{key}"))
-            .map_err(err)?
-            .map(|v| v.to_vec()))
+        let key = format!("k/{plugin}\0{key}");
+        self.g("read plugin state", || {
+            match self.db.get(&key).map_err(err)? {
+                Some(v) => Ok(Some(unseal_raw(key.as_bytes(), &v)?.to_vec())),
+                None => Ok(None),
+            }
+        })
     }
 
     fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()> {
-        self.db
-            .insert(format!("k/{plugin}\0{key}"), value)
-            .map_err(err)?;
-        self.flush()
+        self.g("write plugin state", || {
+            self.db
+                .insert(format!("k/{plugin}\0{key}"), seal(value))
+                .map_err(err)?;
+            self.flush()
+        })
     }
 
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {
-        self.db.remove(format!("k/{plugin}\0{key}")).map_err(err)?;
-        self.flush()
+        self.g("write plugin state", || {
+            self.db.remove(format!("k/{plugin}\0{key}")).map_err(err)?;
+            self.flush()
+        })
     }
 
     fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)> {
         let prefix = format!("k/{plugin}\0");
-        let mut usage = (0, 0);
-        for kv in self.db.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(err)?;
-            usage.0 += 1;
-            usage.1 += (k.len() - prefix.len() + v.len()) as u64;
-        }
-        Ok(usage)
+        self.g("read plugin state", || {
+            let mut usage = (0, 0);
+            for kv in self.db.scan_prefix(&prefix) {
+                let (k, v) = kv.map_err(err)?;
+                usage.0 += 1;
+                usage.1 += (k.len() - prefix.len() + unseal_raw(&k, &v)?.len()) as u64;
+            }
+            Ok(usage)
+        })
+    }
+
+    fn check(&self) -> Result<Checked> {
+        self.g("read every record", || {
+            let mut records = 0;
+            let mut damage = Vec::new();
+            let mut tickets = Vec::new();
+            for kv in self.db.iter() {
+                let (k, v) = kv.map_err(err)?;
+                records += 1;
+                let checked = match k.get(..2) {
+                    Some(b"t/") => decode_ticket(&k, &v).map(|t| tickets.push(t)),
+                    Some(b"a/") => decode_event(&k, &v).map(drop),
+                    Some(b"w/") => decode::<Workflow>(&k, &v).map(drop),
+                    Some(b"i/") | Some(b"k/") => unseal_raw(&k, &v).map(drop),
+                    Some(b"f/") => match self.db.get([b"t/", &k[2..]].concat()).map_err(err)? {
+                        Some(_) => Ok(()),
+                        None => Err(corrupt(
+                            &k,
+                            "it marks a ticket in flight that is not stored",
+                        )),
+                    },
+                    _ => Err(corrupt(&k, "its key has no known prefix")),
+                };
+                if let Err(e) = checked {
+                    damage.push(Damage {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        problem: e.to_string(),
+                    });
+                }
+            }
+            Ok(Checked {
+                records,
+                damage,
+                tickets,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_damaged_on_disk_is_refused_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let t = crate::store::conformance::ticket("T-sealed", crate::ticket::TicketState::Pending);
+        store
+            .commit(&[Batch {
+                tickets: vec![t.clone()],
+                ..Batch::default()
+            }])
+            .unwrap();
+        assert_eq!(store.ticket("T-sealed").unwrap().unwrap().id, "T-sealed");
+        // One byte of the stored value changed behind the store's back.
+        let mut raw = store.db.get("t/T-sealed").unwrap().unwrap().to_vec();
+        let last = raw.len() - 2;
+        raw[last] ^= 0x01;
+        store.db.insert("t/T-sealed", raw).unwrap();
+        let e = store.ticket("T-sealed").unwrap_err().to_string();
+        assert!(
+            e.contains("corrupt record t/T-sealed: its checksum does not match"),
+            "{e}"
+        );
+        assert!(store.tickets().is_err());
+        // A ticket filed under another's key is damage too.
+        store.db.insert("t/T-other", encode(&t).unwrap()).unwrap();
+        let checked = store.check().unwrap();
+        let keys: Vec<&str> = checked.damage.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["t/T-other", "t/T-sealed"], "{:?}", checked.damage);
+        assert!(
+            checked.damage[0]
+                .problem
+                .contains("it holds ticket T-sealed")
+        );
     }
 }

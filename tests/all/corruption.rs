@@ -1,0 +1,120 @@
+//! A damaged store never panics and never passes for whole: the real
+//! `itsm serve` refuses it naming the store and what to do, and
+//! `itsm store check` lists the damage. The store comes from a real server
+//! run; the damage is done to its files.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::{start_server, wait_for_state};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn itsm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `itsm serve` on a damaged home: it must exit, not panic, saying why.
+fn serve_refuses(home: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!(
+                "itsm serve started on a damaged store at {}",
+                home.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(2), "{err}");
+    err
+}
+
+#[tokio::test]
+async fn a_cut_or_emptied_store_is_refused_naming_it_and_check_lists_the_damage() {
+    let home = tempfile::tempdir().unwrap();
+    {
+        let mut server = start_server(home.path(), &["--sandbox"]).await;
+        let (base, http) = (server.base.clone(), server.client());
+        for i in 1..=12 {
+            let t: serde_json::Value = http
+                .post(format!("{base}/v1/tickets"))
+                .json(&json!({ "workflow": "sandbox-offboarding", "subject": format!("user{i}@example.com") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = t["id"].as_str().unwrap().to_string();
+            wait_for_state(&http, &format!("{base}/v1/tickets/{id}"), "succeeded").await;
+        }
+        // SIGKILL, and wait until it has let go of the store.
+        server.child.kill().await.unwrap();
+    }
+    let intact = itsm(&["store", "check", "--home", home.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&intact.stdout);
+    assert!(
+        intact.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(text.contains("verified 12 of 12 trails"), "{text}");
+    assert!(text.contains("ok: nothing damaged"), "{text}");
+
+    let damaged = tempfile::tempdir().unwrap();
+    for (name, keep) in [("half", 0.5), ("empty", 0.0)] {
+        let v = damaged.path().join(name);
+        copy_dir(home.path(), &v);
+        let db = v.join("data/db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len((len as f64 * keep) as u64)
+            .unwrap();
+        let err = serve_refuses(&v);
+        assert!(err.contains("is damaged"), "{name}: {err}");
+        assert!(err.contains("restore data/ from a backup"), "{name}: {err}");
+        let check = itsm(&["store", "check", "--home", v.to_str().unwrap()]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert_eq!(check.status.code(), Some(1), "{name}: {out}");
+        assert!(out.contains("damaged"), "{name}: {out}");
+        assert!(!out.contains("panicked"), "{name}: {out}");
+    }
+}
