@@ -118,3 +118,60 @@ async fn a_cut_or_emptied_store_is_refused_naming_it_and_check_lists_the_damage(
         assert!(!out.contains("panicked"), "{name}: {out}");
     }
 }
+
+async fn run_tickets(home: &Path, from: usize, to: usize) {
+    let mut server = start_server(home, &["--sandbox"]).await;
+    let (base, http) = (server.base.clone(), server.client());
+    for i in from..=to {
+        let t: serde_json::Value = http
+            .post(format!("{base}/v1/tickets"))
+            .json(&json!({ "workflow": "sandbox-offboarding", "subject": format!("user{i}@example.com") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = t["id"].as_str().unwrap().to_string();
+        wait_for_state(&http, &format!("{base}/v1/tickets/{id}"), "succeeded").await;
+    }
+    server.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_rolled_back_behind_its_checkpoint_refuses_to_start_until_the_loss_is_accepted() {
+    let home = tempfile::tempdir().unwrap();
+    run_tickets(home.path(), 1, 3).await;
+    // Yesterday's copy of the store...
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&home.path().join("data"), backup.path());
+    run_tickets(home.path(), 4, 6).await;
+    // ...put back over today's: consistent, every trail verifies, and three
+    // acknowledged offboardings are gone.
+    std::fs::remove_dir_all(home.path().join("data")).unwrap();
+    copy_dir(backup.path(), &home.path().join("data"));
+
+    let err = serve_refuses(home.path());
+    assert!(err.contains("has lost acknowledged work"), "{err}");
+    assert!(err.contains("in 3 tickets"), "{err}");
+    assert!(err.contains("is missing"), "{err}");
+    assert!(err.contains("--accept-store-loss"), "{err}");
+    let check = itsm(&["store", "check", "--home", home.path().to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert_eq!(out.matches("is missing").count(), 3, "{out}");
+
+    // The operator accepts the loss: the server runs, and says so for good.
+    let mut server = start_server(home.path(), &["--sandbox", "--accept-store-loss"]).await;
+    server.child.kill().await.unwrap();
+    let trail = std::fs::read_to_string(home.path().join("system-trail.jsonl")).unwrap();
+    assert!(trail.contains("store_loss_accepted"), "{trail}");
+    // From then on the checkpoint matches the store, and work goes on.
+    run_tickets(home.path(), 7, 7).await;
+    let check = itsm(&["store", "check", "--home", home.path().to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -55,6 +55,9 @@ pub enum AuditKind {
     PluginInstalled,
     /// A workflow definition was added or changed (system trail).
     WorkflowChanged,
+    /// An operator started the server on a store found behind its
+    /// completeness checkpoint, accepting the loss (system trail).
+    StoreLossAccepted,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

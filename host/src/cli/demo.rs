@@ -122,6 +122,7 @@ async fn run_in(
         false,
         Some(&sandbox),
         crate::intake::IntakeLimits::default(),
+        false,
     )
     .await?;
     println!(

@@ -17,6 +17,7 @@ use super::Exit;
 use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, HookSet, serve};
 use crate::audit::system::SystemTrail;
+use crate::audit::{AuditKind, Draft};
 use crate::auth::Tokens;
 use crate::bundled::OFFBOARDING_WORKFLOW;
 use crate::hooks::Hooks;
@@ -24,6 +25,7 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sandbox::world::{Misbehaviour, World};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::signing::TrustedKeys;
+use crate::store::checkpoint::{Checkpoint, shortfall};
 use crate::store::{Store, StoreKv, sled::SledStore};
 use crate::workflow::Workflow;
 
@@ -57,6 +59,11 @@ pub(crate) struct ServeArgs {
     /// Intake limits (each refusal names the flag that sets it).
     #[command(flatten)]
     intake: crate::intake::IntakeLimits,
+    /// Start even though the store is behind its completeness checkpoint
+    /// (it lost acknowledged work: cut, rolled back or replaced), running on
+    /// what is left. Recorded in the system trail with what was lost.
+    #[arg(long)]
+    accept_store_loss: bool,
 }
 
 /// What `--sandbox` adds: the doubles, workflows against them, their secrets.
@@ -148,6 +155,7 @@ pub(crate) async fn assemble(
     dev: bool,
     sandbox: Option<&Sandbox>,
     intake: crate::intake::IntakeLimits,
+    accept_store_loss: bool,
 ) -> Result<Assembled, Exit> {
     for sub in ["data", "plugins", "workflows", "cache"] {
         std::fs::create_dir_all(home.join(sub))
@@ -160,6 +168,7 @@ pub(crate) async fn assemble(
         kv: Arc::new(StoreKv(store.clone())),
     })?;
     let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
+    let checkpoint = open_checkpoint(home, store.as_ref(), &system, accept_store_loss)?;
     let policy = PluginPolicy {
         trusted: TrustedKeys::default(),
         trusted_dir: Some(home.join("trusted-keys")),
@@ -217,6 +226,7 @@ pub(crate) async fn assemble(
             workers,
             secrets,
             intake,
+            checkpoint: Some(checkpoint),
         },
     )?;
     let resumed = scheduler.recover().await?;
@@ -229,6 +239,62 @@ pub(crate) async fn assemble(
         workflows: workflows.into_keys().collect(),
         resumed,
     })
+}
+
+/// The completeness checkpoint beside the store: what it records of every
+/// acknowledged trail head.
+pub(crate) const CHECKPOINT_FILE: &str = "store-checkpoint.jsonl";
+
+/// Open the checkpoint and hold the store to it: a store behind it lost
+/// acknowledged work, and the server does not start on it unless told to.
+fn open_checkpoint(
+    home: &std::path::Path,
+    store: &dyn Store,
+    system: &SystemTrail,
+    accept_loss: bool,
+) -> Result<Arc<Checkpoint>, Exit> {
+    let checkpoint = Arc::new(Checkpoint::open(&home.join(CHECKPOINT_FILE))?);
+    if checkpoint.is_empty() {
+        // A new home, or one from before the checkpoint: today's store is
+        // the baseline.
+        checkpoint.reset_to(store)?;
+        return Ok(checkpoint);
+    }
+    let lost = shortfall(&checkpoint.heads(), store)?;
+    if lost.is_empty() {
+        return Ok(checkpoint);
+    }
+    let shown: Vec<&str> = lost.iter().take(10).map(String::as_str).collect();
+    if !accept_loss {
+        return Err(Exit::Usage(format!(
+            "the store at {} has lost acknowledged work: it is behind its completeness \
+             checkpoint {} in {} tickets:\n  {}{}\nrestore data/ from a backup; or, to run \
+             on what is left, start with --accept-store-loss (recorded in the system trail)",
+            home.join("data").display(),
+            home.join(CHECKPOINT_FILE).display(),
+            lost.len(),
+            shown.join("\n  "),
+            if lost.len() > shown.len() {
+                "\n  ..."
+            } else {
+                ""
+            }
+        )));
+    }
+    eprintln!(
+        "warning: --accept-store-loss: running on a store behind its checkpoint in {} tickets",
+        lost.len()
+    );
+    system.append(
+        Draft::new(
+            AuditKind::StoreLossAccepted,
+            serde_json::json!({ "tickets": lost.len(), "lost": lost.iter().take(100).collect::<Vec<_>>() }),
+        )
+        .by("operator (itsm serve --accept-store-loss)"),
+        crate::ticket::now_ms(),
+    )?;
+    checkpoint.reset_to(store)?;
+    Ok(checkpoint)
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
@@ -245,6 +311,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         args.dev,
         sandbox.as_ref(),
         args.intake,
+        args.accept_store_loss,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

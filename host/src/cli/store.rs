@@ -56,11 +56,28 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
             }
         }
     }
+    // Completeness: everything the checkpoint saw acknowledged is here.
+    let cp_path = home.join(super::serve::CHECKPOINT_FILE);
+    let mut compared = String::new();
+    if cp_path.is_file() {
+        let cp = crate::store::checkpoint::Checkpoint::open(&cp_path)
+            .map_err(|e| Exit::Refused(e.to_string()))?;
+        let heads = cp.heads();
+        for problem in crate::store::checkpoint::shortfall(&heads, &store)
+            .map_err(|e| Exit::Refused(e.to_string()))?
+        {
+            damage.push(Damage {
+                key: cp_path.display().to_string(),
+                problem,
+            });
+        }
+        compared = format!("; compared {} tickets with the checkpoint", heads.len());
+    }
     println!(
-        "read {} records of {}; verified {trails} of {} trails",
+        "read {} records of {}; verified {trails} of {} trails{compared}",
         checked.records,
         dir.display(),
-        checked.tickets.len()
+        checked.tickets.len(),
     );
     if damage.is_empty() {
         println!("ok: nothing damaged");

@@ -57,6 +57,9 @@ pub struct SchedulerConfig {
     pub secrets: BTreeMap<String, String>,
     /// Limits on subjects and inputs (and, for the API, on imports).
     pub intake: IntakeLimits,
+    /// Where each acknowledged group's trail heads are logged, outside the
+    /// store, so a store that later loses them is caught.
+    pub checkpoint: Option<Arc<crate::store::checkpoint::Checkpoint>>,
 }
 
 impl Default for SchedulerConfig {
@@ -65,6 +68,7 @@ impl Default for SchedulerConfig {
             workers: 64,
             secrets: BTreeMap::new(),
             intake: IntakeLimits::default(),
+            checkpoint: None,
         }
     }
 }
@@ -157,7 +161,7 @@ impl Scheduler {
     ) -> Result<Self> {
         let s = Self {
             inner: Arc::new(Inner {
-                commits: CommitQueue::start(store.clone()),
+                commits: CommitQueue::start(store.clone(), config.checkpoint.clone()),
                 store,
                 plugins: RwLock::new(Arc::new(PluginSet::new(plugins))),
                 current: RwLock::new(BTreeMap::new()),

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpoint;
 use super::{Batch, Store};
 use crate::error::{Error, Result};
 
@@ -25,8 +26,9 @@ pub struct CommitQueue {
 const MAX_GROUP: usize = 1024;
 
 impl CommitQueue {
-    /// Start the committer for `store`.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    /// Start the committer for `store`; with a `checkpoint`, each group's
+    /// heads are logged there (synced) before anyone is told it is durable.
+    pub fn start(store: Arc<dyn Store>, checkpoint: Option<Arc<Checkpoint>>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("itsm-commit".into())
@@ -40,7 +42,10 @@ impl CommitQueue {
                         }
                     }
                     let (batches, waiters): (Vec<Batch>, Vec<_>) = jobs.into_iter().unzip();
-                    let result = store.commit(&batches);
+                    let result = store.commit(&batches).and_then(|()| match &checkpoint {
+                        Some(c) => c.record(&batches),
+                        None => Ok(()),
+                    });
                     for w in waiters {
                         let _ = w.send(
                             result

@@ -6,6 +6,7 @@
 //! [`Batch`]es, applied atomically and durably by [`Store::commit`], so a
 //! ticket's new state and its audit events land together or not at all.
 
+pub mod checkpoint;
 pub mod commit;
 #[doc(hidden)]
 pub mod conformance;
