@@ -91,11 +91,29 @@ struct RuntimeInner {
     ticker_stop: Arc<AtomicBool>,
     /// Access tokens the host fetched for credentials, shared by all calls.
     tokens: Arc<oauth::TokenCache>,
+    /// The threads plugin calls run on, apart from the caller's runtime: a
+    /// plugin spinning on the CPU yields at every epoch tick, but only to
+    /// other calls; the scheduler, the commits and the API keep threads of
+    /// their own, so a slow plugin cannot starve them. (`None` once dropped.)
+    calls: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        // Dropping a runtime blocks; this may run inside another runtime.
+        if let Some(rt) = self.calls.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A spawned call, aborted if its caller stops waiting (a step timeout).
+struct CallTask(tokio::task::JoinHandle<Result<CallReport>>);
+
+impl Drop for CallTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -114,6 +132,16 @@ impl Runtime {
             .transpose()?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        let calls = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("itsm-call")
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            )
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("cannot start the call threads: {e}")))?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -122,6 +150,7 @@ impl Runtime {
                 kv: Arc::new(MeteredKv::new(config.kv)),
                 ticker_stop,
                 tokens: Arc::new(oauth::TokenCache::new()),
+                calls: Some(calls),
             }),
         })
     }
@@ -321,8 +350,35 @@ impl Plugin {
         self.call_in(slot, op, input, grants).await
     }
 
-    /// [`Plugin::call`] in a place already taken with [`Plugin::slot`].
+    /// [`Plugin::call`] in a place already taken with [`Plugin::slot`]. The
+    /// call runs on the runtime's own call threads.
     pub async fn call_in(
+        &self,
+        slot: InstanceSlot,
+        op: Op,
+        input: &StepInput,
+        grants: &Grants,
+    ) -> Result<CallReport> {
+        let this = self.clone();
+        let (input, grants) = (input.clone(), grants.clone());
+        let calls = self
+            .inner
+            .runtime
+            .calls
+            .as_ref()
+            .expect("present until the runtime is dropped");
+        let mut task =
+            CallTask(calls.spawn(async move { this.call_here(slot, op, &input, &grants).await }));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::plugin(
+                &self.inner.manifest.name,
+                format!("the call's task failed: {e}"),
+            )),
+        }
+    }
+
+    async fn call_here(
         &self,
         slot: InstanceSlot,
         op: Op,
