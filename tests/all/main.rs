@@ -9,6 +9,7 @@ mod connectors;
 mod contract;
 mod crash;
 mod demo;
+mod durability;
 mod fuzz;
 mod hooks;
 mod hostile;

@@ -167,6 +167,17 @@ pub async fn start_server_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
+    start_server_via(&[], home, extra, env).await
+}
+
+/// [`start_server_with_env`] run under a wrapper command (`strace ... --`):
+/// `wrapper[0] wrapper[1..] itsm serve ...`.
+pub async fn start_server_via(
+    wrapper: &[&str],
+    home: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
     // Restarts on the same home keep the token, as a real server's would.
     let saved = home.join("operator-1.token");
@@ -178,7 +189,16 @@ pub async fn start_server_with_env(
             t
         }
     };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+    let itsm = env!("CARGO_BIN_EXE_itsm");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(itsm);
+            c
+        }
+        None => tokio::process::Command::new(itsm),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--home"])
         .arg(home)
         .args(extra)

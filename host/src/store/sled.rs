@@ -12,8 +12,21 @@
 //! | `k/` | plugin `\0` key | plugin value |
 //!
 //! Retired prefixes stay reserved: none yet.
+//!
+//! Durability: sled 0.34.7's `flush` writes its log with `sync_file_range`,
+//! which pushes the pages to the device but flushes neither the drive's
+//! write cache nor the file's size and block map: enough to survive a
+//! process crash, not a power loss. So every commit (and every plugin
+//! key-value write) is followed by [`Durable::sync`]: `fdatasync` of the
+//! log file (fsync applies to the inode, so our own descriptor covers
+//! sled's writes), of any blob file sled created since (values too large
+//! for the log go to `blobs/`, which sled never syncs), and of the
+//! directories that gained entries. The group commit makes that one sync
+//! per group of transitions.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{Batch, Store};
 use crate::audit::AuditEvent;
@@ -24,6 +37,97 @@ use crate::workflow::Workflow;
 /// sled-backed store.
 pub struct SledStore {
     db: sled::Db,
+    durable: Durable,
+}
+
+/// What makes a sled flush survive a power loss: our own descriptors on
+/// sled's files, synced after each flush.
+struct Durable {
+    dir: PathBuf,
+    /// sled's log (`db`).
+    log: File,
+    /// The highest blob id already synced (blob files are named by their
+    /// log sequence number, which only grows).
+    blobs_synced: Mutex<Option<u64>>,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Store(format!("cannot sync {}: {e}", path.display()))
+}
+
+fn sync_path(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, e))
+}
+
+impl Durable {
+    /// Open sled's files under `dir` and sync what opening created.
+    fn open(dir: &Path) -> Result<Self> {
+        let log_path = dir.join("db");
+        let log = File::open(&log_path)
+            .map_err(|e| Error::Store(format!("cannot open {}: {e}", log_path.display())))?;
+        // A new store's files exist only once their directory entries are
+        // durable; an old one's cost this one sync at start-up.
+        log.sync_all().map_err(|e| io_err(&log_path, e))?;
+        if dir.join("conf").exists() {
+            sync_path(&dir.join("conf"))?;
+        }
+        sync_path(dir)?;
+        let durable = Self {
+            dir: dir.to_path_buf(),
+            log,
+            blobs_synced: Mutex::new(None),
+        };
+        durable.sync_blobs()?;
+        Ok(durable)
+    }
+
+    /// `fdatasync` everything sled wrote since the last call.
+    fn sync(&self) -> Result<()> {
+        self.log
+            .sync_data()
+            .map_err(|e| io_err(&self.dir.join("db"), e))?;
+        self.sync_blobs()
+    }
+
+    /// Sync blob files newer than the last synced one, then their directory.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let mut synced = self.blobs_synced.lock().expect("blob sync lock");
+        let mut newest = *synced;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&dir, e))?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if synced.is_some_and(|s| id <= s) {
+                continue;
+            }
+            let path = entry.path();
+            match File::open(&path) {
+                Ok(f) => f.sync_data().map_err(|e| io_err(&path, e))?,
+                // Garbage-collected by sled since the listing: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path, e)),
+            }
+            newest = newest.max(Some(id));
+        }
+        if newest != *synced {
+            sync_path(&dir)?;
+            *synced = newest;
+        }
+        Ok(())
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -48,7 +152,15 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Store(format!("cannot open {}: {e}", dir.display())))?;
-        Ok(Self { db })
+        let durable = Durable::open(dir)?;
+        Ok(Self { db, durable })
+    }
+
+    /// sled's flush, then the fsync it leaves out: on return the writes
+    /// survive a power loss, not only a process crash.
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(err)?;
+        self.durable.sync()
     }
 }
 
@@ -85,7 +197,7 @@ impl Store for SledStore {
             }
         }
         self.db.apply_batch(batch).map_err(err)?;
-        self.db.flush().map_err(err)?;
+        self.flush()?;
         Ok(())
     }
 
@@ -165,13 +277,11 @@ impl Store for SledStore {
         self.db
             .insert(format!("k/{plugin}\0{key}"), value)
             .map_err(err)?;
-        self.db.flush().map_err(err)?;
-        Ok(())
+        self.flush()
     }
 
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {
         self.db.remove(format!("k/{plugin}\0{key}")).map_err(err)?;
-        self.db.flush().map_err(err)?;
-        Ok(())
+        self.flush()
     }
 }
