@@ -46,6 +46,10 @@ pub enum Error {
     /// Bad input from a user (a flag, a JSON document).
     #[error("{0}")]
     Usage(String),
+    /// The service is not taking this work now (it is shutting down); the
+    /// message says why and when to try again.
+    #[error("{0}")]
+    Unavailable(String),
     /// A wasmtime failure outside any one call (engine set-up).
     #[error("wasm engine: {0}")]
     Engine(String),

@@ -2,6 +2,7 @@
 //! loopback, and the real `itsm` binary. One test binary, a module per area.
 
 mod api;
+mod audit_export;
 mod auth;
 mod cache;
 mod cli_client;
@@ -18,6 +19,7 @@ mod offboarding;
 mod other_language;
 mod scheduler;
 mod scim;
+mod shutdown;
 mod signing;
 mod step_cli;
 mod support;

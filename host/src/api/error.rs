@@ -48,6 +48,7 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -55,7 +56,7 @@ impl From<Error> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
             return Self {
                 status,

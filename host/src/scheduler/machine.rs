@@ -24,6 +24,10 @@ pub enum Event {
     },
     /// The host restarted; calls that were running died with it.
     Recovered,
+    /// The host is shutting down and its grace period is over: calls still
+    /// running are abandoned, to run again (same idempotency key) on the
+    /// next start.
+    Interrupted,
     /// A plugin call returned.
     CallFinished {
         /// Which step.
@@ -107,6 +111,8 @@ pub struct Context<'a> {
 /// Apply `event` to `ticket`.
 pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transition> {
     let mut tr = Transition::default();
+    // Shutting down: record, start nothing (the next start runs them).
+    let start_ready = !matches!(event, Event::Interrupted);
     match event {
         Event::Created { by } => {
             tr.drafts.push(
@@ -125,28 +131,8 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
                 .by(&by),
             );
         }
-        Event::Recovered => {
-            for (name, s) in t.steps.iter_mut() {
-                if s.status != StepStatus::Running {
-                    continue;
-                }
-                if let Some(a) = s.attempts.last_mut() {
-                    a.result = AttemptResult::Interrupted;
-                    a.ended_ms = Some(cx.now_ms);
-                    tr.drafts.push(
-                        Draft::new(
-                            AuditKind::StepInterrupted,
-                            json!({ "attempt": a.n, "op": a.op }),
-                        )
-                        .step(name)
-                        .plugin(plugin_of(cx, name)),
-                    );
-                }
-                // Same idempotency key, right away.
-                s.status = StepStatus::RetryWait;
-                s.retry_at_ms = Some(cx.now_ms);
-            }
-        }
+        Event::Recovered => interrupt_running(t, cx, None, &mut tr),
+        Event::Interrupted => interrupt_running(t, cx, Some("shutdown"), &mut tr),
         Event::CallFinished { step, report } => finish_call(t, cx, &step, *report, &mut tr),
         Event::CallSetupFailed { step, op, message } => {
             let error = crate::runtime::StepFailure {
@@ -207,7 +193,9 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
         }
         Event::Tick => {}
     }
-    advance(t, cx, &mut tr);
+    if start_ready {
+        advance(t, cx, &mut tr);
+    }
     t.updated_ms = cx.now_ms;
     Ok(tr)
 }
@@ -319,6 +307,33 @@ fn waiting_step(t: &Ticket) -> Result<String> {
         .find(|(_, s)| s.status == StepStatus::WaitingApproval)
         .map(|(n, _)| n.clone())
         .ok_or_else(|| Error::Conflict(format!("ticket {} has no step waiting for approval", t.id)))
+}
+
+/// Mark every running step's attempt interrupted, to run again at once
+/// with the same idempotency key. `reason` says why when it is not a
+/// restart (the host shut down before the call returned).
+fn interrupt_running(t: &mut Ticket, cx: &Context<'_>, reason: Option<&str>, tr: &mut Transition) {
+    for (name, s) in t.steps.iter_mut() {
+        if s.status != StepStatus::Running {
+            continue;
+        }
+        if let Some(a) = s.attempts.last_mut() {
+            a.result = AttemptResult::Interrupted;
+            a.ended_ms = Some(cx.now_ms);
+            let mut data = json!({ "attempt": a.n, "op": a.op });
+            if let Some(r) = reason {
+                data["reason"] = r.into();
+            }
+            tr.drafts.push(
+                Draft::new(AuditKind::StepInterrupted, data)
+                    .step(name)
+                    .plugin(plugin_of(cx, name)),
+            );
+        }
+        // Same idempotency key, right away.
+        s.status = StepStatus::RetryWait;
+        s.retry_at_ms = Some(cx.now_ms);
+    }
 }
 
 fn finish_call(
