@@ -49,6 +49,10 @@ pub enum Error {
     /// Input over one of the intake limits; the message names the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The service is not taking this work now (it is shutting down); the
+    /// message says why and when to try again.
+    #[error("{0}")]
+    Unavailable(String),
     /// A wasmtime failure outside any one call (engine set-up).
     #[error("wasm engine: {0}")]
     Engine(String),

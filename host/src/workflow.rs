@@ -131,6 +131,18 @@ pub struct RetryPolicy {
     /// Fraction of the wait randomised, 0 to 1.
     #[serde(default = "RetryPolicy::default_jitter")]
     pub jitter: f64,
+    /// How long after a step's first attempt a wait the service asked for
+    /// (a retryable failure with `Retry-After`, e.g. a 429) is free: until
+    /// then such a failure uses none of `max_attempts`, since the service
+    /// said when to come back, not that the step is failing. Past it they
+    /// count like any failure, so a service that never lets up still ends
+    /// the step.
+    #[serde(
+        default = "RetryPolicy::default_deadline",
+        with = "duration",
+        skip_serializing_if = "RetryPolicy::is_default_deadline"
+    )]
+    pub deadline: Duration,
 }
 
 impl RetryPolicy {
@@ -146,11 +158,20 @@ impl RetryPolicy {
     fn default_jitter() -> f64 {
         0.2
     }
+    fn default_deadline() -> Duration {
+        Duration::from_secs(3600)
+    }
+    /// Left out of the stored definition when default, so workflows
+    /// written before the field keep their content hash.
+    fn is_default_deadline(d: &Duration) -> bool {
+        *d == Self::default_deadline()
+    }
 
     /// The wait before attempt `next` (2 for the first retry), given a
     /// random `unit` in [0, 1). A `Retry-After` from the service wins: it
     /// knows when its rate-limit window reopens, and guessing longer only
-    /// delays the leaver's offboarding (`max_attempts` still bounds retries).
+    /// delays the leaver's offboarding (`deadline`, then `max_attempts`,
+    /// still bound retries).
     pub fn backoff(&self, next: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
         let exp = next.saturating_sub(2).min(30);
         let base = self
@@ -171,6 +192,7 @@ impl Default for RetryPolicy {
             initial_backoff: Self::default_initial(),
             max_backoff: Self::default_max(),
             jitter: Self::default_jitter(),
+            deadline: Self::default_deadline(),
         }
     }
 }
@@ -564,6 +586,7 @@ mod tests {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
             jitter: 0.0,
+            deadline: Duration::from_secs(3600),
         };
         assert_eq!(p.backoff(2, 0.5, None), Duration::from_secs(1));
         assert_eq!(p.backoff(3, 0.5, None), Duration::from_secs(2));

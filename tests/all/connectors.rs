@@ -497,3 +497,61 @@ async fn every_double_refuses_a_chunked_body_with_411_in_its_own_error_shape() {
         assert!(answer.contains(says), "{url}: {answer}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_hold_repeated_after_a_crash_between_export_and_record_finds_its_export() {
+    use itsm_host::runtime::kv::{KvBackend, MemoryKv};
+    use std::sync::Arc;
+    let world = World::start(3, None, Misbehaviour::default())
+        .await
+        .unwrap();
+    // A runtime whose plugin key-value state this test can reach into.
+    let kv = Arc::new(MemoryKv::default());
+    let rt = itsm_host::runtime::Runtime::new(itsm_host::runtime::RuntimeConfig {
+        kv: kv.clone(),
+        ..itsm_host::runtime::RuntimeConfig::default()
+    })
+    .unwrap();
+    let p = rt
+        .load(
+            bundled::MAIL_HOLD.manifest().unwrap(),
+            bundled::MAIL_HOLD.wasm,
+        )
+        .unwrap();
+    let g = grants(&world, "mail-hold");
+    let ticket = input("user1@example.com");
+    let (first, _) = succeeded(&p.call(Op::Run, &ticket, &g).await.unwrap());
+    let id = first.unwrap()["export_id"].clone();
+    assert!(id.is_string(), "{id}");
+    assert_eq!(world.vault.exports(&world.matter_id).len(), 1);
+
+    // The crash: Vault made the export, the record of its id was never kept.
+    let record = format!("export/{}", ticket.idempotency_key);
+    assert!(kv.get("mail-hold", &record).unwrap().is_some());
+    kv.delete("mail-hold", &record).unwrap();
+
+    let again = p.call(Op::Run, &ticket, &g).await.unwrap();
+    let (outputs, _) = succeeded(&again);
+    assert_eq!(outputs.unwrap()["export_id"], id, "the same export");
+    let exports = world.vault.exports(&world.matter_id);
+    assert_eq!(exports.len(), 1, "no second export: {exports:#?}");
+    assert!(
+        again
+            .log
+            .iter()
+            .any(|l| l.message.contains("before its id was recorded")),
+        "{:?}",
+        again.log
+    );
+    assert!(
+        kv.get("mail-hold", &record).unwrap().is_some(),
+        "the id is recorded now"
+    );
+    // Another ticket still gets its own.
+    succeeded(
+        &p.call(Op::Run, &input("user2@example.com"), &g)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(world.vault.exports(&world.matter_id).len(), 2);
+}

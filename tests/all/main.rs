@@ -3,6 +3,7 @@
 
 mod api;
 mod attacks;
+mod audit_export;
 mod auth;
 mod cache;
 mod cli_client;
@@ -23,6 +24,7 @@ mod other_language;
 mod scheduler;
 mod scim;
 mod scim_peer;
+mod shutdown;
 mod signing;
 mod step_cli;
 mod support;

@@ -1,5 +1,6 @@
 //! `/v1/audit`: the trail of one ticket or of a date range, exported as
-//! JSON, JSON lines or CSV, and verified against the recorded chain heads.
+//! JSON, JSON lines or CSV with a signed trailer ([`crate::audit::export`]),
+//! and verified against the recorded chain heads.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -12,25 +13,27 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::tickets::instant;
 use super::{ApiError, AppState};
+use crate::audit::export::{Scope, Trailer, csv_row, csv_trailer_row};
 use crate::audit::system::SYSTEM;
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, ChainHead};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(export))
         .routes(routes!(verify))
+        .routes(routes!(key))
 }
 
 /// Export format.
 #[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Format {
-    /// `{"events": [...]}`.
+    /// `{"events": [...], "trailer": {...}}`.
     #[default]
     Json,
-    /// One event per line: what `itsm audit verify --file` checks offline.
+    /// One event per line, then `{"trailer": {...}}`.
     Jsonl,
-    /// One event per row; `data` as a JSON string.
+    /// One event per row (`data` as a JSON string), then a `#trailer` row.
     Csv,
 }
 
@@ -50,17 +53,23 @@ struct AuditQuery {
     format: Format,
 }
 
-/// The events a query selects, ordered by time, then ticket, then seq.
-fn select(app: &AppState, q: &AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
+/// The events a query selects, ordered by time, then ticket, then seq,
+/// with the trailer that seals them.
+fn select(app: &AppState, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Trailer), ApiError> {
     let from = instant("from", &q.from)?;
     let to = instant("to", &q.to)?;
     let store = app.scheduler.store();
+    let mut head: Option<ChainHead> = None;
     let mut events = match q.ticket.as_deref() {
-        Some(SYSTEM) => app.system.events()?,
+        Some(SYSTEM) => {
+            head = Some(app.system.head());
+            app.system.events()?
+        }
         Some(id) => {
-            if store.ticket(id)?.is_none() {
+            let Some(t) = store.ticket(id)? else {
                 return Err(crate::Error::NotFound(format!("no ticket {id}")).into());
-            }
+            };
+            head = Some(t.head);
             store.events(id)?
         }
         None => {
@@ -75,7 +84,20 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
     if q.ticket.is_none() {
         events.sort_by(|a, b| (a.at_ms, &a.ticket_id, a.seq).cmp(&(b.at_ms, &b.ticket_id, b.seq)));
     }
-    Ok(events)
+    // Whole when one ticket is asked for with no bounds: then the trailer
+    // binds the file to the head the ticket records.
+    let whole = from.is_none() && to.is_none() && head.is_some();
+    let trailer = Trailer::seal(
+        &app.export_key,
+        if whole { Scope::Ticket } else { Scope::Range },
+        q.ticket.as_deref(),
+        from,
+        to,
+        &events,
+        head.as_ref().filter(|_| whole),
+        crate::ticket::now_ms(),
+    );
+    Ok((events, trailer))
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
@@ -87,65 +109,55 @@ async fn export(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    let events = tokio::task::block_in_place(|| select(&app, &q))?;
+    let (events, trailer) = tokio::task::block_in_place(|| select(&app, &q))?;
     Ok(match q.format {
-        Format::Json => Json(json!({ "events": events })).into_response(),
+        Format::Json => Json(json!({ "events": events, "trailer": trailer })).into_response(),
         Format::Jsonl => {
             let mut body = String::new();
             for e in &events {
                 body.push_str(&serde_json::to_string(e).expect("event serializes"));
                 body.push('\n');
             }
+            body.push_str(&json!({ "trailer": trailer }).to_string());
+            body.push('\n');
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
         Format::Csv => (
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            to_csv(&events)?,
+            to_csv(&events, &trailer)?,
         )
             .into_response(),
     })
 }
 
-/// Columns: what an auditor's spreadsheet wants first, the chain last.
-fn to_csv(events: &[AuditEvent]) -> Result<String, ApiError> {
+/// Columns: what an auditor's spreadsheet wants first, the chain last
+/// ([`crate::audit::export::CSV_COLUMNS`]); the trailer is the last row.
+fn to_csv(events: &[AuditEvent], trailer: &Trailer) -> Result<String, ApiError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let internal = |e: csv::Error| ApiError::from(crate::Error::Store(e.to_string()));
-    w.write_record([
-        "ticket_id",
-        "seq",
-        "at",
-        "kind",
-        "principal",
-        "step",
-        "plugin",
-        "plugin_version",
-        "data",
-        "prev_hash",
-        "hash",
-    ])
-    .map_err(internal)?;
-    for e in events {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms);
-        let kind = serde_json::to_value(e.kind).expect("kind serializes");
-        w.write_record([
-            e.ticket_id.as_str(),
-            &e.seq.to_string(),
-            &humantime::format_rfc3339_millis(at).to_string(),
-            kind.as_str().unwrap_or_default(),
-            &e.principal,
-            e.step.as_deref().unwrap_or_default(),
-            e.plugin.as_ref().map_or("", |p| p.name.as_str()),
-            e.plugin.as_ref().map_or("", |p| p.version.as_str()),
-            &e.data.to_string(),
-            &e.prev_hash,
-            &e.hash,
-        ])
+    w.write_record(crate::audit::export::CSV_COLUMNS)
         .map_err(internal)?;
+    for e in events {
+        w.write_record(csv_row(e)).map_err(internal)?;
     }
+    w.write_record(csv_trailer_row(trailer)).map_err(internal)?;
     let bytes = w
         .into_inner()
         .map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?;
     Ok(String::from_utf8(bytes).expect("csv of strings is UTF-8"))
+}
+
+/// The key export trailers are signed with, for an auditor to pin
+/// (`itsm audit verify --file F --key audit-export.pub`).
+#[utoipa::path(get, path = "/v1/audit/key", tag = "audit",
+    responses((status = 200, description = "The export signing key: `key_id` and base64 `public_key`", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
+async fn key(State(app): State<AppState>, _: Caller) -> Json<Value> {
+    use base64::Engine as _;
+    let public = app.export_key.verifying_key();
+    Json(json!({
+        "key_id": crate::signing::key_id(&public),
+        "public_key": base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -57,6 +57,7 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -64,7 +65,7 @@ impl From<Error> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
             return Self {
                 status,

@@ -47,6 +47,8 @@ pub struct AppState {
     pub imports: Arc<imports::Running>,
     /// Plugin folders found unusable at start-up and skipped (`/readyz` names them).
     pub skipped_plugins: Arc<Vec<crate::admin::Skipped>>,
+    /// Signs export trailers ([`crate::audit::export`]).
+    pub export_key: Arc<ed25519_dalek::SigningKey>,
 }
 
 impl AppState {
@@ -60,12 +62,21 @@ impl AppState {
             imports: Arc::default(),
             hooks: Arc::default(),
             skipped_plugins: Arc::default(),
+            // Until the home's key is given: exports still verify, against
+            // a key that lives as long as the process.
+            export_key: Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand::random())),
         }
     }
 
     /// With the plugin folders start-up skipped.
     pub fn with_skipped_plugins(mut self, skipped: Vec<crate::admin::Skipped>) -> Self {
         self.skipped_plugins = Arc::new(skipped);
+        self
+    }
+
+    /// Sign export trailers with `key` (the home's `audit-export.key`).
+    pub fn with_export_key(mut self, key: ed25519_dalek::SigningKey) -> Self {
+        self.export_key = Arc::new(key);
         self
     }
 
@@ -96,7 +107,30 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(ui::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_writes_while_draining,
+        ))
         .with_state(state)
+}
+
+/// While the server shuts down, every request that would change something
+/// gets a 503 saying so; reads are still answered.
+async fn refuse_writes_while_draining(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse as _;
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    if app.scheduler.is_draining() && !reads.contains(request.method()) {
+        return ApiError::from(crate::Error::Unavailable(
+            "the server is shutting down: it takes no new work now; retry once it is back (or against another instance)".into(),
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Every route that belongs in `/v1/openapi.json`, with its documentation:
@@ -168,14 +202,19 @@ async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
     }))
 }
 
-/// 200 once in-flight tickets are resumed, 503 before; either way one more
-/// line per plugin folder start-up skipped, with the reason.
+/// 200 once in-flight tickets are resumed, 503 before and while shutting
+/// down; either way one more line per plugin folder start-up skipped.
 #[utoipa::path(get, path = "/readyz", tag = "service", security(()),
-    responses((status = 200, description = "Ready (then one line per plugin folder skipped at start-up)", body = String), (status = 503, description = "Still recovering", body = String)))]
+    responses((status = 200, description = "Ready (then one line per plugin folder skipped at start-up)", body = String), (status = 503, description = "Still recovering, or shutting down", body = String)))]
 async fn readyz(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, String) {
-    let (status, mut body) = if app.scheduler.is_ready() {
+    let (status, mut body) = if app.scheduler.is_draining() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: finishing the calls in flight".to_string(),
+        )
+    } else if app.scheduler.is_ready() {
         (axum::http::StatusCode::OK, "ready".to_string())
     } else {
         (

@@ -5,6 +5,7 @@
 //! ticket record keeps the head (last seq and hash), so verification detects
 //! an edited, deleted, inserted or reordered event, and a cut-off tail.
 
+pub mod export;
 pub mod system;
 
 use serde::{Deserialize, Serialize};
@@ -240,8 +241,8 @@ pub fn verify(ticket_id: &str, events: &[AuditEvent], head: &ChainHead) -> Resul
 /// ticket's events are consecutive and linked. A ticket's run that starts at
 /// seq 0 must start from the genesis hash. Returns the number of tickets.
 ///
-/// What an export alone cannot show is a cut-off tail; `verify` against the
-/// server's recorded head covers that.
+/// What the events alone cannot show is a line cut from either end; the
+/// signed trailer of [`export`] covers that.
 pub fn verify_export(events: &[AuditEvent]) -> Result<usize, (String, ChainBreak)> {
     let mut last: std::collections::HashMap<&str, (u64, &str)> = Default::default();
     for e in events {

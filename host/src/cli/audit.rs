@@ -7,15 +7,15 @@ use reqwest::Method;
 
 use super::Exit;
 use super::client::{cell, enc, print_table};
-use crate::audit::{AuditEvent, verify_export};
+use crate::audit::export::{self, Scope};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
-    /// One JSON event per line (checkable offline by `itsm audit verify --file`).
+    /// One JSON event per line, then the signed trailer.
     Jsonl,
-    /// One event per row, for spreadsheets.
+    /// One event per row, for spreadsheets, then the signed trailer's row.
     Csv,
-    /// One JSON document.
+    /// One JSON document: events and the signed trailer.
     Json,
 }
 
@@ -44,9 +44,14 @@ pub(crate) enum AuditCommand {
         /// One ticket, checked by the server against its recorded head.
         #[arg(long, conflicts_with = "file")]
         ticket: Option<String>,
-        /// A JSON-lines export, checked here without the server.
+        /// An export (JSON lines, JSON or CSV), checked here without the
+        /// server: every hash and link, and the signed trailer.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The server's export key (`audit-export.pub` in its home, or
+        /// `GET /v1/audit/key`): the trailer must be signed by it.
+        #[arg(long, requires = "file")]
+        key: Option<PathBuf>,
     },
 }
 
@@ -88,9 +93,13 @@ pub(crate) async fn run(conn: &super::client::Connection, cmd: AuditCommand) -> 
             }
         }
         AuditCommand::Verify {
-            file: Some(path), ..
-        } => verify_file(&path, conn.json)?,
-        AuditCommand::Verify { ticket, file: None } => {
+            file: Some(path),
+            key,
+            ..
+        } => verify_file(&path, key.as_deref(), conn.json)?,
+        AuditCommand::Verify {
+            ticket, file: None, ..
+        } => {
             let client = conn.connect()?;
             let path = match &ticket {
                 Some(id) => format!("/v1/audit/verify?ticket={}", enc(id)),
@@ -134,45 +143,49 @@ pub(crate) async fn run(conn: &super::client::Connection, cmd: AuditCommand) -> 
     Ok(())
 }
 
-/// Check an export offline: every hash recomputed, every link followed.
-fn verify_file(path: &std::path::Path, json: bool) -> Result<(), Exit> {
+/// Check an export offline: every hash recomputed, every link followed,
+/// and the events matched against the signed trailer, so a file cut at
+/// either end, emptied or left with one line is refused.
+fn verify_file(
+    path: &std::path::Path,
+    key: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Exit> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Exit::Usage(format!("{}: {e}", path.display())))?;
-    let mut events = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let e: AuditEvent = serde_json::from_str(line).map_err(|e| {
-            Exit::Usage(format!(
-                "{} line {}: not an audit event: {e}",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        events.push(e);
-    }
-    match verify_export(&events) {
-        Ok(tickets) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "verified": true, "events": events.len(), "tickets": tickets })
-                );
+    let pinned = key.map(export::read_key_file).transpose()?;
+    let result =
+        export::parse_any(&text).and_then(|parsed| export::verify_parsed(&parsed, pinned.as_ref()));
+    let v = result.map_err(|e| Exit::Refused(format!("{}: REFUSED: {e}", path.display())))?;
+    let of = v
+        .ticket
+        .as_deref()
+        .map(|t| format!(" of ticket {t}"))
+        .unwrap_or_default();
+    let trailer = match v.scope {
+        Scope::Ticket => format!("the whole trail{of}, genesis to recorded head"),
+        Scope::Range => format!(
+            "a date range{of} (exactly the events the server selected; it may start and end mid-chain)"
+        ),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "verified": true, "events": v.events, "tickets": v.tickets, "scope": v.scope, "key_id": v.key_id, "key_pinned": pinned.is_some() })
+        );
+    } else {
+        println!(
+            "{}: verified, {} events of {} trails; every hash and link checks; the trailer says: {trailer}; signed by key {}{}",
+            path.display(),
+            v.events,
+            v.tickets,
+            v.key_id,
+            if pinned.is_some() {
+                " (the key given)"
             } else {
-                println!(
-                    "{}: verified, {} events of {} trails; every hash and link checks",
-                    path.display(),
-                    events.len(),
-                    tickets
-                );
+                " (pass --key with the server's audit-export.pub to check it is the server's)"
             }
-            Ok(())
-        }
-        Err((ticket, brk)) => Err(Exit::Refused(format!(
-            "{}: BROKEN at ticket {ticket}, {brk}",
-            path.display()
-        ))),
+        );
     }
+    Ok(())
 }

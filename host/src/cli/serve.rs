@@ -5,7 +5,11 @@
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
 //! `cache/` (compiled code), `trusted-keys/` (publishers' `*.pub`),
 //! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks),
-//! `settings.toml` (per-workflow `[settings]` overrides), `tokens.toml` (API tokens, hashed; `itsm token`). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//! `settings.toml` (per-workflow `[settings]` overrides), `tokens.toml` (API tokens, hashed; `itsm token`),
+//! `audit-export.key` and `.pub` (the key export trailers are signed with). Secrets come from `ITSM_SECRET_<NAME>` variables.
+//!
+//! SIGTERM or SIGINT drains: no new work, calls in flight finish for up to
+//! `--grace`, the rest are recorded interrupted, then exit 0.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,6 +68,11 @@ pub(crate) struct ServeArgs {
     /// what is left. Recorded in the system trail with what was lost.
     #[arg(long)]
     accept_store_loss: bool,
+    /// On SIGTERM or SIGINT, how long to let the plugin calls in flight
+    /// finish (e.g. `30s`, `2m`) before recording them interrupted; they
+    /// run again on the next start with the same idempotency key.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grace: std::time::Duration,
 }
 
 /// What `--sandbox` adds: the doubles, workflows against them, their secrets.
@@ -234,7 +243,8 @@ pub(crate) async fn assemble(
     Ok(Assembled {
         state: AppState::new(scheduler, tokens, admin)
             .with_hooks(hooks)
-            .with_skipped_plugins(skipped),
+            .with_skipped_plugins(skipped)
+            .with_export_key(crate::audit::export::load_or_create_key(home)?),
         plugins: plugins.into_keys().collect(),
         workflows: workflows.into_keys().collect(),
         resumed,
@@ -304,6 +314,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     } else {
         None
     };
+    // Before anything can be asked of us, so an early signal is not lost.
+    let mut stop = StopSignals::install()?;
     let server = assemble(
         &home,
         None,
@@ -351,9 +363,57 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    let scheduler = server.state.scheduler.clone();
+    let grace = args.grace;
+    let (stopped, stop_http) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let which = stop.recv().await;
+        eprintln!(
+            "{which}: shutting down: taking no new work, letting the calls in flight finish (grace {})",
+            humantime::format_duration(grace)
+        );
+        let drained = scheduler.drain(grace).await;
+        if drained.abandoned_calls > 0 {
+            eprintln!(
+                "{} calls still running after the grace period: recorded interrupted; they run again on the next start with the same idempotency key",
+                drained.abandoned_calls
+            );
+        } else {
+            eprintln!("every call in flight finished and is recorded");
+        }
+        let _ = stopped.send(());
+    });
+    // HTTP stays up while draining, so probes see the 503 and writes get
+    // told why; it closes once the drain is over.
     serve(listener, server.state, async {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop_http.await;
     })
     .await
     .map_err(|e| Exit::Usage(format!("server failed: {e}")))
+}
+
+/// SIGTERM (what systemd and Kubernetes send) and SIGINT (Ctrl-C).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, Exit> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install =
+            |kind| signal(kind).map_err(|e| Exit::Usage(format!("cannot handle signals: {e}")));
+        Ok(Self {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The first stop signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

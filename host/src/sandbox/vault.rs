@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -993,13 +993,40 @@ async fn create_export(
     google_json(StatusCode::OK, &export)
 }
 
-async fn list_exports(State(vault): State<Vault>, Path(matter): Path<String>) -> Response {
+/// `exports.list`: pages of `pageSize` (default and most 100, as a client
+/// may not assume more), continued with the `nextPageToken` given.
+async fn list_exports(
+    State(vault): State<Vault>,
+    Path(matter): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let size = match q.get("pageSize").map(|s| s.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return invalid("pageSize must be between 1 and 100."),
+    };
+    let start = match q.get("pageToken").map(|s| s.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return invalid("Invalid page token."),
+    };
     let mut s = vault.lock();
     let Some(m) = s.matters.get_mut(&matter) else {
         return entity_not_found();
     };
-    let exports = m.exports.iter_mut().map(Export::read).collect();
-    google_json(StatusCode::OK, &list_of("exports", exports))
+    let total = m.exports.len();
+    let exports = m
+        .exports
+        .iter_mut()
+        .skip(start)
+        .take(size)
+        .map(Export::read)
+        .collect();
+    let mut body = list_of("exports", exports);
+    if start + size < total {
+        body["nextPageToken"] = json!((start + size).to_string());
+    }
+    google_json(StatusCode::OK, &body)
 }
 
 async fn get_export(
@@ -1518,6 +1545,22 @@ mod tests {
             list["exports"][1]["status"], "IN_PROGRESS",
             "the list is the second poll"
         );
+        assert!(list.get("nextPageToken").is_none());
+        let page = |q: &'static str| {
+            let (http, url, token) = (http.clone(), format!("{exports}?{q}"), token.clone());
+            async move {
+                let r = http.get(url).bearer_auth(token).send().await.unwrap();
+                (r.status(), r.json::<Value>().await.unwrap())
+            }
+        };
+        let (_, first) = page("pageSize=1").await;
+        assert_eq!(first["exports"].as_array().unwrap().len(), 1);
+        assert_eq!(first["nextPageToken"], "1");
+        let (_, second) = page("pageSize=1&pageToken=1").await;
+        assert_eq!(second["exports"][0]["id"], list["exports"][1]["id"]);
+        assert!(second.get("nextPageToken").is_none());
+        assert_eq!(page("pageSize=0").await.0, 400);
+        assert_eq!(page("pageToken=x").await.0, 400);
         assert_eq!(get(slow).await.1["status"], "COMPLETED");
 
         assert_eq!(get("nope".into()).await.0, 404);

@@ -24,6 +24,10 @@ pub enum Event {
     },
     /// The host restarted; calls that were running died with it.
     Recovered,
+    /// The host is shutting down and its grace period is over: calls still
+    /// running are abandoned, to run again (same idempotency key) on the
+    /// next start.
+    Interrupted,
     /// A plugin call returned.
     CallFinished {
         /// Which step.
@@ -107,6 +111,8 @@ pub struct Context<'a> {
 /// Apply `event` to `ticket`.
 pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transition> {
     let mut tr = Transition::default();
+    // Shutting down: record, start nothing (the next start runs them).
+    let start_ready = !matches!(event, Event::Interrupted);
     match event {
         Event::Created { by } => {
             tr.drafts.push(
@@ -125,28 +131,8 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
                 .by(&by),
             );
         }
-        Event::Recovered => {
-            for (name, s) in t.steps.iter_mut() {
-                if s.status != StepStatus::Running {
-                    continue;
-                }
-                if let Some(a) = s.attempts.last_mut() {
-                    a.result = AttemptResult::Interrupted;
-                    a.ended_ms = Some(cx.now_ms);
-                    tr.drafts.push(
-                        Draft::new(
-                            AuditKind::StepInterrupted,
-                            json!({ "attempt": a.n, "op": a.op }),
-                        )
-                        .step(name)
-                        .plugin(plugin_of(cx, name)),
-                    );
-                }
-                // Same idempotency key, right away.
-                s.status = StepStatus::RetryWait;
-                s.retry_at_ms = Some(cx.now_ms);
-            }
-        }
+        Event::Recovered => interrupt_running(t, cx, None, &mut tr),
+        Event::Interrupted => interrupt_running(t, cx, Some("shutdown"), &mut tr),
         Event::CallFinished { step, report } => finish_call(t, cx, &step, *report, &mut tr),
         Event::CallSetupFailed { step, op, message } => {
             let error = crate::runtime::StepFailure {
@@ -207,7 +193,9 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
         }
         Event::Tick => {}
     }
-    advance(t, cx, &mut tr);
+    if start_ready {
+        advance(t, cx, &mut tr);
+    }
     t.updated_ms = cx.now_ms;
     Ok(tr)
 }
@@ -321,6 +309,33 @@ fn waiting_step(t: &Ticket) -> Result<String> {
         .ok_or_else(|| Error::Conflict(format!("ticket {} has no step waiting for approval", t.id)))
 }
 
+/// Mark every running step's attempt interrupted, to run again at once
+/// with the same idempotency key. `reason` says why when it is not a
+/// restart (the host shut down before the call returned).
+fn interrupt_running(t: &mut Ticket, cx: &Context<'_>, reason: Option<&str>, tr: &mut Transition) {
+    for (name, s) in t.steps.iter_mut() {
+        if s.status != StepStatus::Running {
+            continue;
+        }
+        if let Some(a) = s.attempts.last_mut() {
+            a.result = AttemptResult::Interrupted;
+            a.ended_ms = Some(cx.now_ms);
+            let mut data = json!({ "attempt": a.n, "op": a.op });
+            if let Some(r) = reason {
+                data["reason"] = r.into();
+            }
+            tr.drafts.push(
+                Draft::new(AuditKind::StepInterrupted, data)
+                    .step(name)
+                    .plugin(plugin_of(cx, name)),
+            );
+        }
+        // Same idempotency key, right away.
+        s.status = StepStatus::RetryWait;
+        s.retry_at_ms = Some(cx.now_ms);
+    }
+}
+
 fn finish_call(
     t: &mut Ticket,
     cx: &Context<'_>,
@@ -407,18 +422,21 @@ fn finish_call(
                 s.status = StepStatus::Succeeded;
                 return;
             }
-            let failures = s
-                .attempts
-                .iter()
-                .filter(|a| {
-                    a.op != Op::Compensate && matches!(a.result, AttemptResult::Failed { .. })
-                })
-                .count() as u32;
             let policy = cx
                 .workflow
                 .step(step)
                 .map(|d| d.retry.clone())
                 .unwrap_or_default();
+            // `run` and `verify` each have `max_attempts`: a verify that
+            // needs retries (the change not visible yet) does not eat the
+            // budget of the run that made the change, nor the reverse.
+            let first_ms = s.attempts.first().map_or(cx.now_ms, |a| a.started_ms);
+            let deadline_ms = first_ms.saturating_add(policy.deadline.as_millis() as u64);
+            let failures = s
+                .attempts
+                .iter()
+                .filter(|a| a.op == op && uses_an_attempt(a, deadline_ms))
+                .count() as u32;
             if error.kind == FailureKind::Retryable
                 && failures < policy.max_attempts
                 && !t.state.is_terminal()
@@ -431,11 +449,30 @@ fn finish_call(
                 let at = cx.now_ms + wait.as_millis() as u64;
                 s.status = StepStatus::RetryWait;
                 s.retry_at_ms = Some(at);
-                tr.drafts.push(draft(AuditKind::RetryScheduled, json!({ "after_attempt": n, "retry_at_ms": at, "wait_ms": wait.as_millis() as u64 })));
+                let counted = s
+                    .attempts
+                    .last()
+                    .is_some_and(|a| uses_an_attempt(a, deadline_ms));
+                tr.drafts.push(draft(AuditKind::RetryScheduled, json!({ "after_attempt": n, "retry_at_ms": at, "wait_ms": wait.as_millis() as u64, "op": op, "counted": counted, "failures": failures, "max_attempts": policy.max_attempts })));
             } else {
                 s.status = StepStatus::Failed;
             }
         }
+    }
+}
+
+/// Whether a finished attempt uses one of its op's `max_attempts`: any
+/// failure does, except a retryable one whose service asked to come back
+/// (`Retry-After`) at a time within the step's deadline.
+fn uses_an_attempt(a: &Attempt, deadline_ms: u64) -> bool {
+    match &a.result {
+        AttemptResult::Failed { error } => match error.retry_after_ms {
+            Some(wait) if error.kind == FailureKind::Retryable => {
+                a.ended_ms.unwrap_or(a.started_ms).saturating_add(wait) > deadline_ms
+            }
+            _ => true,
+        },
+        _ => false,
     }
 }
 
@@ -586,4 +623,203 @@ fn finish(t: &mut Ticket, state: TicketState, tr: &mut Transition) {
         kind,
         json!({ "failed_steps": failed, "compensated_steps": compensated }),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::runtime::{Evidence, FailureCause, StepFailure};
+    use crate::ticket::StepRecord;
+
+    fn workflow(retry: &str) -> Workflow {
+        Workflow::parse(
+            &format!(
+                "name = \"w\"\nversion = \"1\"\n[[steps]]\nname = \"s\"\nplugin = \"p\"\nretry = {{ {retry} }}\n"
+            ),
+            "test",
+        )
+        .unwrap()
+    }
+
+    fn ticket(wf: &Workflow) -> Ticket {
+        Ticket {
+            id: "T-1".into(),
+            workflow: wf.name.clone(),
+            workflow_hash: "h".into(),
+            workflow_version: wf.version.clone(),
+            subject: "ann@example.com".into(),
+            inputs: json!({}),
+            state: TicketState::Pending,
+            requested_by: "op".into(),
+            batch: None,
+            created_ms: 0,
+            updated_ms: 0,
+            sla_deadline_ms: None,
+            sla_breached: false,
+            compensating: false,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| (s.name.clone(), StepRecord::new()))
+                .collect(),
+            head: Default::default(),
+        }
+    }
+
+    struct Run {
+        wf: Workflow,
+        plugins: BTreeMap<String, PluginRef>,
+        t: Ticket,
+    }
+
+    impl Run {
+        fn new(retry: &str) -> Self {
+            let wf = workflow(retry);
+            let t = ticket(&wf);
+            let mut r = Self {
+                wf,
+                plugins: BTreeMap::new(),
+                t,
+            };
+            let tr = r.apply(0, Event::Created { by: "op".into() });
+            assert_eq!(tr.calls.len(), 1);
+            r
+        }
+
+        fn apply(&mut self, now_ms: u64, event: Event) -> Transition {
+            let cx = Context {
+                workflow: &self.wf,
+                plugins: &self.plugins,
+                now_ms,
+                random: 0.5,
+            };
+            apply(&mut self.t, &cx, event).unwrap()
+        }
+
+        /// The running call returns `outcome` at `now_ms`.
+        fn finish(&mut self, now_ms: u64, op: Op, outcome: Outcome) -> Transition {
+            let report = CallReport {
+                plugin: "p".into(),
+                version: "1".into(),
+                wasm_sha256: "x".into(),
+                op,
+                outcome,
+                log: Vec::new(),
+                requests: Vec::new(),
+                duration_ms: 1,
+            };
+            self.apply(
+                now_ms,
+                Event::CallFinished {
+                    step: "s".into(),
+                    report: Box::new(report),
+                },
+            )
+        }
+
+        fn step(&self) -> &crate::ticket::StepRecord {
+            &self.t.steps["s"]
+        }
+    }
+
+    fn failed(retry_after_ms: Option<u64>) -> Outcome {
+        Outcome::Failed {
+            error: StepFailure {
+                kind: FailureKind::Retryable,
+                cause: FailureCause::Plugin,
+                message: "try later".into(),
+                retry_after_ms,
+            },
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome::Succeeded {
+            outputs: Some(json!({})),
+            evidence: Evidence {
+                summary: "done".into(),
+                target: "t".into(),
+                before: None,
+                after: None,
+            },
+        }
+    }
+
+    #[test]
+    fn waits_the_service_asked_for_use_no_attempt_until_the_deadline() {
+        let mut r = Run::new("max_attempts = 2, deadline = \"10s\"");
+        let mut now = 0;
+        // Eight 429s in a row, each with Retry-After 1 s: the step goes on.
+        for _ in 0..8 {
+            now += 10;
+            let tr = r.finish(now, Op::Run, failed(Some(1000)));
+            assert!(tr.calls.is_empty());
+            assert_eq!(r.step().status, StepStatus::RetryWait);
+            let scheduled = tr.drafts.last().unwrap();
+            assert_eq!(scheduled.kind, AuditKind::RetryScheduled);
+            assert_eq!(scheduled.data["counted"], false, "{}", scheduled.data);
+            now += 1000;
+            let tr = r.apply(now, Event::Tick);
+            assert_eq!(tr.calls.len(), 1, "retried at the time asked");
+        }
+        // Past the step's deadline they count: two more end it.
+        now = 20_000;
+        r.finish(now, Op::Run, failed(Some(1000)));
+        assert_eq!(r.step().status, StepStatus::RetryWait);
+        r.apply(now + 1000, Event::Tick);
+        r.finish(now + 1010, Op::Run, failed(Some(1000)));
+        assert_eq!(r.step().status, StepStatus::Failed);
+        assert_eq!(r.t.state, TicketState::Failed);
+    }
+
+    #[test]
+    fn a_failure_without_retry_after_uses_an_attempt() {
+        let mut r = Run::new("max_attempts = 2, initial_backoff = \"10ms\"");
+        let tr = r.finish(5, Op::Run, failed(None));
+        assert_eq!(tr.drafts.last().unwrap().data["counted"], true);
+        r.apply(100, Event::Tick);
+        r.finish(105, Op::Run, failed(None));
+        assert_eq!(r.step().status, StepStatus::Failed);
+    }
+
+    #[test]
+    fn run_and_verify_each_have_their_own_attempts() {
+        let mut r = Run::new("max_attempts = 2, initial_backoff = \"10ms\"");
+        // One failed run, then the run succeeds.
+        r.finish(5, Op::Run, failed(None));
+        let tr = r.apply(100, Event::Tick);
+        assert_eq!(tr.calls[0].op, Op::Run);
+        let tr = r.finish(105, Op::Run, ok());
+        assert_eq!(tr.calls[0].op, Op::Verify);
+        // A failed verify: with one budget the step would have failed here
+        // (two failures of two); with its own, verify goes again.
+        let tr = r.finish(110, Op::Verify, failed(None));
+        assert_eq!(r.step().status, StepStatus::RetryWait, "{:?}", tr.drafts);
+        let tr = r.apply(200, Event::Tick);
+        assert_eq!(tr.calls[0].op, Op::Verify);
+        r.finish(205, Op::Verify, ok());
+        assert_eq!(r.step().status, StepStatus::Succeeded);
+        // And verify's own budget ends it too.
+        let mut r = Run::new("max_attempts = 2, initial_backoff = \"10ms\"");
+        r.finish(5, Op::Run, ok());
+        r.finish(10, Op::Verify, failed(None));
+        r.apply(100, Event::Tick);
+        r.finish(105, Op::Verify, failed(None));
+        assert_eq!(r.step().status, StepStatus::Failed);
+    }
+
+    #[test]
+    fn an_interruption_at_shutdown_records_and_starts_nothing() {
+        let mut r = Run::new("max_attempts = 2");
+        let tr = r.apply(50, Event::Interrupted);
+        assert!(tr.calls.is_empty(), "nothing starts while shutting down");
+        assert_eq!(tr.drafts[0].kind, AuditKind::StepInterrupted);
+        assert_eq!(tr.drafts[0].data["reason"], "shutdown");
+        assert_eq!(r.step().status, StepStatus::RetryWait);
+        // The next start runs it again.
+        let tr = r.apply(60, Event::Recovered);
+        assert_eq!(tr.calls.len(), 1);
+    }
 }

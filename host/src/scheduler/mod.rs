@@ -145,6 +145,10 @@ struct Inner {
     worker_count: usize,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
     recovered: std::sync::atomic::AtomicBool,
+    /// Shutting down: no new calls, no new tickets, no timers.
+    draining: std::sync::atomic::AtomicBool,
+    /// Calls started and not yet recorded (their result committed).
+    open_calls: std::sync::atomic::AtomicUsize,
     metrics: Arc<metrics::Metrics>,
     secrets: BTreeMap<String, String>,
     intake: IntakeLimits,
@@ -174,6 +178,8 @@ impl Scheduler {
                 worker_count: config.workers.max(1),
                 waiting: Arc::default(),
                 recovered: std::sync::atomic::AtomicBool::new(false),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                open_calls: std::sync::atomic::AtomicUsize::new(0),
                 metrics: Arc::default(),
                 secrets: config.secrets,
                 intake: config.intake,
@@ -231,6 +237,9 @@ impl Scheduler {
         }
         if !(req.inputs.is_null() || req.inputs.is_object()) {
             return Err(Error::Usage("`inputs` must be a JSON object".into()));
+        }
+        if self.is_draining() {
+            return Err(shutting_down());
         }
         let limits = &self.inner.intake;
         let subject_len = req.subject.trim().len();
@@ -418,11 +427,56 @@ impl Scheduler {
             .map_err(|_| Error::Store("the ticket's driver stopped".into()))?
     }
 
-    /// Whether in-flight tickets have been resumed (`/readyz`).
+    /// Whether in-flight tickets have been resumed and the scheduler is
+    /// not shutting down (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.inner
             .recovered
             .load(std::sync::atomic::Ordering::Relaxed)
+            && !self.is_draining()
+    }
+
+    /// Whether [`Scheduler::drain`] has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Shut down gracefully: start no more calls, tickets or timers; wait
+    /// up to `grace` for the calls running now to return and their results
+    /// to be committed; then record those still running as interrupted
+    /// (they run again on the next start, with the same idempotency key).
+    /// Every acknowledged transition is already durable, so nothing needs
+    /// flushing afterwards.
+    pub async fn drain(&self, grace: Duration) -> Drained {
+        use std::sync::atomic::Ordering;
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        let open = || self.inner.open_calls.load(Ordering::SeqCst);
+        while open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let abandoned = open();
+        if abandoned > 0 {
+            let ids: Vec<String> = self
+                .inner
+                .active
+                .lock()
+                .expect("active lock")
+                .keys()
+                .cloned()
+                .collect();
+            for id in ids {
+                if let Err(e) = self.send(&id, Event::Interrupted).await {
+                    tracing::error!(ticket = %id, error = %e,
+                        "could not record the interruption; the next start does");
+                }
+            }
+        }
+        Drained {
+            abandoned_calls: abandoned,
+        }
     }
 
     /// Counters and gauges in the Prometheus text format.
@@ -545,15 +599,23 @@ impl Scheduler {
     ) {
         let mut calls = Calls::new();
         for call in initial {
-            self.spawn_call(&mut calls, &ticket, &wf, call);
+            self.start_call(&mut calls, &ticket, &wf, call);
         }
         loop {
             while let Some((event, reply)) = queue.pop_front() {
+                let finishing = is_call_result(&event);
                 let result = self.transition(&mut ticket, &wf, event, &mut calls).await;
+                if finishing {
+                    self.call_closed(1);
+                }
                 if let Err(e) = &result
                     && matches!(e, Error::Store(_))
                 {
                     tracing::error!(ticket = %ticket.id, error = %e, "commit failed; the ticket resumes on restart");
+                    // Calls still running are dropped with this driver.
+                    self.call_closed(
+                        calls.len() + queue.iter().filter(|(e, _)| is_call_result(e)).count(),
+                    );
                     if let Some(r) = reply {
                         let _ = r.send(result);
                     }
@@ -585,10 +647,13 @@ impl Scheduler {
                     }
                 }
             }
-            let wake = machine::next_wake(&ticket).map(|at| {
-                let wait = at.saturating_sub(now_ms());
-                tokio::time::Instant::now() + Duration::from_millis(wait)
-            });
+            // Draining: timers (retries, SLA) wait for the next start.
+            let wake = machine::next_wake(&ticket)
+                .filter(|_| !self.is_draining())
+                .map(|at| {
+                    let wait = at.saturating_sub(now_ms());
+                    tokio::time::Instant::now() + Duration::from_millis(wait)
+                });
             tokio::select! {
                 Some(cmd) = rx.recv() => queue.push_back((cmd.event, cmd.reply)),
                 Some(joined) = calls.join_next(), if !calls.is_empty() => {
@@ -606,6 +671,7 @@ impl Scheduler {
                         Ok((step, Err((op, message)))) => Event::CallSetupFailed { step, op, message },
                         Err(e) => {
                             tracing::error!(ticket = %ticket.id, error = %e, "plugin call task failed");
+                            self.call_closed(1);
                             continue;
                         }
                     };
@@ -624,8 +690,9 @@ impl Scheduler {
         event: Event,
         calls: &mut Calls,
     ) -> Result<()> {
-        // A tick with nothing due changes nothing worth a write.
-        let event_kind = if matches!(event, Event::Tick) {
+        // A tick with nothing due (or an interruption with nothing
+        // running) changes nothing worth a write.
+        let event_kind = if matches!(event, Event::Tick | Event::Interrupted) {
             EventKind::Quiet
         } else {
             EventKind::Changes
@@ -652,9 +719,30 @@ impl Scheduler {
             .await?;
         self.inner.metrics.events(&counted);
         for call in tr.calls {
-            self.spawn_call(calls, ticket, wf, call);
+            self.start_call(calls, ticket, wf, call);
         }
         Ok(())
+    }
+
+    /// Make a call the committed transition asked for, unless shutting
+    /// down: then the step stays `running` on disk and the next start runs
+    /// it (recovery records it interrupted), so no call begins that the
+    /// drain would have to wait for.
+    fn start_call(&self, calls: &mut Calls, ticket: &Ticket, wf: &Workflow, call: Call) {
+        if self.is_draining() {
+            return;
+        }
+        self.inner
+            .open_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.spawn_call(calls, ticket, wf, call);
+    }
+
+    /// `n` calls' results are recorded (or dropped with their driver).
+    fn call_closed(&self, n: usize) {
+        self.inner
+            .open_calls
+            .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn spawn_call(&self, calls: &mut Calls, ticket: &Ticket, wf: &Workflow, call: Call) {
@@ -711,6 +799,27 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// What [`Scheduler::drain`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Calls still running when the grace period ended, recorded interrupted.
+    pub abandoned_calls: usize,
+}
+
+fn is_call_result(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::CallFinished { .. } | Event::CallSetupFailed { .. }
+    )
+}
+
+/// Why work is refused while draining.
+fn shutting_down() -> Error {
+    Error::Unavailable(
+        "the server is shutting down: it takes no new work now; retry once it is back (or against another instance)".into(),
+    )
 }
 
 enum EventKind {

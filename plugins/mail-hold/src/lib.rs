@@ -6,7 +6,10 @@
 //!   (`POST .../holds`) or add the account to it (`POST
 //!   .../holds/{holdId}:addHeldAccounts`) unless already held; then, with
 //!   `export = true`, `POST .../exports` for the account's mail, once per
-//!   ticket (the export id is kept in the plugin's key-value store).
+//!   ticket: the export's name is derived from the idempotency key and
+//!   looked up among the matter's exports before creating one, so a call
+//!   repeated after a crash between the create and the record of its id
+//!   (kept in the plugin's key-value store) finds it and creates none.
 //! - `verify`: read the hold back and prove it lists the account; report
 //!   the export's status.
 //! - no `compensate`: releasing a legal hold is a lawyer's decision.
@@ -81,6 +84,49 @@ fn hold_state(hold: &Value, email: &str) -> Value {
     })
 }
 
+/// The export's name: the same on every call for a ticket's step, and
+/// free of the characters Vault warns can prevent a download
+/// (`~!$'(),;@:/?`).
+fn export_name(ctx: &Context) -> String {
+    let safe: String = ctx
+        .idempotency_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    format!("itsm offboarding {safe}")
+}
+
+/// The matter's export named `name`, if one was made.
+fn find_export(matter: &str, name: &str) -> Result<Option<Value>, StepError> {
+    let mut url = format!("{matter}/exports?pageSize=100");
+    for _ in 0..100 {
+        let page: Value = http::get(&url).send()?.error_for_status()?.json()?;
+        if let Some(e) = page["exports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"].as_str() == Some(name))
+        {
+            return Ok(Some(e.clone()));
+        }
+        match page["nextPageToken"].as_str() {
+            Some(t) if !t.is_empty() => {
+                url = format!("{matter}/exports?pageSize=100&pageToken={}", encode(t))
+            }
+            _ => return Ok(None),
+        }
+    }
+    Err(StepError::fatal(
+        "more than 100 pages of exports; refusing to go on",
+    ))
+}
+
 /// Start (once per ticket) an MBOX export of the account's mail.
 fn export(ctx: &Context, matter: &str, email: &str) -> Result<Value, StepError> {
     let key = format!("export/{}", ctx.idempotency_key);
@@ -92,8 +138,20 @@ fn export(ctx: &Context, matter: &str, email: &str) -> Result<Value, StepError> 
             .error_for_status()?
             .json();
     }
+    let name = export_name(ctx);
+    // Made before the record of its id was kept (a crash in between)?
+    if let Some(found) = find_export(matter, &name)? {
+        let id = found["id"]
+            .as_str()
+            .ok_or_else(|| StepError::fatal("Vault listed an export without an id"))?;
+        kv::set(&key, id.as_bytes())?;
+        log::info(&format!(
+            "export {id} ({name}) was started before its id was recorded; using it"
+        ));
+        return Ok(found);
+    }
     let body = json!({
-        "name": format!("Offboarding {email} ({})", ctx.ticket_id),
+        "name": name,
         "query": {
             "corpus": "MAIL",
             "dataScope": "ALL_DATA",
