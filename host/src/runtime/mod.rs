@@ -96,6 +96,8 @@ struct RuntimeInner {
     /// other calls; the scheduler, the commits and the API keep threads of
     /// their own, so a slow plugin cannot starve them. (`None` once dropped.)
     calls: Option<tokio::runtime::Runtime>,
+    /// How many calls are running, and how many of them for long.
+    load: Arc<limits::CallLoad>,
 }
 
 impl Drop for RuntimeInner {
@@ -151,6 +153,7 @@ impl Runtime {
                 ticker_stop,
                 tokens: Arc::new(oauth::TokenCache::new()),
                 calls: Some(calls),
+                load: Arc::default(),
             }),
         })
     }
@@ -431,7 +434,8 @@ impl Plugin {
         // Yield to the executor at every epoch tick, so a plugin spinning on
         // the CPU never holds a worker thread; the timeout below ends it.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let _load = self.inner.runtime.load.enter();
+        store.epoch_deadline_callback(self.inner.runtime.load.pacer());
 
         let pre = &self.inner.pre;
         let raw = tokio::time::timeout(timeout, async {
