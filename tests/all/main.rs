@@ -13,6 +13,7 @@ mod demo;
 mod durability;
 mod echo;
 mod fuzz;
+mod generated_client;
 mod hooks;
 mod hostile;
 mod intake;

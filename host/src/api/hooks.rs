@@ -45,7 +45,7 @@ impl HookSet {
         ("X-Itsm-Timestamp" = String, Header, description = "Unix seconds"),
         ("X-Itsm-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of `timestamp.body`>")),
     request_body(content = serde_json::Value, description = "The HR system's event"),
-    responses((status = 201, description = "Tickets created", body = serde_json::Value), (status = 200, description = "Replay: nothing new", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "Bad, missing or stale signature", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
+    responses((status = 201, description = "Tickets created", body = serde_json::Value), (status = 200, description = "Replay: nothing new", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = super::error::ErrorBody), (status = 401, description = "Bad, missing or stale signature", body = super::error::ErrorBody), (status = 404, description = "Not found", body = super::error::ErrorBody), (status = 415, description = "Wrong content type", body = super::error::ErrorBody)))]
 pub(super) async fn receive(
     State(app): State<AppState>,
     Path(name): Path<String>,

@@ -42,14 +42,14 @@ fn plugin_json(p: &Plugin) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
-    responses((status = 200, description = "Plugins with their grants and limits", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
+    responses((status = 200, description = "Plugins with their grants and limits", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody)))]
 async fn list_plugins(State(app): State<AppState>, _: Caller) -> Json<Value> {
     let plugins: Vec<Value> = app.scheduler.plugins().values().map(plugin_json).collect();
     Json(json!({ "plugins": plugins }))
 }
 
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 200, description = "One plugin and its install history", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "One plugin and its install history", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody), (status = 404, description = "Not found", body = super::error::ErrorBody)))]
 async fn show_plugin(
     State(app): State<AppState>,
     _: Caller,
@@ -97,7 +97,7 @@ struct InstallBody {
 }
 
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body = InstallBody,
-    responses((status = 201, description = "Installed", body = serde_json::Value), (status = 200, description = "Already installed", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
+    responses((status = 201, description = "Installed", body = serde_json::Value), (status = 200, description = "Already installed", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = super::error::ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = super::error::ErrorBody), (status = 415, description = "Wrong content type", body = super::error::ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = super::error::ErrorBody)))]
 async fn install(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -148,7 +148,7 @@ fn workflow_summary(wf: &Workflow) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
-    responses((status = 200, description = "Current workflows", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
+    responses((status = 200, description = "Current workflows", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody)))]
 async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
     let workflows: Vec<Value> = app
         .scheduler
@@ -161,7 +161,7 @@ async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
 
 /// The current definition, and every version tickets have pinned.
 #[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
-    responses((status = 200, description = "Current definition and pinned versions", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Current definition and pinned versions", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody), (status = 404, description = "Not found", body = super::error::ErrorBody)))]
 async fn show_workflow(
     State(app): State<AppState>,
     _: Caller,
@@ -189,7 +189,7 @@ async fn show_workflow(
 /// Replace a workflow with TOML text (`application/toml` or `text/plain`).
 #[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
     request_body(description = "The workflow file (TOML)", content((String = "text/plain"), (String = "application/toml"))),
-    responses((status = 201, description = "Applied", body = serde_json::Value), (status = 200, description = "Unchanged", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
+    responses((status = 201, description = "Applied", body = serde_json::Value), (status = 200, description = "Unchanged", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = super::error::ErrorBody), (status = 415, description = "Wrong content type", body = super::error::ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = super::error::ErrorBody)))]
 async fn put_workflow(
     State(app): State<AppState>,
     Caller(who): Caller,
