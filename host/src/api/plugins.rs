@@ -10,12 +10,12 @@ use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::admin::Bundle;
 use crate::auth::Role;
 use crate::runtime::Plugin;
 use crate::workflow::Workflow;
-use super::error::ErrorBody;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
