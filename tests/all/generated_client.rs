@@ -52,7 +52,13 @@ async fn a_client_generated_from_the_openapi_document_creates_lists_and_shows_ti
     );
     assert!(generated.status.success(), "{log}");
     // The generator drops what it cannot type; the ticket routes must all be there.
-    for route in ["tickets/create.py", "tickets/list_.py", "tickets/show.py"] {
+    // ... and the workflow upload, which it can send as bytes.
+    for route in [
+        "tickets/create.py",
+        "tickets/list_.py",
+        "tickets/show.py",
+        "workflows/put_workflow.py",
+    ] {
         assert!(
             out_dir.path().join("itsm_client/api").join(route).is_file(),
             "{route} was not generated: {log}"
@@ -62,6 +68,25 @@ async fn a_client_generated_from_the_openapi_document_creates_lists_and_shows_ti
         !log.contains("Unable to process schema"),
         "every schema becomes a model: {log}"
     );
+
+    // The upload takes bytes as documented: not UTF-8 is a 400 ErrorBody,
+    // bytes that are not a workflow a 422, neither a 415.
+    let admin = crate::support::client_as(&create_token(home.path(), "admin-1", &["admin"]));
+    for (body, status) in [
+        (vec![0xff, 0xfe, 0x00], 400),
+        (b"not = [toml".to_vec(), 422),
+    ] {
+        let resp = admin
+            .put(format!("{}/v1/workflows/octet", server.base))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(err["error"].is_string(), "{err}");
+    }
 
     let script = crate::support::root().join("tests/all/generated_client/use_client.py");
     let run = tokio::process::Command::new("python3")

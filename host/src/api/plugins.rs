@@ -318,30 +318,37 @@ async fn show_workflow(
     }))
 }
 
-/// Replace a workflow with TOML text (`application/toml` or `text/plain`).
+/// Replace a workflow with TOML text (`application/toml`, `text/plain`, or
+/// `application/octet-stream` for clients that send files as bytes: it must
+/// still be UTF-8 TOML).
 #[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
-    request_body(description = "The workflow file (TOML)", content((String = "text/plain"), (String = "application/toml"))),
-    responses((status = 201, description = "Applied", body = WorkflowApplied), (status = 200, description = "Unchanged", body = WorkflowApplied), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
+    request_body(description = "The workflow file (TOML)", content((String = "application/toml"), (String = "text/plain"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Applied", body = WorkflowApplied), (status = 200, description = "Unchanged", body = WorkflowApplied), (status = 400, description = "The body is not UTF-8", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
 async fn put_workflow(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<WorkflowApplied>), ApiError> {
     who.require(Role::Admin, "change workflows")?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !(content_type.starts_with("application/toml") || content_type.starts_with("text/plain")) {
+    if !["application/toml", "text/plain", "application/octet-stream"]
+        .iter()
+        .any(|t| content_type.starts_with(t))
+    {
         return Err(ApiError::unsupported(format!(
             "send the workflow as application/toml, not {content_type:?}"
         )));
     }
+    let body = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the workflow file is not UTF-8: {e}")))?;
     let (wf, hash, changed) = app
         .admin
-        .put_workflow(&app.scheduler, &name, &body, &who.name)
+        .put_workflow(&app.scheduler, &name, body, &who.name)
         .await?;
     Ok((
         if changed {
