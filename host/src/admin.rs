@@ -47,7 +47,7 @@ pub struct Bundle {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Installed {
     /// Plugin name.
     pub name: String,

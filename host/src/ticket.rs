@@ -49,7 +49,7 @@ impl TicketState {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Waiting for its dependencies.
@@ -69,7 +69,7 @@ pub enum StepStatus {
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AttemptResult {
     /// Still running (or the host died during it).
@@ -79,18 +79,35 @@ pub enum AttemptResult {
     /// The call failed.
     Failed {
         /// Why.
+        #[schema(value_type = FailureSchema)]
         error: StepFailure,
     },
     /// The host restarted during the call; the step runs again.
     Interrupted,
 }
 
+/// The documented shape of [`StepFailure`] (a runtime type): why a call failed.
+#[derive(utoipa::ToSchema)]
+#[schema(as = StepFailure)]
+#[allow(dead_code)]
+struct FailureSchema {
+    /// `retryable` or `fatal`.
+    kind: String,
+    /// What ended the call: `plugin`, `timeout`, `memory_limit`, ...
+    cause: String,
+    /// Human-readable, secrets masked.
+    message: String,
+    /// Wait at least this long before retrying.
+    retry_after_ms: Option<u64>,
+}
+
 /// One call of a step's plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1-based, counting every call of the step.
     pub n: u32,
-    /// The export called.
+    /// The export called: `run`, `verify` or `compensate`.
+    #[schema(value_type = String)]
     pub op: Op,
     /// When it started (ms since the epoch).
     pub started_ms: u64,
@@ -100,14 +117,16 @@ pub struct Attempt {
     pub result: AttemptResult,
     /// The plugin's log.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub log: Vec<LogLine>,
     /// Outbound requests.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub requests: Vec<RequestRecord>,
 }
 
 /// A human decision on an approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Approved or rejected.
     pub approved: bool,
@@ -120,23 +139,28 @@ pub struct Decision {
 }
 
 /// A step of a ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRecord {
     /// Where it is.
     pub status: StepStatus,
     /// Every call so far, failed ones included.
     pub attempts: Vec<Attempt>,
     /// The export the next attempt calls (`run`, or `verify` after a run).
+    #[schema(value_type = String)]
     pub next_op: Op,
     /// When a retry is due.
     pub retry_at_ms: Option<u64>,
     /// Outputs of `run`.
+    #[schema(value_type = Option<Object>)]
     pub outputs: Option<Value>,
-    /// Evidence of `run`.
+    /// Evidence of `run`: `summary`, `target`, `before`, `after`.
+    #[schema(value_type = Option<Object>)]
     pub evidence: Option<Evidence>,
     /// Evidence of `verify`.
+    #[schema(value_type = Option<Object>)]
     pub verification: Option<Evidence>,
     /// Evidence of `compensate`, or why it failed.
+    #[schema(value_type = Option<Object>)]
     pub compensation: Option<Value>,
     /// The approval decision, if one was needed.
     pub decision: Option<Decision>,
@@ -166,7 +190,7 @@ impl Default for StepRecord {
 }
 
 /// One subject's run through one workflow version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ticket {
     /// `T-` + 26 characters, sortable by creation time.
     pub id: String,
@@ -179,6 +203,7 @@ pub struct Ticket {
     /// Who the ticket is about.
     pub subject: String,
     /// Inputs (a JSON object).
+    #[schema(value_type = Object)]
     pub inputs: Value,
     /// Where it is.
     pub state: TicketState,
@@ -198,7 +223,8 @@ pub struct Ticket {
     pub compensating: bool,
     /// Steps by name.
     pub steps: BTreeMap<String, StepRecord>,
-    /// The audit chain's head.
+    /// The audit chain's head: `seq` and `hash` of the last event.
+    #[schema(value_type = Object)]
     pub head: ChainHead,
 }
 

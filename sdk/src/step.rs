@@ -36,7 +36,9 @@ pub struct Context {
     pub subject: String,
     /// The ticket's inputs (a JSON object).
     pub inputs: Value,
-    /// Outputs of earlier steps, by step name (a JSON object).
+    /// Outputs of the steps that ran before this call, by step name (a JSON
+    /// object). In `verify` and `compensate` it also holds this step's own
+    /// `run` outputs under [`Context::step`]: see [`Context::run_outputs`].
     pub prior_outputs: Value,
     /// Configuration from the workflow.
     pub config: BTreeMap<String, String>,
@@ -65,6 +67,17 @@ impl Context {
         serde_json::from_value(v.clone()).map_err(|e| {
             StepError::fatal(format!("input `{key}` is not what this step expects: {e}"))
         })
+    }
+
+    /// In `verify` and `compensate`: the outputs this step's own `run`
+    /// returned, which the host passes in `prior_outputs` under the step's
+    /// name. `None` in `run`, and when no `run` of this step succeeded (a
+    /// compensate with no record of a change has nothing to undo).
+    ///
+    /// Record in `run`'s outputs what `compensate` needs to undo exactly
+    /// that change and no other: the object's id and what was done to it.
+    pub fn run_outputs(&self) -> Option<&Value> {
+        self.prior_outputs.get(&self.step).filter(|v| v.is_object())
     }
 
     fn from_wit(ctx: wit::StepContext) -> Result<Self, StepError> {

@@ -10,7 +10,7 @@ use itsm_host::sandbox::faults::Faults;
 use itsm_host::sandbox::world::{Misbehaviour, World};
 use serde_json::{Value, json};
 
-use crate::support::runtime;
+use crate::support::{after_run, runtime};
 
 fn plugin(b: Bundled) -> Plugin {
     runtime().load(b.manifest().unwrap(), b.wasm).unwrap()
@@ -75,11 +75,11 @@ async fn entra_disable_disables_revokes_verifies_and_compensates() {
     let user = world.graph.user("user2@example.com").unwrap();
     let id = user["id"].as_str().unwrap().to_string();
 
-    let (outputs, evidence) = succeeded(
-        &p.call(Op::Run, &input("user2@example.com"), &g)
-            .await
-            .unwrap(),
-    );
+    let first = p
+        .call(Op::Run, &input("user2@example.com"), &g)
+        .await
+        .unwrap();
+    let (outputs, evidence) = succeeded(&first);
     assert_eq!(outputs.unwrap()["action"], "disabled");
     assert_eq!(evidence["before"]["accountEnabled"], true);
     assert_eq!(evidence["after"]["accountEnabled"], false);
@@ -143,11 +143,15 @@ async fn entra_disable_disables_revokes_verifies_and_compensates() {
             .count(),
         1
     );
-    // Undo.
+    // Undo what the first run did (the second changed nothing).
     let (_, undone) = succeeded(
-        &p.call(Op::Compensate, &input("user2@example.com"), &g)
-            .await
-            .unwrap(),
+        &p.call(
+            Op::Compensate,
+            &after_run(&input("user2@example.com"), &first),
+            &g,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(undone["after"]["accountEnabled"], true);
     // A leaver the directory does not know: nothing to do, said so.
@@ -294,11 +298,11 @@ async fn salesforce_deactivate_freezes_then_deactivates_and_reads_back() {
         .unwrap();
     let p = plugin(bundled::SALESFORCE_DEACTIVATE);
     let g = grants(&world, "deactivate-crm");
-    let (outputs, evidence) = succeeded(
-        &p.call(Op::Run, &input("user2@example.com"), &g)
-            .await
-            .unwrap(),
-    );
+    let run = p
+        .call(Op::Run, &input("user2@example.com"), &g)
+        .await
+        .unwrap();
+    let (outputs, evidence) = succeeded(&run);
     assert_eq!(outputs.unwrap()["action"], "deactivated");
     assert_eq!(
         (
@@ -352,9 +356,13 @@ async fn salesforce_deactivate_freezes_then_deactivates_and_reads_back() {
     );
     assert_eq!(proof["after"]["IsActive"], false);
     let (_, undone) = succeeded(
-        &p.call(Op::Compensate, &input("user2@example.com"), &g)
-            .await
-            .unwrap(),
+        &p.call(
+            Op::Compensate,
+            &after_run(&input("user2@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(
         (
@@ -363,6 +371,140 @@ async fn salesforce_deactivate_freezes_then_deactivates_and_reads_back() {
         ),
         (json!(true), json!(false))
     );
+}
+
+/// Run, then compensate with that run's outputs, as the scheduler does:
+/// the run's outputs and compensate's evidence summary.
+async fn run_then_undo(p: &Plugin, g: &Grants, subject: &str) -> (Value, String) {
+    let run = p.call(Op::Run, &input(subject), g).await.unwrap();
+    let (outputs, _) = succeeded(&run);
+    let comp = p
+        .call(Op::Compensate, &after_run(&input(subject), &run), g)
+        .await
+        .unwrap();
+    let (_, evidence) = succeeded(&comp);
+    (
+        outputs.unwrap(),
+        evidence["summary"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Writes (anything but GET) a double answered, token requests left out.
+fn writes(requests: &[itsm_host::sandbox::scim::SeenRequest], token_path: &str) -> Vec<String> {
+    api_calls(requests, token_path)
+        .into_iter()
+        .filter(|c| !c.starts_with("GET "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_compensate_undoes_only_what_its_own_run_did() {
+    let world = World::start(3, None, Misbehaviour::default())
+        .await
+        .unwrap();
+    let p = plugin(bundled::ENTRA_DISABLE);
+    let g = grants(&world, "disable-account");
+    let enabled = |upn: &str| world.graph.user(upn).unwrap()["accountEnabled"].clone();
+
+    // Normal: the run disabled the account; compensate re-enables it.
+    let (outputs, summary) = run_then_undo(&p, &g, "user1@example.com").await;
+    assert_eq!(outputs["action"], "disabled");
+    assert!(summary.contains("re-enabled"), "{summary}");
+    assert_eq!(enabled("user1@example.com"), true);
+
+    // Already disabled before the ticket: stays disabled.
+    world.graph.set_account_enabled("user2@example.com", false);
+    let writes_before = writes(&world.graph.requests(), "/sandbox-tenant/").len();
+    let (outputs, summary) = run_then_undo(&p, &g, "user2@example.com").await;
+    assert_eq!(outputs["action"], "already_disabled");
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
+    assert!(summary.contains("already disabled"), "{summary}");
+    assert_eq!(enabled("user2@example.com"), false);
+    let new_writes = writes(&world.graph.requests(), "/sandbox-tenant/")[writes_before..].to_vec();
+    assert!(
+        new_writes
+            .iter()
+            .all(|w| w.ends_with("/revokeSignInSessions")),
+        "only the run's revoke, no PATCH: {new_writes:?}"
+    );
+
+    // Missing: nothing found, nothing to undo.
+    let (outputs, summary) = run_then_undo(&p, &g, "ghost@example.com").await;
+    assert_eq!(outputs["found"], false);
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
+    assert!(summary.contains("found no Entra ID user"), "{summary}");
+
+    // No record of a run: nothing is changed on a guess.
+    world.graph.set_account_enabled("user3@example.com", false);
+    let (_, evidence) = succeeded(
+        &p.call(Op::Compensate, &input("user3@example.com"), &g)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        evidence["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("nothing to undo")
+    );
+    assert_eq!(enabled("user3@example.com"), false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_compensate_undoes_only_what_its_own_run_did() {
+    let world = World::start(3, None, Misbehaviour::default())
+        .await
+        .unwrap();
+    let p = plugin(bundled::SALESFORCE_DEACTIVATE);
+    let g = grants(&world, "deactivate-crm");
+    let sf = &world.salesforce;
+    let flags = |u: &str| {
+        (
+            sf.user(u).unwrap()["IsActive"].clone(),
+            sf.user_login(u).unwrap()["IsFrozen"].clone(),
+        )
+    };
+
+    // Normal: deactivated and frozen by the run; both undone.
+    let (outputs, summary) = run_then_undo(&p, &g, "user1@example.com").await;
+    assert_eq!(
+        (outputs["action"].clone(), outputs["froze_login"].clone()),
+        (json!("deactivated"), json!(true))
+    );
+    assert!(summary.contains("reactivated and unfrozen"), "{summary}");
+    assert_eq!(flags("user1@example.com"), (json!(true), json!(false)));
+
+    // Already inactive and frozen before the ticket: both stay so, no write.
+    sf.set_user_state("user2@example.com", false, true);
+    let writes_before = writes(&sf.requests(), "/services/oauth2/").len();
+    let (outputs, summary) = run_then_undo(&p, &g, "user2@example.com").await;
+    assert_eq!(
+        (outputs["action"].clone(), outputs["froze_login"].clone()),
+        (json!("already_inactive"), json!(false))
+    );
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
+    assert_eq!(flags("user2@example.com"), (json!(false), json!(true)));
+    assert_eq!(
+        writes(&sf.requests(), "/services/oauth2/").len(),
+        writes_before
+    );
+
+    // Already inactive, login not frozen: the run froze it, so compensate
+    // unfreezes it and leaves the user inactive.
+    sf.set_user_state("user3@example.com", false, false);
+    let (outputs, summary) = run_then_undo(&p, &g, "user3@example.com").await;
+    assert_eq!(
+        (outputs["action"].clone(), outputs["froze_login"].clone()),
+        (json!("already_inactive"), json!(true))
+    );
+    assert!(summary.contains("unfrozen"), "{summary}");
+    assert!(summary.contains("stays inactive"), "{summary}");
+    assert_eq!(flags("user3@example.com"), (json!(false), json!(false)));
+
+    // Missing: nothing found, nothing to undo.
+    let (outputs, summary) = run_then_undo(&p, &g, "ghost@example.com").await;
+    assert_eq!(outputs["found"], false);
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ mod demo;
 mod durability;
 mod echo;
 mod fuzz;
+mod generated_client;
 mod hooks;
 mod hostile;
 mod intake;

@@ -267,6 +267,58 @@ async fn on_failure_compensate_undoes_completed_steps_in_reverse_order() {
         .map(|e| e.step.as_deref().unwrap())
         .collect();
     assert_eq!(order, ["b", "a"]);
+    // Each compensate was given its own step's run outputs, under its name.
+    for step in ["a", "b"] {
+        let comp = t.steps[step].compensation.as_ref().unwrap();
+        assert_eq!(
+            comp["before"],
+            t.steps[step].outputs.clone().unwrap(),
+            "{step}: {comp}"
+        );
+        assert_eq!(comp["before"]["step"], step);
+    }
+}
+
+#[tokio::test]
+async fn verify_sees_its_runs_outputs_and_a_run_again_after_retry_does_not() {
+    let s = scheduler(&[r#"
+        name = "checked"
+        [[steps]]
+        name = "a"
+        plugin = "scripted"
+        verify = true
+        [[steps]]
+        name = "b"
+        plugin = "scripted"
+        depends_on = ["a"]
+        verify = true
+        config = { verify = "fail" }
+    "#]);
+    let t = create(&s, "checked", "vera@example.com").await;
+    let t = settled(&s, &t.id).await;
+    assert_eq!(t.state, TicketState::Failed);
+    // a's verify was given a's own run outputs under "a".
+    let a = &t.steps["a"];
+    let seen = a.verification.as_ref().unwrap().before.clone().unwrap();
+    assert_eq!(seen, a.outputs.clone().unwrap());
+    assert_eq!(seen["step"], "a");
+    let b = t.steps["b"].outputs.clone().unwrap();
+    assert_eq!(b["saw_own"], false, "run never sees its own key: {b}");
+    assert_eq!(b["seen"], 1, "a's outputs only: {b}");
+    // b's verify failed; retried, b runs again while its first run's outputs
+    // are still on the ticket, and still does not see its own key.
+    s.send(&t.id, Event::Retry { by: "op".into() })
+        .await
+        .unwrap();
+    let t = wait_for(&s, &t.id, |x| {
+        x.state.is_terminal() && x.steps["b"].attempts.len() >= 4
+    })
+    .await;
+    let again = t.steps["b"].outputs.clone().unwrap();
+    assert_eq!(
+        (again["attempt"].clone(), again["saw_own"].clone()),
+        (json!(3), json!(false))
+    );
 }
 
 const APPROVAL: &str = r#"

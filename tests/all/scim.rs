@@ -4,7 +4,7 @@ use itsm_host::runtime::{FailureCause, FailureKind, Op, Outcome};
 use itsm_host::sandbox::scim::Faults;
 use serde_json::json;
 
-use crate::support::{ScimServer, TOKEN, grants, input, scim_plugin};
+use crate::support::{ScimServer, TOKEN, after_run, grants, input, scim_plugin};
 
 fn scim_grants(server: &ScimServer) -> itsm_host::runtime::Grants {
     grants(
@@ -169,6 +169,7 @@ async fn delete_mode_deletes_and_verify_proves_it_gone() {
         .await
         .unwrap();
     assert!(report.failure().is_none(), "{report:?}");
+    let done = after_run(&input("dave@example.com"), &report);
     assert!(server.scim.user_by_name("dave@example.com").is_none());
     let delete = server
         .scim
@@ -187,10 +188,7 @@ async fn delete_mode_deletes_and_verify_proves_it_gone() {
     };
     assert_eq!(evidence.after, Some(json!({ "present": false })));
     // A delete cannot be compensated.
-    let comp = plugin
-        .call(Op::Compensate, &input("dave@example.com"), &g)
-        .await
-        .unwrap();
+    let comp = plugin.call(Op::Compensate, &done, &g).await.unwrap();
     assert_eq!(comp.failure().unwrap().kind, FailureKind::Fatal);
 }
 
@@ -200,15 +198,25 @@ async fn compensate_reactivates_and_verify_then_fails() {
     server.scim.add_user("erin@example.com", "Erin");
     let plugin = scim_plugin();
     let g = scim_grants(&server);
-    plugin
+    let run = plugin
         .call(Op::Run, &input("erin@example.com"), &g)
         .await
         .unwrap();
     let comp = plugin
-        .call(Op::Compensate, &input("erin@example.com"), &g)
+        .call(
+            Op::Compensate,
+            &after_run(&input("erin@example.com"), &run),
+            &g,
+        )
         .await
         .unwrap();
     assert!(comp.failure().is_none(), "{comp:?}");
+    let Outcome::Succeeded { evidence, .. } = &comp.outcome else {
+        unreachable!()
+    };
+    assert!(evidence.summary.contains("re-activated"), "{evidence:?}");
+    assert_eq!(evidence.before.as_ref().unwrap()["active"], json!(false));
+    assert_eq!(evidence.after.as_ref().unwrap()["active"], json!(true));
     assert_eq!(
         server.scim.user_by_name("erin@example.com").unwrap()["active"],
         json!(true)
@@ -223,6 +231,110 @@ async fn compensate_reactivates_and_verify_then_fails() {
         failure.message.contains("still active"),
         "{}",
         failure.message
+    );
+}
+
+/// Compensate's evidence summary, failing the test if it did not succeed.
+fn undone(report: &itsm_host::runtime::CallReport) -> String {
+    match &report.outcome {
+        Outcome::Succeeded { evidence, .. } => evidence.summary.clone(),
+        Outcome::Failed { error } => panic!("compensate failed: {error:?}"),
+    }
+}
+
+#[tokio::test]
+async fn compensate_undoes_only_what_its_own_run_did() {
+    let server = ScimServer::start(Some(TOKEN)).await;
+    server.scim.add_user("ina@example.com", "Ina");
+    server.scim.set_active("ina@example.com", false);
+    server.scim.add_user("bystander@example.com", "By Stander");
+    let plugin = scim_plugin();
+    let g = scim_grants(&server);
+
+    // Already inactive before the ticket: the run changed nothing, and the
+    // rollback must not re-activate her.
+    let run = plugin
+        .call(Op::Run, &input("ina@example.com"), &g)
+        .await
+        .unwrap();
+    let Outcome::Succeeded { outputs, .. } = &run.outcome else {
+        panic!("{run:?}")
+    };
+    assert_eq!(outputs.as_ref().unwrap()["action"], "already_inactive");
+    let before = server.scim.requests().len();
+    let comp = plugin
+        .call(
+            Op::Compensate,
+            &after_run(&input("ina@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap();
+    let summary = undone(&comp);
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
+    assert!(summary.contains("already inactive"), "{summary}");
+    assert_eq!(
+        server.scim.user_by_name("ina@example.com").unwrap()["active"],
+        json!(false)
+    );
+    assert_eq!(server.scim.requests().len(), before, "not even a read");
+
+    // Missing: the run found nobody; compensate succeeds and creates nothing.
+    let run = plugin
+        .call(Op::Run, &input("ghost@example.com"), &g)
+        .await
+        .unwrap();
+    let comp = plugin
+        .call(
+            Op::Compensate,
+            &after_run(&input("ghost@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap();
+    let summary = undone(&comp);
+    assert!(summary.starts_with("nothing to undo"), "{summary}");
+    assert!(summary.contains("found no SCIM user"), "{summary}");
+    assert_eq!(server.scim.users().len(), 2);
+
+    // No record of a run at all (compensate called with no run outputs):
+    // nothing is changed on a guess.
+    let comp = plugin
+        .call(Op::Compensate, &input("bystander@example.com"), &g)
+        .await
+        .unwrap();
+    assert!(undone(&comp).starts_with("nothing to undo"));
+    assert_eq!(
+        server.scim.user_by_name("bystander@example.com").unwrap()["active"],
+        json!(true)
+    );
+    assert!(
+        server.scim.requests().iter().all(|r| r.method == "GET"),
+        "no writes: {:?}",
+        server.scim.requests()
+    );
+
+    // Deactivated by the run, then re-activated by someone else: nothing
+    // left to undo, and no PATCH.
+    server.scim.add_user("back@example.com", "Back");
+    let run = plugin
+        .call(Op::Run, &input("back@example.com"), &g)
+        .await
+        .unwrap();
+    server.scim.set_active("back@example.com", true);
+    let comp = plugin
+        .call(
+            Op::Compensate,
+            &after_run(&input("back@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap();
+    let summary = undone(&comp);
+    assert!(summary.contains("already active again"), "{summary}");
+    assert_eq!(
+        comp.requests.iter().filter(|r| r.method == "PATCH").count(),
+        0
     );
 }
 

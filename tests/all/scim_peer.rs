@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use itsm_host::runtime::{FailureKind, Op, Outcome};
 use serde_json::{Value, json};
 
-use crate::support::{grants, input, scim_plugin};
+use crate::support::{after_run, grants, input, scim_plugin};
 
 const PEER_TOKEN: &str = "peer-tok-5b0e91c2";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -153,11 +153,16 @@ async fn an_active_user_ends_inactive_on_the_real_server_and_compensate_restores
     assert!(verify.failure().is_none(), "{verify:?}");
 
     let comp = plugin
-        .call(Op::Compensate, &input("alice@example.com"), &g)
+        .call(
+            Op::Compensate,
+            &after_run(&input("alice@example.com"), &run),
+            &g,
+        )
         .await
         .unwrap();
     assert!(comp.failure().is_none(), "{comp:?}");
     assert_eq!(peer.user(&id).await["active"], json!(true));
+    assert_eq!(peer.user(&bob).await["active"], json!(true));
     let verify = plugin
         .call(Op::Verify, &input("alice@example.com"), &g)
         .await
@@ -198,6 +203,25 @@ async fn an_already_inactive_user_is_left_alone_on_the_real_server() {
         .await
         .unwrap();
     assert!(verify.failure().is_none(), "{verify:?}");
+    // Rolled back: the run changed nothing, so she stays inactive.
+    let comp = plugin
+        .call(
+            Op::Compensate,
+            &after_run(&input("carol@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap();
+    let Outcome::Succeeded { evidence, .. } = &comp.outcome else {
+        panic!("{comp:?}")
+    };
+    assert!(
+        evidence.summary.starts_with("nothing to undo"),
+        "{evidence:?}"
+    );
+    let last = peer.user(&id).await;
+    assert_eq!(last["active"], json!(false));
+    assert_eq!(last["meta"]["version"], before["meta"]["version"]);
 }
 
 #[tokio::test]
@@ -220,6 +244,22 @@ async fn a_user_missing_from_the_real_server_is_success_and_creates_nothing() {
         .await
         .unwrap();
     assert!(verify.failure().is_none(), "{verify:?}");
+    // Rolled back: nothing was found, so there is nothing to undo.
+    let comp = plugin
+        .call(
+            Op::Compensate,
+            &after_run(&input("ghost@example.com"), &run),
+            &g,
+        )
+        .await
+        .unwrap();
+    let Outcome::Succeeded { evidence, .. } = &comp.outcome else {
+        panic!("compensate must succeed when run found no user: {comp:?}")
+    };
+    assert!(
+        evidence.summary.starts_with("nothing to undo"),
+        "{evidence:?}"
+    );
     let users = peer.users().await;
     assert_eq!(users.len(), 1, "{users:#?}");
     assert_eq!(users[0]["active"], json!(true));

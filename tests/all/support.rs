@@ -66,6 +66,24 @@ pub fn input(subject: &str) -> StepInput {
     }
 }
 
+/// `input` as the scheduler passes it to `verify` and `compensate` after a
+/// `run` of the same step reported `run`: the step's own run outputs in
+/// `prior_outputs` under the step's name.
+pub fn after_run(input: &StepInput, run: &itsm_host::runtime::CallReport) -> StepInput {
+    let itsm_host::runtime::Outcome::Succeeded { outputs, .. } = &run.outcome else {
+        panic!("run failed: {run:?}");
+    };
+    let mut prior = input.prior_outputs.as_object().cloned().unwrap_or_default();
+    prior.insert(
+        input.step.clone(),
+        outputs.clone().unwrap_or(serde_json::json!({})),
+    );
+    StepInput {
+        prior_outputs: serde_json::Value::Object(prior),
+        ..input.clone()
+    }
+}
+
 /// Grants from literal pairs.
 pub fn grants(config: &[(&str, &str)], secrets: &[(&str, &str)]) -> Grants {
     let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {

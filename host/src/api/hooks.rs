@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ApiError, AppState};
 use crate::hooks::Hooks;
@@ -40,18 +40,41 @@ impl HookSet {
     }
 }
 
+/// A person of the event whose ticket could not be created.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HookError {
+    /// The person's position in the event.
+    index: usize,
+    error: String,
+}
+
+/// What an HR event did: one batch for its people.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HookResult {
+    event_id: String,
+    /// `H-...`: the event's people as a batch.
+    batch: String,
+    /// Tickets created now.
+    created: usize,
+    /// Tickets this event had created before (a replay).
+    existing: usize,
+    /// Ticket ids, created or existing.
+    tickets: Vec<String>,
+    errors: Vec<HookError>,
+}
+
 #[utoipa::path(post, path = "/v1/hooks/{name}", tag = "hooks", security(()),
     params(("name" = String, Path, description = "Hook name from hooks.toml"),
         ("X-Itsm-Timestamp" = String, Header, description = "Unix seconds"),
         ("X-Itsm-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of `timestamp.body`>")),
     request_body(content = serde_json::Value, description = "The HR system's event"),
-    responses((status = 201, description = "Tickets created", body = serde_json::Value), (status = 200, description = "Replay: nothing new", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "Bad, missing or stale signature", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
+    responses((status = 201, description = "Tickets created", body = HookResult), (status = 200, description = "Replay: nothing new", body = HookResult), (status = 400, description = "Malformed input, named in the body", body = super::error::ErrorBody), (status = 401, description = "Bad, missing or stale signature", body = super::error::ErrorBody), (status = 404, description = "Not found", body = super::error::ErrorBody), (status = 415, description = "Wrong content type", body = super::error::ErrorBody)))]
 pub(super) async fn receive(
     State(app): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookResult>), ApiError> {
     let hook = app
         .hooks
         .hooks
@@ -109,7 +132,7 @@ pub(super) async fn receive(
                 }
                 tickets.push(t.id);
             }
-            Err(error) => errors.push(json!({ "index": i, "error": error })),
+            Err(error) => errors.push(HookError { index: i, error }),
         }
     }
     let status = if created > 0 {
@@ -119,13 +142,13 @@ pub(super) async fn receive(
     };
     Ok((
         status,
-        Json(json!({
-            "event_id": event_id,
-            "batch": batch,
-            "created": created,
-            "existing": existing,
-            "tickets": tickets,
-            "errors": errors,
-        })),
+        Json(HookResult {
+            event_id,
+            batch,
+            created,
+            existing,
+            tickets,
+            errors,
+        }),
     ))
 }

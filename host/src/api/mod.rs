@@ -92,7 +92,6 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = documented(state.scheduler.intake().import_bytes).split_for_parts();
     let doc = bytes::Bytes::from(doc.to_json().expect("the OpenAPI document serializes"));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .route(
             "/v1/openapi.json",
@@ -137,6 +136,7 @@ async fn refuse_writes_while_draining(
 /// a route cannot be added here without its `#[utoipa::path]`.
 fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(me))
@@ -191,15 +191,31 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Who a token belongs to.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Me {
+    /// The token's principal.
+    name: String,
+    /// Its roles (`admin`, `operator`, `approver`, `auditor`, and groups).
+    roles: Vec<String>,
+}
+
 /// Who the token belongs to: the UI and CLI show it after sign-in.
 #[utoipa::path(get, path = "/v1/me", tag = "service",
-    responses((status = 200, description = "The caller's name and roles", body = serde_json::Value),
-        (status = 401, description = "No valid token; the body says why", body = serde_json::Value)))]
-async fn me(Caller(who): Caller) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "name": who.name,
-        "roles": who.roles,
-    }))
+    responses((status = 200, description = "The caller's name and roles", body = Me),
+        (status = 401, description = "No valid token; the body says why", body = error::ErrorBody)))]
+async fn me(Caller(who): Caller) -> axum::Json<Me> {
+    axum::Json(Me {
+        name: who.name,
+        roles: who.roles.into_iter().collect(),
+    })
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "Always `ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// 200 once in-flight tickets are resumed, 503 before and while shutting

@@ -5,11 +5,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::admin::Bundle;
 use crate::auth::Role;
@@ -27,57 +28,122 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A plugin with what its manifest grants.
-fn plugin_json(p: &Plugin) -> Value {
+#[derive(Serialize, utoipa::ToSchema)]
+struct PluginView {
+    name: String,
+    version: String,
+    /// The `itsm:plugin` contract version it was built against.
+    contract: String,
+    description: String,
+    /// The manifest's `[capabilities]`: hosts, credentials, secrets, kv.
+    #[schema(value_type = Object)]
+    capabilities: Value,
+    /// The manifest's `[limits]`.
+    #[schema(value_type = Object)]
+    limits: Value,
+    /// The config keys it declares, with defaults and descriptions.
+    #[schema(value_type = Object)]
+    config: Value,
+    wasm_sha256: String,
+    /// Every install of it (`GET /v1/plugins/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installs: Option<Vec<PluginInstall>>,
+    /// Its key-value state against its quota (`GET /v1/plugins/{name}`, kv plugins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kv: Option<KvUsage>,
+}
+
+/// One install of a plugin, from the system trail.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PluginInstall {
+    at_ms: u64,
+    /// Who installed it.
+    by: String,
+    #[schema(value_type = Object)]
+    version: Value,
+    #[schema(value_type = Object)]
+    signed_by: Value,
+    #[schema(value_type = Object)]
+    wasm_sha256: Value,
+}
+
+/// Key-value state in use, and the quota.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KvUsage {
+    keys: u64,
+    bytes: u64,
+    max_keys: u64,
+    max_bytes: u64,
+}
+
+/// The plugins the server runs.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PluginList {
+    plugins: Vec<PluginView>,
+}
+
+fn plugin_json(p: &Plugin) -> PluginView {
     let m = p.manifest();
-    json!({
-        "name": m.name,
-        "version": m.version,
-        "contract": m.contract,
-        "description": m.description,
-        "capabilities": m.capabilities,
-        "limits": m.limits,
-        "config": m.config,
-        "wasm_sha256": p.wasm_sha256(),
-    })
+    fn value(v: impl Serialize) -> Value {
+        serde_json::to_value(v).expect("manifest serializes")
+    }
+    PluginView {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        contract: m.contract.clone(),
+        description: m.description.clone(),
+        capabilities: value(&m.capabilities),
+        limits: value(&m.limits),
+        config: value(&m.config),
+        wasm_sha256: p.wasm_sha256().to_string(),
+        installs: None,
+        kv: None,
+    }
 }
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
-    responses((status = 200, description = "Plugins with their grants and limits", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
-async fn list_plugins(State(app): State<AppState>, _: Caller) -> Json<Value> {
-    let plugins: Vec<Value> = app.scheduler.plugins().values().map(plugin_json).collect();
-    Json(json!({ "plugins": plugins }))
+    responses((status = 200, description = "Plugins with their grants and limits", body = PluginList), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
+async fn list_plugins(State(app): State<AppState>, _: Caller) -> Json<PluginList> {
+    let plugins: Vec<PluginView> = app.scheduler.plugins().values().map(plugin_json).collect();
+    Json(PluginList { plugins })
 }
 
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 200, description = "One plugin and its install history", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "One plugin and its install history", body = PluginView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show_plugin(
     State(app): State<AppState>,
     _: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginView>, ApiError> {
     let plugins = app.scheduler.plugins();
     let p = plugins
         .get(&name)
         .ok_or_else(|| crate::Error::NotFound(format!("no plugin named `{name}`")))?;
-    let history: Vec<Value> = app
+    let history: Vec<PluginInstall> = app
         .admin
         .system()
         .events()?
         .into_iter()
         .filter(|e| e.kind == crate::audit::AuditKind::PluginInstalled && e.data["name"] == name)
-        .map(|e| json!({ "at_ms": e.at_ms, "by": e.principal, "version": e.data["version"], "signed_by": e.data["signed_by"], "wasm_sha256": e.data["wasm_sha256"] }))
+        .map(|e| PluginInstall {
+            at_ms: e.at_ms,
+            by: e.principal,
+            version: e.data["version"].clone(),
+            signed_by: e.data["signed_by"].clone(),
+            wasm_sha256: e.data["wasm_sha256"].clone(),
+        })
         .collect();
     let mut v = plugin_json(p);
-    v["installs"] = Value::Array(history);
+    v.installs = Some(history);
     // What it keeps in key-value state, against its quota.
     if p.manifest().capabilities.kv {
         let usage = p.kv_usage()?;
         let limits = &p.manifest().limits;
-        v["kv"] = json!({
-            "keys": usage.keys,
-            "bytes": usage.bytes,
-            "max_keys": limits.kv_max_keys,
-            "max_bytes": limits.kv_max_bytes,
+        v.kv = Some(KvUsage {
+            keys: usage.keys,
+            bytes: usage.bytes,
+            max_keys: limits.kv_max_keys,
+            max_bytes: limits.kv_max_bytes,
         });
     }
     Ok(Json(v))
@@ -97,12 +163,12 @@ struct InstallBody {
 }
 
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body = InstallBody,
-    responses((status = 201, description = "Installed", body = serde_json::Value), (status = 200, description = "Already installed", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
+    responses((status = 201, description = "Installed", body = crate::admin::Installed), (status = 200, description = "Already installed", body = crate::admin::Installed), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
 async fn install(
     State(app): State<AppState>,
     Caller(who): Caller,
     body: Result<Json<InstallBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<crate::admin::Installed>), ApiError> {
     who.require(Role::Admin, "install plugins")?;
     let Json(body) = body?;
     let wasm = base64::engine::general_purpose::STANDARD
@@ -125,91 +191,164 @@ async fn install(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(serde_json::to_value(installed).expect("serializes")),
-    ))
+    Ok((status, Json(installed)))
 }
 
-fn workflow_summary(wf: &Workflow) -> Value {
-    json!({
-        "name": wf.name,
-        "version": wf.version,
-        "description": wf.description,
-        "hash": wf.hash(),
-        "sla": wf.sla.map(|d| humantime::format_duration(d).to_string()),
-        "steps": wf.steps.iter().map(|s| json!({
-            "name": s.name,
-            "plugin": s.plugin,
-            "depends_on": s.depends_on,
-            "approval": s.approval.as_ref().map(|a| a.role.clone()),
-        })).collect::<Vec<_>>(),
-    })
+/// A workflow's step, in short.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowStepSummary {
+    name: String,
+    plugin: String,
+    depends_on: Vec<String>,
+    /// The group that must approve it, if any.
+    approval: Option<String>,
+}
+
+/// A workflow, in short.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowSummary {
+    name: String,
+    version: String,
+    description: String,
+    /// Content hash of the definition: what tickets pin.
+    hash: String,
+    /// The SLA, e.g. `4h`, if any.
+    sla: Option<String>,
+    steps: Vec<WorkflowStepSummary>,
+}
+
+/// The current workflows.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowList {
+    workflows: Vec<WorkflowSummary>,
+}
+
+/// A definition tickets have pinned.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PinnedVersion {
+    hash: String,
+    version: String,
+    /// The definition, as parsed.
+    #[schema(value_type = Object)]
+    definition: Workflow,
+}
+
+/// A workflow: its current definition (null once removed) and every
+/// version tickets have pinned.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowView {
+    name: String,
+    current: Option<WorkflowSummary>,
+    /// The current definition, as parsed.
+    #[schema(value_type = Option<Object>)]
+    definition: Option<Workflow>,
+    pinned_versions: Vec<PinnedVersion>,
+}
+
+/// What a workflow upload did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowApplied {
+    name: String,
+    version: String,
+    hash: String,
+    /// False when the same definition was there already.
+    changed: bool,
+}
+
+fn workflow_summary(wf: &Workflow) -> WorkflowSummary {
+    WorkflowSummary {
+        name: wf.name.clone(),
+        version: wf.version.clone(),
+        description: wf.description.clone(),
+        hash: wf.hash(),
+        sla: wf.sla.map(|d| humantime::format_duration(d).to_string()),
+        steps: wf
+            .steps
+            .iter()
+            .map(|s| WorkflowStepSummary {
+                name: s.name.clone(),
+                plugin: s.plugin.clone(),
+                depends_on: s.depends_on.clone(),
+                approval: s.approval.as_ref().map(|a| a.role.clone()),
+            })
+            .collect(),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
-    responses((status = 200, description = "Current workflows", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
-async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<Value> {
-    let workflows: Vec<Value> = app
+    responses((status = 200, description = "Current workflows", body = WorkflowList), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
+async fn list_workflows(State(app): State<AppState>, _: Caller) -> Json<WorkflowList> {
+    let workflows: Vec<WorkflowSummary> = app
         .scheduler
         .workflows()
         .values()
         .map(|w| workflow_summary(w))
         .collect();
-    Json(json!({ "workflows": workflows }))
+    Json(WorkflowList { workflows })
 }
 
 /// The current definition, and every version tickets have pinned.
 #[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
-    responses((status = 200, description = "Current definition and pinned versions", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Current definition and pinned versions", body = WorkflowView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show_workflow(
     State(app): State<AppState>,
     _: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowView>, ApiError> {
     let current = app.scheduler.workflows().get(&name).cloned();
-    let versions: Vec<Value> = app
+    let versions: Vec<PinnedVersion> = app
         .scheduler
         .store()
         .workflow_versions(&name)?
         .into_iter()
-        .map(|(hash, wf)| json!({ "hash": hash, "version": wf.version, "definition": wf }))
+        .map(|(hash, wf)| PinnedVersion {
+            hash,
+            version: wf.version.clone(),
+            definition: wf,
+        })
         .collect();
     if current.is_none() && versions.is_empty() {
         return Err(crate::Error::NotFound(format!("no workflow named `{name}`")).into());
     }
-    Ok(Json(json!({
-        "name": name,
-        "current": current.as_deref().map(workflow_summary),
-        "definition": current.as_deref(),
-        "pinned_versions": versions,
-    })))
+    Ok(Json(WorkflowView {
+        name,
+        current: current.as_deref().map(workflow_summary),
+        definition: current.as_deref().cloned(),
+        pinned_versions: versions,
+    }))
 }
 
-/// Replace a workflow with TOML text (`application/toml` or `text/plain`).
+/// Replace a workflow with TOML text (`application/toml`, `text/plain`, or
+/// `application/octet-stream` for clients that send files as bytes: it must
+/// still be UTF-8 TOML).
 #[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")),
-    request_body(description = "The workflow file (TOML)", content((String = "text/plain"), (String = "application/toml"))),
-    responses((status = 201, description = "Applied", body = serde_json::Value), (status = 200, description = "Unchanged", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
+    request_body(description = "The workflow file (TOML)", content((String = "application/toml"), (String = "text/plain"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Applied", body = WorkflowApplied), (status = 200, description = "Unchanged", body = WorkflowApplied), (status = 400, description = "The body is not UTF-8", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
 async fn put_workflow(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: String,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<WorkflowApplied>), ApiError> {
     who.require(Role::Admin, "change workflows")?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !(content_type.starts_with("application/toml") || content_type.starts_with("text/plain")) {
+    if !["application/toml", "text/plain", "application/octet-stream"]
+        .iter()
+        .any(|t| content_type.starts_with(t))
+    {
         return Err(ApiError::unsupported(format!(
             "send the workflow as application/toml, not {content_type:?}"
         )));
     }
+    let body = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the workflow file is not UTF-8: {e}")))?;
     let (wf, hash, changed) = app
         .admin
-        .put_workflow(&app.scheduler, &name, &body, &who.name)
+        .put_workflow(&app.scheduler, &name, body, &who.name)
         .await?;
     Ok((
         if changed {
@@ -217,6 +356,11 @@ async fn put_workflow(
         } else {
             StatusCode::OK
         },
-        Json(json!({ "name": wf.name, "version": wf.version, "hash": hash, "changed": changed })),
+        Json(WorkflowApplied {
+            name: wf.name,
+            version: wf.version,
+            hash,
+            changed,
+        }),
     ))
 }

@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -32,7 +32,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/v1/tickets", tag = "tickets",
     request_body = NewTicket,
     params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the same ticket (200)")),
-    responses((status = 201, description = "Created", body = serde_json::Value), (status = 200, description = "The ticket this key created before", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = serde_json::Value)))]
+    responses((status = 201, description = "Created", body = Ticket), (status = 200, description = "The ticket this key created before", body = Ticket), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The subject already has an open ticket of this workflow (named in the body); `allow_duplicate` creates one anyway", body = ErrorBody), (status = 413, description = "Inputs over an intake limit, named in the body", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
 async fn create(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -114,7 +114,9 @@ pub(super) fn instant(name: &str, value: &Option<String>) -> Result<Option<u64>,
         .transpose()
 }
 
-#[derive(Serialize)]
+/// A ticket without its steps: what lists show.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = TicketSummary)]
 struct Summary {
     id: String,
     workflow: String,
@@ -125,6 +127,49 @@ struct Summary {
     created_ms: u64,
     updated_ms: u64,
 }
+
+/// A page of tickets.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TicketList {
+    /// The page, in the order asked for.
+    tickets: Vec<Summary>,
+    /// How many matched, before `offset` and `limit`.
+    total: usize,
+}
+
+/// A step of the ticket's pinned workflow definition.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkflowStep {
+    name: String,
+    plugin: String,
+    depends_on: Vec<String>,
+    /// The group that must approve it, if any.
+    approval_role: Option<String>,
+}
+
+/// A ticket with its pinned steps and its audit trail, verified.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TicketView {
+    ticket: Ticket,
+    /// The pinned definition's steps, in the workflow's order.
+    workflow_steps: Vec<WorkflowStep>,
+    /// The ticket's hash-chained events, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    trail: Vec<crate::audit::AuditEvent>,
+    /// Whether the trail's hash chain verifies up to the ticket's head.
+    trail_verified: bool,
+    /// Why it does not, when it does not.
+    trail_error: Option<String>,
+}
+
+/// The request was applied.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ack {
+    /// Always true.
+    ok: bool,
+}
+
+const ACK: Ack = Ack { ok: true };
 
 impl From<Ticket> for Summary {
     fn from(t: Ticket) -> Self {
@@ -142,12 +187,12 @@ impl From<Ticket> for Summary {
 }
 
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
-    responses((status = 200, description = "Tickets, oldest first", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
+    responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
 async fn list(
     State(app): State<AppState>,
     _: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TicketList>, ApiError> {
     let Query(q) = query?;
     let tickets = app.scheduler.store().tickets()?;
     let limit = q.limit.unwrap_or(1000);
@@ -173,16 +218,19 @@ async fn list(
         .take(limit)
         .map(Summary::from)
         .collect();
-    Ok(Json(json!({ "tickets": items, "total": total })))
+    Ok(Json(TicketList {
+        tickets: items,
+        total,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),
-    responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = TicketView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show(
     State(app): State<AppState>,
     _: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TicketView>, ApiError> {
     let store = app.scheduler.store();
     let ticket = store
         .ticket(&id)?
@@ -191,29 +239,27 @@ async fn show(
     let verified = audit::verify(&id, &trail, &ticket.head);
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
-    let steps: Vec<Value> = store
+    let steps: Vec<WorkflowStep> = store
         .workflow(&ticket.workflow, &ticket.workflow_hash)?
         .map(|wf| {
             wf.steps
                 .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name,
-                        "plugin": s.plugin,
-                        "depends_on": s.depends_on,
-                        "approval_role": s.approval.as_ref().map(|a| a.role.clone()),
-                    })
+                .map(|s| WorkflowStep {
+                    name: s.name.clone(),
+                    plugin: s.plugin.clone(),
+                    depends_on: s.depends_on.clone(),
+                    approval_role: s.approval.as_ref().map(|a| a.role.clone()),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Json(json!({
-        "ticket": ticket,
-        "workflow_steps": steps,
-        "trail": trail,
-        "trail_verified": verified.is_ok(),
-        "trail_error": verified.err().map(|e| e.to_string()),
-    })))
+    Ok(Json(TicketView {
+        ticket,
+        workflow_steps: steps,
+        trail,
+        trail_verified: verified.is_ok(),
+        trail_error: verified.err().map(|e| e.to_string()),
+    }))
 }
 
 /// A JSON body that may be left out (empty, or `null`); a present one must
@@ -239,7 +285,7 @@ async fn decide(
     id: String,
     body: Option<Decision>,
     approve: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ack>, ApiError> {
     let comment = body.unwrap_or_default().comment;
     let event = if approve {
         Event::Approve { by, comment }
@@ -247,28 +293,28 @@ async fn decide(
         Event::Reject { by, comment }
     };
     app.scheduler.send(&id, event).await?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(ACK))
 }
 
 #[utoipa::path(post, path = "/v1/tickets/{id}/approve", tag = "approvals", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = Decision, description = "Optional"),
-    responses((status = 200, description = "Approved", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
+    responses((status = 200, description = "Approved", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Does not apply in the ticket's state", body = ErrorBody)))]
 async fn approve(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ack>, ApiError> {
     decide(app, who, id, optional_body(&body)?, true).await
 }
 
 #[utoipa::path(post, path = "/v1/tickets/{id}/reject", tag = "approvals", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = Decision, description = "Optional"),
-    responses((status = 200, description = "Rejected", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
+    responses((status = 200, description = "Rejected", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Does not apply in the ticket's state", body = ErrorBody)))]
 async fn reject(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ack>, ApiError> {
     decide(app, who, id, optional_body(&body)?, false).await
 }
 
@@ -280,13 +326,13 @@ struct CancelBody {
 }
 
 #[utoipa::path(post, path = "/v1/tickets/{id}/cancel", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")), request_body(content = CancelBody, description = "Optional"),
-    responses((status = 200, description = "Cancelled", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
+    responses((status = 200, description = "Cancelled", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Does not apply in the ticket's state", body = ErrorBody)))]
 async fn cancel(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ack>, ApiError> {
     who.require(Role::Operator, "cancel tickets")?;
     let reason = optional_body::<CancelBody>(&body)?
         .unwrap_or_default()
@@ -300,43 +346,87 @@ async fn cancel(
             },
         )
         .await?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(ACK))
 }
 
 #[utoipa::path(post, path = "/v1/tickets/{id}/retry", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),
-    responses((status = 200, description = "Failed steps run again", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 409, description = "Does not apply in the ticket's state", body = serde_json::Value)))]
+    responses((status = 200, description = "Failed steps run again", body = Ack), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Does not apply in the ticket's state", body = ErrorBody)))]
 async fn retry(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ack>, ApiError> {
     who.require(Role::Operator, "retry tickets")?;
     app.scheduler
         .send(&id, Event::Retry { by: who.name })
         .await?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(ACK))
+}
+
+/// How far a running import is.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ImportProgress {
+    /// Rows in the file.
+    rows: usize,
+    /// Rows handled so far.
+    done: usize,
+}
+
+/// A batch. While its import runs, only `import` is filled in (the counts
+/// are null and `tickets` empty); afterwards `import` is null.
+#[derive(Serialize, utoipa::ToSchema)]
+struct BatchView {
+    batch: String,
+    import: Option<ImportProgress>,
+    /// Tickets in the batch.
+    total: Option<usize>,
+    /// Tickets in a terminal state.
+    finished: Option<usize>,
+    /// Ticket counts by state name.
+    by_state: std::collections::BTreeMap<String, usize>,
+    tickets: Vec<Summary>,
+}
+
+/// A ticket a batch action did not apply to, and why: its `state`, or the
+/// `error` the action met.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Skipped {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<TicketState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// What a batch action did, per ticket.
+#[derive(Serialize, utoipa::ToSchema)]
+struct BatchAction {
+    batch: String,
+    /// Tickets it applied to.
+    applied: Vec<String>,
+    skipped: Vec<Skipped>,
 }
 
 /// A batch: counts by state, its tickets, and an import's progress while it runs.
 #[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")),
-    responses((status = 200, description = "Counts by state, tickets, and a running import's progress", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Counts by state, tickets, and a running import's progress", body = BatchView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn batch_show(
     State(app): State<AppState>,
     _: Caller,
     Path(batch): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchView>, ApiError> {
     // While the batch is being imported, its progress is the answer: a
     // client polling it (`itsm ticket import`) must not make the server
     // decode every ticket a few times a second while it creates them.
     if let Some((rows, done)) = app.imports.get(&batch) {
-        return Ok(Json(json!({
-            "batch": batch,
-            "import": { "rows": rows, "done": done },
-            "total": Value::Null,
-            "finished": Value::Null,
-            "by_state": {},
-            "tickets": [],
-        })));
+        return Ok(Json(BatchView {
+            batch,
+            import: Some(ImportProgress { rows, done }),
+            total: None,
+            finished: None,
+            by_state: Default::default(),
+            tickets: Vec::new(),
+        }));
     }
     let tickets: Vec<Summary> = tokio::task::block_in_place(|| app.scheduler.store().tickets())?
         .into_iter()
@@ -353,14 +443,14 @@ async fn batch_show(
             .entry(state.as_str().unwrap_or_default().to_string())
             .or_default() += 1;
     }
-    Ok(Json(json!({
-        "batch": batch,
-        "total": tickets.len(),
-        "by_state": by_state,
-        "finished": tickets.iter().filter(|t| t.state.is_terminal()).count(),
-        "import": Value::Null,
-        "tickets": tickets,
-    })))
+    Ok(Json(BatchView {
+        batch,
+        total: Some(tickets.len()),
+        by_state,
+        finished: Some(tickets.iter().filter(|t| t.state.is_terminal()).count()),
+        import: None,
+        tickets,
+    }))
 }
 
 /// Apply one event to every ticket of a batch it fits; report per ticket.
@@ -369,7 +459,7 @@ async fn batch_action(
     batch: &str,
     fits: fn(TicketState) -> bool,
     event: impl Fn() -> Event,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAction>, ApiError> {
     let tickets: Vec<Ticket> = app
         .scheduler
         .store()
@@ -384,26 +474,36 @@ async fn batch_action(
     let mut skipped = Vec::new();
     for t in tickets {
         if !fits(t.state) {
-            skipped.push(json!({ "id": t.id, "state": t.state }));
+            skipped.push(Skipped {
+                id: t.id,
+                state: Some(t.state),
+                error: None,
+            });
             continue;
         }
         match app.scheduler.send(&t.id, event()).await {
             Ok(()) => done.push(t.id),
-            Err(e) => skipped.push(json!({ "id": t.id, "error": e.to_string() })),
+            Err(e) => skipped.push(Skipped {
+                id: t.id,
+                state: None,
+                error: Some(e.to_string()),
+            }),
         }
     }
-    Ok(Json(
-        json!({ "batch": batch, "applied": done, "skipped": skipped }),
-    ))
+    Ok(Json(BatchAction {
+        batch: batch.to_string(),
+        applied: done,
+        skipped,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")),
-    responses((status = 200, description = "Retried the failed tickets; others listed as skipped", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Retried the failed tickets; others listed as skipped", body = BatchAction), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn batch_retry(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(batch): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAction>, ApiError> {
     who.require(Role::Operator, "retry tickets")?;
     let by = who.name;
     batch_action(
@@ -416,13 +516,13 @@ async fn batch_retry(
 }
 
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches", params(("id" = String, Path, description = "Batch id (B-... or H-...)")), request_body(content = CancelBody, description = "Optional"),
-    responses((status = 200, description = "Cancelled the open tickets", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Cancelled the open tickets", body = BatchAction), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn batch_cancel(
     State(app): State<AppState>,
     Caller(who): Caller,
     Path(batch): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAction>, ApiError> {
     who.require(Role::Operator, "cancel tickets")?;
     let by = who.name;
     let reason = optional_body::<CancelBody>(&body)?

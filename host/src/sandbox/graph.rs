@@ -253,6 +253,16 @@ impl Graph {
         id
     }
 
+    /// Set a user's `accountEnabled`, as an admin would outside any ticket.
+    pub fn set_account_enabled(&self, upn: &str, enabled: bool) {
+        let mut s = self.lock();
+        if let Some(id) = find_user_id(&s.users, upn)
+            && let Some(user) = s.users.get_mut(&id)
+        {
+            user["accountEnabled"] = json!(enabled);
+        }
+    }
+
     /// A user by UPN (case-insensitive), with every property this double keeps.
     pub fn user(&self, upn: &str) -> Option<Value> {
         find_user(&self.lock().users, upn).cloned()

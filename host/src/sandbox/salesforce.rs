@@ -213,6 +213,28 @@ impl Salesforce {
         id
     }
 
+    /// Set a user's `IsActive` and its login's `IsFrozen`, as an admin would
+    /// outside any ticket.
+    pub fn set_user_state(&self, username: &str, active: bool, frozen: bool) {
+        let mut s = self.lock();
+        let Some(user) = s
+            .table(&USER)
+            .values_mut()
+            .find(|u| eq_ci(&u["Username"], username))
+        else {
+            return;
+        };
+        user.insert("IsActive".into(), json!(active));
+        let id = user["Id"].clone();
+        if let Some(login) = s
+            .table(&USER_LOGIN)
+            .values_mut()
+            .find(|l| l["UserId"] == id)
+        {
+            login.insert("IsFrozen".into(), json!(frozen));
+        }
+    }
+
     /// A user by `Username` (case-insensitive), as stored.
     pub fn user(&self, username: &str) -> Option<Value> {
         self.lock()

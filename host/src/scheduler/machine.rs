@@ -214,11 +214,16 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
     retries.chain(sla).min()
 }
 
-/// Outputs of the steps that succeeded, by name: what later steps see.
-pub fn prior_outputs(t: &Ticket) -> Value {
+/// The `prior-outputs` a call of `op` on `step` is given: the outputs of the
+/// other steps whose `run` succeeded, by name, and for `verify` and
+/// `compensate` also the step's own `run` outputs under its own name, so a
+/// plugin proves or undoes exactly what its run recorded. A `run` never sees
+/// its own key, even when it runs again after a retry of the ticket.
+pub fn prior_outputs(t: &Ticket, step: &str, op: Op) -> Value {
     let map: serde_json::Map<String, Value> = t
         .steps
         .iter()
+        .filter(|(n, _)| op != Op::Run || n.as_str() != step)
         .filter_map(|(n, s)| s.outputs.clone().map(|o| (n.clone(), o)))
         .collect();
     Value::Object(map)

@@ -755,7 +755,7 @@ impl Scheduler {
             step: call.step.clone(),
             subject: ticket.subject.clone(),
             inputs: ticket.inputs.clone(),
-            prior_outputs: machine::prior_outputs(ticket),
+            prior_outputs: machine::prior_outputs(ticket, &call.step, call.op),
             attempt: call.attempt,
             idempotency_key: format!("{}/{}", ticket.id, call.step),
         };

@@ -7,7 +7,11 @@
 //!   session cookies issued before the disable stop working too. Running it
 //!   again changes nothing more: the step is idempotent.
 //! - `verify`: read the account back and prove `accountEnabled` is false.
-//! - `compensate`: `PATCH accountEnabled: true` (sessions stay revoked).
+//! - `compensate`: undo only what this step's own run did, as its outputs
+//!   record (`ctx.run_outputs()`): `PATCH accountEnabled: true` on the
+//!   account the run disabled, by its object id (sessions stay revoked). An
+//!   account that was already disabled or missing when the run looked was not
+//!   changed by it: nothing to undo, success, said so in the evidence.
 //!
 //! Graph application permissions: `User.ReadWrite.All` (read, disable) and
 //! `User.RevokeSessions.All` (revoke). 429 and 5xx are retried after
@@ -155,18 +159,55 @@ impl Step for EntraDisable {
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
         let graph = graph(ctx)?;
-        let Some(user) = read_user(&graph, &ctx.subject)? else {
-            return Err(StepError::fatal(format!(
-                "no Entra ID user {:?} to re-enable",
-                ctx.subject
-            )));
+        let did = ctx.run_outputs().cloned().unwrap_or(Value::Null);
+        let action = did["action"].as_str().unwrap_or("");
+        let id = did["user_id"].as_str().unwrap_or("");
+        if action != "disabled" || id.is_empty() {
+            let why = match action {
+                "" => "there is no record of this step's run changing anything".to_string(),
+                "none" => format!("the run found no Entra ID user {:?}", ctx.subject),
+                "already_disabled" => format!(
+                    "Entra ID account {} was already disabled before this step; it stays disabled",
+                    ctx.subject
+                ),
+                other => format!("the run recorded action {other:?}, not a disable"),
+            };
+            return Ok(Evidence::new(
+                format!("nothing to undo: {why}"),
+                format!("{graph}/users/{}", encode(&ctx.subject)),
+            ));
+        }
+        let location = format!("{graph}/users/{}", encode(id));
+        // By the object id the run recorded, which a rename does not change.
+        let Some(user) = read_user(&graph, id)? else {
+            return Ok(Evidence::new(
+                format!(
+                    "nothing to undo: Entra ID account {id}, disabled by this step, no longer exists"
+                ),
+                &location,
+            )
+            .after(json!({ "present": false })));
         };
-        let id = id_of(&user)?;
-        set_enabled(&graph, &id, true)?;
-        let after = read_user(&graph, &ctx.subject)?.unwrap_or_default();
+        if user["accountEnabled"] != json!(false) {
+            return Ok(Evidence::new(
+                format!(
+                    "nothing to undo: Entra ID account {} is already enabled again",
+                    ctx.subject
+                ),
+                &location,
+            )
+            .before(state(&user))
+            .after(state(&user)));
+        }
+        set_enabled(&graph, id, true)?;
+        let after = read_user(&graph, id)?.unwrap_or_default();
+        log::info(&format!("re-enabled Entra user {id} ({})", ctx.subject));
         Ok(Evidence::new(
-            format!("Entra ID account {} re-enabled", ctx.subject),
-            format!("{graph}/users/{id}"),
+            format!(
+                "Entra ID account {} re-enabled: this step had disabled it (sign-in sessions stay revoked)",
+                ctx.subject
+            ),
+            &location,
         )
         .before(state(&user))
         .after(state(&after)))

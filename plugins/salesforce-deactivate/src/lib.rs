@@ -6,7 +6,12 @@
 //!   is blocked (a user still referenced by workflow rules, for one), then
 //!   `PATCH sobjects/User/{id}` `IsActive: false`. Both are idempotent.
 //! - `verify`: `GET sobjects/User/{id}` and prove `IsActive` is false.
-//! - `compensate`: reactivate, then unfreeze.
+//! - `compensate`: undo only what this step's own run did, as its outputs
+//!   record (`ctx.run_outputs()`): reactivate the user if the run
+//!   deactivated it, then unfreeze the login if the run froze it. A user that
+//!   was already inactive (or a login already frozen) before the ticket stays
+//!   so; a run that found no user or changed nothing leaves nothing to undo
+//!   (success, said so in the evidence).
 //!
 //! Needs a connected app with the client credentials flow, run as a user
 //! with "Manage Users". See docs/connectors/salesforce-deactivate.md.
@@ -146,10 +151,13 @@ impl Step for SalesforceDeactivate {
         let id = id_of(&user)?;
         let login = find_login(&api, &id)?;
         let before = state(&user, login.as_ref());
-        if let Some(l) = &login
+        let login_id = login.as_ref().map(id_of).transpose()?;
+        let mut froze = false;
+        if let (Some(l), Some(login_id)) = (&login, &login_id)
             && l["IsFrozen"] != json!(true)
         {
-            patch(&api, "UserLogin", &id_of(l)?, json!({ "IsFrozen": true }))?;
+            patch(&api, "UserLogin", login_id, json!({ "IsFrozen": true }))?;
+            froze = true;
             log::info(&format!("froze the login of Salesforce user {id}"));
         }
         let was_active = user["IsActive"] != json!(false);
@@ -164,6 +172,8 @@ impl Step for SalesforceDeactivate {
                 "found": true,
                 "user_id": id,
                 "action": if was_active { "deactivated" } else { "already_inactive" },
+                "login_id": login_id,
+                "froze_login": froze,
             }),
             Evidence::new(
                 format!("Salesforce user {} frozen and deactivated", ctx.subject),
@@ -204,26 +214,77 @@ impl Step for SalesforceDeactivate {
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
         let api = api(ctx)?;
-        let Some(user) = find_user(&api, &ctx.subject)? else {
-            return Err(StepError::fatal(format!(
-                "no Salesforce user {:?} to reactivate",
-                ctx.subject
-            )));
-        };
-        let id = id_of(&user)?;
-        let login = find_login(&api, &id)?;
-        let before = state(&user, login.as_ref());
-        patch(&api, "User", &id, json!({ "IsActive": true }))?;
-        if let Some(l) = &login {
-            patch(&api, "UserLogin", &id_of(l)?, json!({ "IsFrozen": false }))?;
+        let did = ctx.run_outputs().cloned().unwrap_or(Value::Null);
+        let action = did["action"].as_str().unwrap_or("");
+        let id = did["user_id"].as_str().unwrap_or("");
+        let reactivate = action == "deactivated" && !id.is_empty();
+        let unfreeze = did["froze_login"] == json!(true) && did["login_id"].is_string();
+        if !reactivate && !unfreeze {
+            let why = match action {
+                "" => "there is no record of this step's run changing anything".to_string(),
+                "none" => format!("the run found no Salesforce user {:?}", ctx.subject),
+                "already_inactive" => format!(
+                    "Salesforce user {} was already inactive before this step and the run froze no login; it stays inactive",
+                    ctx.subject
+                ),
+                other => format!("the run recorded action {other:?}, not a deactivation"),
+            };
+            return Ok(Evidence::new(
+                format!("nothing to undo: {why}"),
+                format!("{api}/query"),
+            ));
         }
-        let after = state(&read_user(&api, &id)?, find_login(&api, &id)?.as_ref());
-        Ok(Evidence::new(
-            format!("Salesforce user {} reactivated and unfrozen", ctx.subject),
-            format!("{api}/sobjects/User/{id}"),
-        )
-        .before(before)
-        .after(after))
+        let target = format!("{api}/sobjects/User/{id}");
+        let resp = http::get(&format!(
+            "{api}/sobjects/User/{}?fields=Id,Username,IsActive",
+            encode(id)
+        ))
+        .header("accept", "application/json")
+        .send()?;
+        if resp.status == 404 {
+            return Ok(Evidence::new(
+                format!(
+                    "nothing to undo: Salesforce user {id}, changed by this step, no longer exists"
+                ),
+                &target,
+            )
+            .after(json!({ "present": false })));
+        }
+        let user: Value = check(resp)?.json()?;
+        let login = find_login(&api, id)?;
+        let before = state(&user, login.as_ref());
+        let mut undone = Vec::new();
+        if reactivate && user["IsActive"] == json!(false) {
+            patch(&api, "User", id, json!({ "IsActive": true }))?;
+            undone.push("reactivated");
+        }
+        if unfreeze && login.as_ref().is_some_and(|l| l["IsFrozen"] == json!(true)) {
+            let login_id = did["login_id"].as_str().unwrap_or("");
+            patch(&api, "UserLogin", login_id, json!({ "IsFrozen": false }))?;
+            undone.push("unfrozen");
+        }
+        let after = state(&read_user(&api, id)?, find_login(&api, id)?.as_ref());
+        let summary = match (reactivate, unfreeze, undone.is_empty()) {
+            (_, _, true) => format!(
+                "nothing to undo: Salesforce user {} is already back as it was before this step",
+                ctx.subject
+            ),
+            (true, false, false) => format!(
+                "Salesforce user {} reactivated; its login was already frozen before this step and stays frozen",
+                ctx.subject
+            ),
+            (false, true, false) => format!(
+                "Salesforce user {} unfrozen; it was already inactive before this step and stays inactive",
+                ctx.subject
+            ),
+            _ => format!(
+                "Salesforce user {} {}: this step had changed it",
+                ctx.subject,
+                undone.join(" and ")
+            ),
+        };
+        log::info(&summary);
+        Ok(Evidence::new(summary, target).before(before).after(after))
     }
 }
 

@@ -6,7 +6,11 @@
 //!   (mode `delete`). A user that is already inactive or gone is success,
 //!   with evidence saying so: the step is idempotent by construction.
 //! - `verify`: read the user back and prove `active=false`, or that it is gone.
-//! - `compensate`: re-activate (mode `deactivate` only; a delete cannot be undone).
+//! - `compensate`: undo only what this step's own run did, as its outputs
+//!   record (`ctx.run_outputs()`): re-activate the user the run deactivated,
+//!   by its SCIM id. A user that was already inactive or missing when the run
+//!   looked was not changed by it, so there is nothing to undo (success, said
+//!   so in the evidence); a user the run deleted cannot be restored (fatal).
 //!
 //! 429 and 5xx are retryable and carry `Retry-After`; other 4xx are fatal.
 
@@ -242,30 +246,83 @@ impl Step for ScimDeprovision {
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
         let base = base(ctx)?;
-        if mode(ctx)? == "delete" {
-            return Err(StepError::fatal(
-                "a deleted SCIM user cannot be restored by this plugin",
-            ));
+        let did = ctx.run_outputs().cloned().unwrap_or(Value::Null);
+        let action = did["action"].as_str().unwrap_or("");
+        let id = did["scim_id"].as_str().unwrap_or("");
+        match action {
+            "deactivated" if !id.is_empty() => {}
+            "deleted" => {
+                return Err(StepError::fatal(format!(
+                    "SCIM user {id} was deleted by this step; a deleted SCIM user cannot be restored by this plugin"
+                )));
+            }
+            _ => {
+                let why = match action {
+                    "" => "there is no record of this step's run changing anything".to_string(),
+                    "none" => format!("the run found no SCIM user {:?}", ctx.subject),
+                    "already_inactive" => format!(
+                        "SCIM user {id} ({}) was already inactive before this step; it stays inactive",
+                        ctx.subject
+                    ),
+                    "already_gone" => format!("SCIM user {id} was gone before this step"),
+                    other => format!("the run recorded action {other:?}, not a deactivation"),
+                };
+                return Ok(Evidence::new(
+                    format!("nothing to undo: {why}"),
+                    format!("{base}/Users"),
+                ));
+            }
         }
-        let Some(user) = find(&base, &ctx.subject)? else {
-            return Err(StepError::fatal(format!(
-                "no SCIM user {:?} to re-activate",
-                ctx.subject
-            )));
-        };
-        let updated: Value = http::patch(&user.location)
+        let location = format!("{base}/Users/{}", encode(id));
+        let resp = http::get(&location).header("accept", SCIM_JSON).send()?;
+        if resp.status == 404 {
+            return Ok(Evidence::new(
+                format!(
+                    "nothing to undo: SCIM user {id}, deactivated by this step, no longer exists"
+                ),
+                &location,
+            )
+            .after(json!({ "present": false })));
+        }
+        let user: Value = resp.error_for_status()?.json()?;
+        if user["active"] != json!(false) {
+            return Ok(Evidence::new(
+                format!(
+                    "nothing to undo: SCIM user {id} ({}) is already active again",
+                    ctx.subject
+                ),
+                &location,
+            )
+            .before(state(&user))
+            .after(state(&user)));
+        }
+        let resp = http::patch(&location)
             .header("accept", SCIM_JSON)
             .json_as(&active_patch(true), SCIM_JSON)?
             .send()?
-            .error_for_status()?
-            .json()
-            .unwrap_or_else(|_| json!({ "id": user.id, "active": true }));
+            .error_for_status()?;
+        let updated = if resp.status == 204 {
+            json!({ "id": id, "active": true })
+        } else {
+            let updated: Value = resp.json()?;
+            if updated["active"] != json!(true) {
+                return Err(StepError::fatal(format!(
+                    "{location} accepted the PATCH but still reports active={}",
+                    updated["active"]
+                )));
+            }
+            state(&updated)
+        };
+        log::info(&format!("re-activated SCIM user {id} ({})", ctx.subject));
         Ok(Evidence::new(
-            format!("SCIM user {} re-activated", user.id),
-            &user.location,
+            format!(
+                "SCIM user {id} ({}) re-activated: this step had deactivated it",
+                ctx.subject
+            ),
+            &location,
         )
-        .before(state(&user.resource))
-        .after(state(&updated)))
+        .before(state(&user))
+        .after(updated))
     }
 }
 

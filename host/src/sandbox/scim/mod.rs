@@ -110,6 +110,16 @@ impl Scim {
         self.lock().insert(user)
     }
 
+    /// Set a user's `active`, as an admin would outside any ticket.
+    pub fn set_active(&self, user_name: &str, active: bool) {
+        let mut s = self.lock();
+        if let Some(id) = s.by_name(user_name, None)
+            && let Some(user) = s.users.get_mut(&id)
+        {
+            user.insert("active".into(), json!(active));
+        }
+    }
+
     /// A user by `userName` (case-insensitive), as stored.
     pub fn user_by_name(&self, user_name: &str) -> Option<Value> {
         let s = self.lock();

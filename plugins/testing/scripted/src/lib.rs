@@ -4,6 +4,11 @@
 //!   first `failures` attempts of an idempotency key (counted in kv), then ok;
 //! - `slow`: sleep `sleep_ms`, then ok;
 //! - `sink`: POST the effect to `{sink}/effects`; `verify` GETs it back.
+//! - `verify = "fail"`: verify fails fatal.
+//!
+//! Outputs say whether `run` saw its own step's key in `prior_outputs`
+//! (`saw_own`); verify and compensate put the run outputs the host passed
+//! them (`ctx.run_outputs()`) in their evidence's `before`.
 
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ fn encode(text: &str) -> String {
 
 fn done(ctx: &Context, what: &str) -> Result<Outcome, StepError> {
     Ok(Outcome::new(
-        json!({ "step": ctx.step, "attempt": ctx.attempt, "behaviour": what, "seen": ctx.prior_outputs.as_object().map(|o| o.len()).unwrap_or(0) }),
+        json!({ "step": ctx.step, "attempt": ctx.attempt, "behaviour": what, "seen": ctx.prior_outputs.as_object().map(|o| o.len()).unwrap_or(0), "saw_own": ctx.prior_outputs.get(&ctx.step).is_some() }),
         Evidence::new(
             format!("{} {what}", ctx.step),
             format!("test:{}", ctx.idempotency_key),
@@ -75,6 +80,12 @@ impl Step for Scripted {
     }
 
     fn verify(ctx: &Context) -> Result<Evidence, StepError> {
+        if setting(ctx, "verify") == "fail" {
+            return Err(StepError::fatal(format!(
+                "{} fails verify on purpose",
+                ctx.step
+            )));
+        }
         if setting(ctx, "behaviour") == "sink" {
             let sink = setting(ctx, "sink");
             let resp =
@@ -84,20 +95,25 @@ impl Step for Scripted {
             }
             resp.error_for_status()?;
         }
-        Ok(Evidence::new(
+        let mut proof = Evidence::new(
             format!("{} verified", ctx.step),
             format!("test:{}", ctx.idempotency_key),
-        ))
+        );
+        proof.before = ctx.run_outputs().cloned();
+        Ok(proof)
     }
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
         if setting(ctx, "compensate") == "fail" {
             return Err(StepError::fatal("cannot undo"));
         }
-        Ok(Evidence::new(
+        // What the host says this step's run returned, for the tests to check.
+        let mut undone = Evidence::new(
             format!("{} undone", ctx.step),
             format!("test:{}", ctx.idempotency_key),
-        ))
+        );
+        undone.before = ctx.run_outputs().cloned();
+        Ok(undone)
     }
 }
 

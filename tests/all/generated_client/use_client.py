@@ -1,0 +1,85 @@
+"""Create, list and show tickets through a client openapi-python-client
+generated from itsm's /v1/openapi.json, using only its typed models.
+
+Usage: use_client.py BASE_URL TOKEN  (the generated package `itsm_client`
+must be importable). Prints one line per check; exits non-zero on the first
+that fails.
+"""
+
+import sys
+
+from itsm_client import AuthenticatedClient
+from itsm_client.api.service import me
+from itsm_client.api.tickets import create, list_, show
+from itsm_client.models import (
+    ErrorBody,
+    Me,
+    NewTicket,
+    Ticket,
+    TicketList,
+    TicketState,
+    TicketSummary,
+    TicketView,
+)
+
+
+def check(what, ok):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        sys.exit(1)
+
+
+def main():
+    base, token = sys.argv[1], sys.argv[2]
+    client = AuthenticatedClient(base_url=base, token=token, raise_on_unexpected_status=True)
+
+    who = me.sync(client=client)
+    check("me is a typed Me", isinstance(who, Me))
+    check("me names the token's principal", who.name == "generated-client")
+    check("me lists its roles", "operator" in who.roles)
+
+    created = []
+    for subject in ["user1@example.com", "user2@example.com"]:
+        t = create.sync(client=client, body=NewTicket(workflow="sandbox-offboarding", subject=subject))
+        check(f"create {subject} answers a typed Ticket", isinstance(t, Ticket))
+        check(f"its subject is {subject}", t.subject == subject)
+        check("its id is a ticket id", t.id.startswith("T-"))
+        check("its state is a TicketState", isinstance(t.state, TicketState))
+        check("its workflow is sandbox-offboarding", t.workflow == "sandbox-offboarding")
+        created.append(t.id)
+
+    # A second open ticket for the same person is refused: a typed ErrorBody.
+    # (The approval workflow keeps the first one open until someone decides.)
+    held = create.sync(
+        client=client, body=NewTicket(workflow="sandbox-approved-offboarding", subject="user3@example.com")
+    )
+    refused = create.sync_detailed(
+        client=AuthenticatedClient(base_url=base, token=token),
+        body=NewTicket(workflow="sandbox-approved-offboarding", subject="user3@example.com"),
+    )
+    check("a duplicate answers 409", refused.status_code == 409)
+    check("with a typed ErrorBody", isinstance(refused.parsed, ErrorBody))
+    check("that names the open ticket", held.id in refused.parsed.error)
+
+    page = list_.sync(client=client, workflow="sandbox-offboarding")
+    check("list answers a typed TicketList", isinstance(page, TicketList))
+    check("total counts both tickets", page.total == 2)
+    check("items are TicketSummary", all(isinstance(s, TicketSummary) for s in page.tickets))
+    check("the list holds the created ids", sorted(s.id for s in page.tickets) == sorted(created))
+
+    view = show.sync(client=client, id=created[0])
+    check("show answers a typed TicketView", isinstance(view, TicketView))
+    check("its ticket is a Ticket", isinstance(view.ticket, Ticket))
+    check("it is the one asked for", view.ticket.id == created[0])
+    check("its trail verifies", view.trail_verified is True)
+    check("its trail has events", len(view.trail) >= 1)
+    check("the pinned steps are named", len(view.workflow_steps) >= 1 and all(s.name for s in view.workflow_steps))
+
+    missing = show.sync_detailed(client=AuthenticatedClient(base_url=base, token=token), id="T-nope")
+    check("an unknown id answers 404", missing.status_code == 404)
+    check("with a typed ErrorBody", isinstance(missing.parsed, ErrorBody))
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
