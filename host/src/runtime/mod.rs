@@ -91,11 +91,6 @@ struct RuntimeInner {
     ticker_stop: Arc<AtomicBool>,
     /// Access tokens the host fetched for credentials, shared by all calls.
     tokens: Arc<oauth::TokenCache>,
-    /// The threads plugin calls run on, apart from the caller's runtime: a
-    /// plugin spinning on the CPU yields at every epoch tick, but only to
-    /// other calls; the scheduler, the commits and the API keep threads of
-    /// their own, so a slow plugin cannot starve them. (`None` once dropped.)
-    calls: Option<tokio::runtime::Runtime>,
     /// How many calls are running, and how many of them for long.
     load: Arc<limits::CallLoad>,
 }
@@ -103,19 +98,6 @@ struct RuntimeInner {
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
-        // Dropping a runtime blocks; this may run inside another runtime.
-        if let Some(rt) = self.calls.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// A spawned call, aborted if its caller stops waiting (a step timeout).
-struct CallTask(tokio::task::JoinHandle<Result<CallReport>>);
-
-impl Drop for CallTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -134,16 +116,7 @@ impl Runtime {
             .transpose()?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
-        let calls = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("itsm-call")
-            .worker_threads(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
-            )
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Engine(format!("cannot start the call threads: {e}")))?;
+
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -152,7 +125,6 @@ impl Runtime {
                 kv: Arc::new(MeteredKv::new(config.kv)),
                 ticker_stop,
                 tokens: Arc::new(oauth::TokenCache::new()),
-                calls: Some(calls),
                 load: Arc::default(),
             }),
         })
@@ -353,8 +325,7 @@ impl Plugin {
         self.call_in(slot, op, input, grants).await
     }
 
-    /// [`Plugin::call`] in a place already taken with [`Plugin::slot`]. The
-    /// call runs on the runtime's own call threads.
+    /// [`Plugin::call`] in a place already taken with [`Plugin::slot`].
     pub async fn call_in(
         &self,
         slot: InstanceSlot,
@@ -362,23 +333,7 @@ impl Plugin {
         input: &StepInput,
         grants: &Grants,
     ) -> Result<CallReport> {
-        let this = self.clone();
-        let (input, grants) = (input.clone(), grants.clone());
-        let calls = self
-            .inner
-            .runtime
-            .calls
-            .as_ref()
-            .expect("present until the runtime is dropped");
-        let mut task =
-            CallTask(calls.spawn(async move { this.call_here(slot, op, &input, &grants).await }));
-        match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) => Err(Error::plugin(
-                &self.inner.manifest.name,
-                format!("the call's task failed: {e}"),
-            )),
-        }
+        self.call_here(slot, op, input, grants).await
     }
 
     async fn call_here(
