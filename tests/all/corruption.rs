@@ -63,25 +63,7 @@ fn serve_refuses(home: &Path) -> String {
 #[tokio::test]
 async fn a_cut_or_emptied_store_is_refused_naming_it_and_check_lists_the_damage() {
     let home = tempfile::tempdir().unwrap();
-    {
-        let mut server = start_server(home.path(), &["--sandbox"]).await;
-        let (base, http) = (server.base.clone(), server.client());
-        for i in 1..=12 {
-            let t: serde_json::Value = http
-                .post(format!("{base}/v1/tickets"))
-                .json(&json!({ "workflow": "sandbox-offboarding", "subject": format!("user{i}@example.com") }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = t["id"].as_str().unwrap().to_string();
-            wait_for_state(&http, &format!("{base}/v1/tickets/{id}"), "succeeded").await;
-        }
-        // SIGKILL, and wait until it has let go of the store.
-        server.child.kill().await.unwrap();
-    }
+    run_tickets(home.path(), 1, 12).await;
     let intact = itsm(&["store", "check", "--home", home.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&intact.stdout);
     assert!(
