@@ -604,14 +604,11 @@ impl Plugin {
 /// secret itself: a response carrying any of them is scrubbed. For basic
 /// credentials that is `user:password`, its base64, and the password alone.
 fn credential_forms(header_value: &str, secret: &str) -> Vec<String> {
-    let mut forms = vec![header_value.to_string(), secret.to_string()];
-    forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
+    let mut forms = redact::encodings(secret);
+    forms.push(header_value.to_string());
     if let Some((_, password)) = secret.split_once(':') {
         forms.push(password.to_string());
     }
-    let json = serde_json::to_string(secret).expect("a string serializes");
-    forms.push(json[1..json.len() - 1].to_string());
-    forms.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
     forms.sort();
     forms.dedup();
     forms

@@ -33,16 +33,11 @@ impl Redactor {
 
     /// Mask `secret` (and its encodings) from now on.
     pub fn add(&self, secret: &str) {
-        use base64::Engine;
         if secret.len() < MIN_SECRET_LEN {
             return;
         }
         let mut needles = self.needles.write().expect("redactor lock");
-        needles.push(secret.to_string());
-        needles.push(base64::engine::general_purpose::STANDARD.encode(secret));
-        let escaped = serde_json::to_string(secret).expect("string serializes");
-        needles.push(escaped[1..escaped.len() - 1].to_string());
-        needles.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
+        needles.extend(encodings(secret));
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
     }
@@ -76,6 +71,20 @@ impl Redactor {
             other => other,
         }
     }
+}
+
+/// `secret` and the encodings it commonly travels in: itself, base64, JSON
+/// string escaping, URL form encoding. Shared by output masking and by the
+/// scrubbing of responses to credentialed requests.
+pub(crate) fn encodings(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    let escaped = serde_json::to_string(secret).expect("string serializes");
+    vec![
+        secret.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        escaped[1..escaped.len() - 1].to_string(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+    ]
 }
 
 #[cfg(test)]
