@@ -34,6 +34,10 @@ pub enum Error {
     /// The durable store failed; nothing after the failure was acknowledged.
     #[error("store: {0}")]
     Store(String),
+    /// The disk holding the store is full (or under its reserve); nothing
+    /// was written, reads go on, and writes resume once space is freed.
+    #[error("store: {0}")]
+    StorageFull(String),
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -66,6 +70,17 @@ impl Error {
         Self::Plugin {
             name: name.into(),
             message: message.to_string(),
+        }
+    }
+
+    /// A store failure handed to many waiters (one group commit, many
+    /// tickets): a full disk stays [`Error::StorageFull`] for each, so each
+    /// answers 507; anything else is a store error with the same words.
+    pub(crate) fn copy(&self) -> Self {
+        match self {
+            Self::StorageFull(m) => Self::StorageFull(m.clone()),
+            Self::Store(m) => Self::Store(m.clone()),
+            other => Self::Store(other.to_string()),
         }
     }
 }

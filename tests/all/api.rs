@@ -353,6 +353,16 @@ async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_d
     );
     assert_ne!(newest["tickets"][0]["id"], oldest["tickets"][0]["id"]);
     assert_eq!(newest["tickets"][0]["id"], second["tickets"][0]["id"]);
+    // Keyset paging: `next` is the cursor; the last page has none.
+    let next = oldest["next"].as_str().expect("a next cursor");
+    let after = get_json(
+        &http,
+        &format!("{base}/v1/tickets?batch={batch}&limit=1&after={next}"),
+    )
+    .await;
+    assert_eq!(after["tickets"][0]["id"], second["tickets"][0]["id"]);
+    assert!(after["next"].is_null(), "{after:#}");
+    assert_eq!(after["total"].as_u64(), Some(2));
     let bad = http
         .get(format!("{base}/v1/tickets?created_after=yesterday"))
         .send()

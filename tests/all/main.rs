@@ -14,6 +14,7 @@ mod crash;
 mod demo;
 mod durability;
 mod echo;
+mod full_disk;
 mod fuzz;
 mod generated_client;
 mod hooks;

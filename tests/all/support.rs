@@ -196,6 +196,22 @@ pub async fn start_server_via(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
+    spawn_server(wrapper, home, extra, env, std::process::Stdio::inherit()).await
+}
+
+/// [`start_server`] with its standard error piped (`child.stderr`), for a
+/// test that reads what the server says as it exits.
+pub async fn start_server_piped(home: &std::path::Path, extra: &[&str]) -> Server {
+    spawn_server(&[], home, extra, &[], std::process::Stdio::piped()).await
+}
+
+async fn spawn_server(
+    wrapper: &[&str],
+    home: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
     // Restarts on the same home keep the token, as a real server's would.
     let saved = home.join("operator-1.token");
@@ -222,7 +238,7 @@ pub async fn start_server_via(
         .args(extra)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start itsm serve");

@@ -31,6 +31,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// A 401 saying why the request is not authenticated.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self {
@@ -64,6 +69,7 @@ impl From<Error> for ApiError {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

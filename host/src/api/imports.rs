@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -89,6 +89,10 @@ pub(super) struct ImportReport {
     existing: usize,
     errors: Vec<RowError>,
     tickets: Vec<String>,
+    /// Why the import stopped before its last row (a store error: the disk
+    /// is full, say), and what to do; absent when every row was handled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
 }
 
 /// One parsed row: its number (1 = first data row) and the request, or why not.
@@ -253,14 +257,14 @@ fn json_rows(body: &[u8], shape: &Shape<'_>) -> Vec<Row> {
 #[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
     request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}", content(
         (String = "text/csv"), (String = "application/x-ndjson"))),
-    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 413, description = "Over an intake limit, named in the body", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value)))]
+    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 413, description = "Over an intake limit, named in the body", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 507, description = "The disk is full: the rows stored before it, the rest not imported, and `stopped` saying why", body = serde_json::Value)))]
 pub(super) async fn import(
     State(app): State<AppState>,
     Caller(who): Caller,
     headers: HeaderMap,
     query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<ImportReport>, ApiError> {
+) -> Result<(StatusCode, Json<ImportReport>), ApiError> {
     who.require(Role::Operator, "import tickets")?;
     let limits = app.scheduler.intake();
     let body = body.map_err(|r| {
@@ -308,11 +312,13 @@ pub(super) async fn import(
         existing: 0,
         errors: Vec::new(),
         tickets: Vec::new(),
+        stopped: None,
     };
     let progress = app.imports.start(&report.batch, rows.len());
-    let result = create_rows(&app, rows, &file_hash, &by, &progress).await;
+    let created = create_rows(&app, rows, &file_hash, &by, &progress).await;
     app.imports.finish(&report.batch);
-    for (row, result) in result? {
+    let created = created?;
+    for (row, result) in created.results {
         match result {
             Ok((id, created)) => {
                 if created {
@@ -325,24 +331,61 @@ pub(super) async fn import(
             Err(error) => report.errors.push(RowError { row, error }),
         }
     }
-    Ok(Json(report))
+    let Some(stopped) = created.stopped else {
+        return Ok((StatusCode::OK, Json(report)));
+    };
+    let status = ApiError::from(stopped.copy()).status();
+    report.stopped = Some(format!(
+        "{stopped}; {} rows were stored (their ids are in `tickets`); send the same file \
+         again once that is fixed: rows already stored are not created twice",
+        report.created + report.existing
+    ));
+    Ok((status, Json(report)))
 }
 
 /// What became of each row: its ticket (and whether it is new), or why not.
 type RowResult = (usize, Result<(String, bool), String>);
 
+/// The rows' results, and the store error that stopped the import, if one did.
+struct Created {
+    results: Vec<RowResult>,
+    stopped: Option<crate::Error>,
+}
+
+/// A row's failure that is the store's, not the row's: the rows after it
+/// would meet it too, so the import stops there.
+fn stops_the_import(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::StorageFull(_) | crate::Error::Store(_))
+}
+
 /// Create the rows' tickets, `CONCURRENCY` at a time; results in row order.
+/// At the first store error no further row is started; the rows already
+/// started finish, and every row not started says so.
 async fn create_rows(
     app: &AppState,
     rows: Vec<Row>,
     file_hash: &str,
     by: &str,
     progress: &Progress,
-) -> Result<Vec<RowResult>, ApiError> {
+) -> Result<Created, ApiError> {
     use std::sync::atomic::Ordering;
     let mut pending = tokio::task::JoinSet::new();
     let mut results = Vec::with_capacity(rows.len());
-    for (row, parsed) in rows {
+    let mut stopped: Option<crate::Error> = None;
+    let note = |results: &mut Vec<RowResult>,
+                stopped: &mut Option<crate::Error>,
+                (row, r): (usize, crate::Result<(String, bool)>)| {
+        progress.done.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Err(e) if stops_the_import(&e) => {
+                results.push((row, Err(e.to_string())));
+                stopped.get_or_insert(e);
+            }
+            r => results.push((row, r.map_err(|e| e.to_string()))),
+        }
+    };
+    let mut rows = rows.into_iter();
+    for (row, parsed) in rows.by_ref() {
         let req = match parsed {
             Ok(req) => req,
             Err(error) => {
@@ -354,24 +397,31 @@ async fn create_rows(
         if pending.len() >= CONCURRENCY
             && let Some(done) = pending.join_next().await
         {
-            results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
-            progress.done.fetch_add(1, Ordering::Relaxed);
+            let done = done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?;
+            note(&mut results, &mut stopped, done);
+        }
+        if stopped.is_some() {
+            results.push((row, Err(NOT_STARTED.into())));
+            break;
         }
         let scheduler = app.scheduler.clone();
         let key = format!("import:{file_hash}:{row}");
         let by = by.to_string();
         pending.spawn(async move {
-            let r = scheduler
-                .create(req, &by, Some(&key))
-                .await
-                .map_err(|e| e.to_string());
+            let r = scheduler.create(req, &by, Some(&key)).await;
             (row, r.map(|(t, created)| (t.id, created)))
         });
     }
+    for (row, _) in rows {
+        results.push((row, Err(NOT_STARTED.into())));
+    }
     while let Some(done) = pending.join_next().await {
-        results.push(done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?);
-        progress.done.fetch_add(1, Ordering::Relaxed);
+        let done = done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?;
+        note(&mut results, &mut stopped, done);
     }
     results.sort_by_key(|(row, _)| *row);
-    Ok(results)
+    Ok(Created { results, stopped })
 }
+
+/// The error of each row after the one where the store failed.
+const NOT_STARTED: &str = "not imported: the import stopped at a store error (see `stopped`)";

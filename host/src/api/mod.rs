@@ -49,6 +49,8 @@ pub struct AppState {
     pub skipped_plugins: Arc<Vec<crate::admin::Skipped>>,
     /// Signs export trailers ([`crate::audit::export`]).
     pub export_key: Arc<ed25519_dalek::SigningKey>,
+    /// Trails already verified, so a re-read verifies only what is new.
+    pub verified: Arc<crate::audit::Verified>,
 }
 
 impl AppState {
@@ -65,7 +67,22 @@ impl AppState {
             // Until the home's key is given: exports still verify, against
             // a key that lives as long as the process.
             export_key: Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand::random())),
+            verified: Arc::default(),
         }
+    }
+
+    /// Run store reads on the blocking pool rather than on the async
+    /// workers, so a slow read (a long trail, a cold page, a full scan)
+    /// never holds up the requests and ticket drivers sharing them.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn crate::store::Store) -> crate::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.scheduler.store().clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ApiError::from(crate::Error::Store(format!("a read failed: {e}"))))?
+            .map_err(ApiError::from)
     }
 
     /// With the plugin folders start-up skipped.

@@ -10,10 +10,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::scheduler::NewTicket;
 use crate::scheduler::machine::Event;
+use crate::store::{Listing, TicketSummary as Summary};
 use crate::ticket::{Ticket, TicketState};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -79,7 +79,11 @@ struct ListQuery {
     created_before: Option<String>,
     /// At most this many (default 1000); `total` says how many matched.
     limit: Option<usize>,
-    /// Skip this many matches first (paging).
+    /// The page after this cursor: the `next` of the page before (keyset
+    /// paging: each page costs its own length, however deep).
+    after: Option<String>,
+    /// Skip this many matches first (costs as many reads as it skips:
+    /// prefer `after`).
     offset: Option<usize>,
     /// `oldest` first (default) or `newest` first.
     #[param(inline)]
@@ -114,20 +118,6 @@ pub(super) fn instant(name: &str, value: &Option<String>) -> Result<Option<u64>,
         .transpose()
 }
 
-/// A ticket without its steps: what lists show.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = TicketSummary)]
-struct Summary {
-    id: String,
-    workflow: String,
-    subject: String,
-    state: TicketState,
-    requested_by: String,
-    batch: Option<String>,
-    created_ms: u64,
-    updated_ms: u64,
-}
-
 /// A page of tickets.
 #[derive(Serialize, utoipa::ToSchema)]
 struct TicketList {
@@ -135,6 +125,8 @@ struct TicketList {
     tickets: Vec<Summary>,
     /// How many matched, before `offset` and `limit`.
     total: usize,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<String>,
 }
 
 /// A step of the ticket's pinned workflow definition.
@@ -171,21 +163,6 @@ struct Ack {
 
 const ACK: Ack = Ack { ok: true };
 
-impl From<Ticket> for Summary {
-    fn from(t: Ticket) -> Self {
-        Self {
-            id: t.id,
-            workflow: t.workflow,
-            subject: t.subject,
-            state: t.state,
-            requested_by: t.requested_by,
-            batch: t.batch,
-            created_ms: t.created_ms,
-            updated_ms: t.updated_ms,
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
     responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
 async fn list(
@@ -194,33 +171,27 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TicketList>, ApiError> {
     let Query(q) = query?;
-    let tickets = app.scheduler.store().tickets()?;
+    let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000);
-    let after = instant("created_after", &q.created_after)?;
-    let before = instant("created_before", &q.created_before)?;
-    let mut matched: Vec<Ticket> = tickets
-        .into_iter()
-        .filter(|t| q.state.is_none_or(|s| t.state == s))
-        .filter(|t| q.workflow.as_ref().is_none_or(|w| &t.workflow == w))
-        .filter(|t| q.subject.as_ref().is_none_or(|s| &t.subject == s))
-        .filter(|t| q.batch.as_ref().is_none_or(|b| t.batch.as_ref() == Some(b)))
-        .filter(|t| {
-            after.is_none_or(|a| t.created_ms >= a) && before.is_none_or(|b| t.created_ms < b)
-        })
-        .collect();
-    if matches!(q.order, Some(Order::Newest)) {
-        matched.reverse();
-    }
-    let total = matched.len();
-    let items: Vec<Summary> = matched
-        .into_iter()
-        .skip(q.offset.unwrap_or(0))
-        .take(limit)
-        .map(Summary::from)
-        .collect();
+    let listing = Listing {
+        state: q.state,
+        workflow: q.workflow,
+        subject: q.subject,
+        batch: q.batch,
+        created_from_ms: instant("created_after", &q.created_after)?,
+        created_before_ms: instant("created_before", &q.created_before)?,
+        after: q.after,
+        newest_first: matches!(q.order, Some(Order::Newest)),
+        limit: limit.saturating_add(offset),
+    };
+    let (mut page, total) = app
+        .read(move |store| Ok((store.list(&listing)?, store.count(&listing)?)))
+        .await?;
+    page.tickets.drain(..offset.min(page.tickets.len()));
     Ok(Json(TicketList {
-        tickets: items,
+        tickets: page.tickets,
         total,
+        next: page.next,
     }))
 }
 
@@ -231,16 +202,20 @@ async fn show(
     _: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<TicketView>, ApiError> {
-    let store = app.scheduler.store();
-    let ticket = store
-        .ticket(&id)?
-        .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
-    let trail = store.events(&id)?;
-    let verified = audit::verify(&id, &trail, &ticket.head);
+    let (ticket, trail, pinned) = app
+        .read(move |store| {
+            let ticket = store
+                .ticket(&id)?
+                .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
+            let trail = store.events(&id)?;
+            let pinned = store.workflow(&ticket.workflow, &ticket.workflow_hash)?;
+            Ok((ticket, trail, pinned))
+        })
+        .await?;
+    let verified = app.verified.verify(&ticket.id, &trail, &ticket.head);
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
-    let steps: Vec<WorkflowStep> = store
-        .workflow(&ticket.workflow, &ticket.workflow_hash)?
+    let steps: Vec<WorkflowStep> = pinned
         .map(|wf| {
             wf.steps
                 .iter()
@@ -428,11 +403,7 @@ async fn batch_show(
             tickets: Vec::new(),
         }));
     }
-    let tickets: Vec<Summary> = tokio::task::block_in_place(|| app.scheduler.store().tickets())?
-        .into_iter()
-        .filter(|t| t.batch.as_deref() == Some(batch.as_str()))
-        .map(Summary::from)
-        .collect();
+    let tickets = batch_tickets(&app, &batch).await?;
     if tickets.is_empty() {
         return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
     }
@@ -453,6 +424,16 @@ async fn batch_show(
     }))
 }
 
+/// Every ticket of a batch, oldest first, through the batch index.
+async fn batch_tickets(app: &AppState, batch: &str) -> Result<Vec<Summary>, ApiError> {
+    let listing = Listing {
+        batch: Some(batch.to_string()),
+        limit: usize::MAX,
+        ..Listing::default()
+    };
+    Ok(app.read(move |store| store.list(&listing)).await?.tickets)
+}
+
 /// Apply one event to every ticket of a batch it fits; report per ticket.
 async fn batch_action(
     app: &AppState,
@@ -460,13 +441,7 @@ async fn batch_action(
     fits: fn(TicketState) -> bool,
     event: impl Fn() -> Event,
 ) -> Result<Json<BatchAction>, ApiError> {
-    let tickets: Vec<Ticket> = app
-        .scheduler
-        .store()
-        .tickets()?
-        .into_iter()
-        .filter(|t| t.batch.as_deref() == Some(batch))
-        .collect();
+    let tickets = batch_tickets(app, batch).await?;
     if tickets.is_empty() {
         return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
     }

@@ -202,8 +202,22 @@ pub struct ChainBreak {
 
 /// Check a ticket's events, in stored order, against its recorded head.
 pub fn verify(ticket_id: &str, events: &[AuditEvent], head: &ChainHead) -> Result<(), ChainBreak> {
-    let mut prev = GENESIS.to_string();
-    for (i, e) in events.iter().enumerate() {
+    verify_from(ticket_id, events, 0, head)
+}
+
+/// [`verify`] of the events from `start` on, the ones before it taken as
+/// verified: event `start` must link to event `start - 1`'s hash.
+fn verify_from(
+    ticket_id: &str,
+    events: &[AuditEvent],
+    start: usize,
+    head: &ChainHead,
+) -> Result<(), ChainBreak> {
+    let mut prev = match start.checked_sub(1).and_then(|i| events.get(i)) {
+        Some(e) => e.hash.clone(),
+        None => GENESIS.to_string(),
+    };
+    for (i, e) in events.iter().enumerate().skip(start) {
         let i = i as u64;
         let brk = |reason: String| Err(ChainBreak { seq: i, reason });
         if e.ticket_id != ticket_id {
@@ -234,6 +248,48 @@ pub fn verify(ticket_id: &str, events: &[AuditEvent], head: &ChainHead) -> Resul
         });
     }
     Ok(())
+}
+
+/// Trails this process has verified, by ticket: how many events, and the
+/// hash of the last. Reading a ticket again verifies only the events added
+/// since, so a page that re-reads a ticket every few seconds does not hash
+/// its whole trail each time. The cached prefix is trusted only while its
+/// last event still carries the hash that was verified; `itsm audit
+/// verify` and `itsm store check` always verify every event.
+#[derive(Debug, Default)]
+pub struct Verified(std::sync::Mutex<std::collections::HashMap<String, (usize, String)>>);
+
+/// Tickets remembered at most (then the memory starts over).
+const VERIFIED_MAX: usize = 100_000;
+
+impl Verified {
+    /// [`verify`], skipping the prefix verified before.
+    pub fn verify(
+        &self,
+        ticket_id: &str,
+        events: &[AuditEvent],
+        head: &ChainHead,
+    ) -> Result<(), ChainBreak> {
+        let known = self
+            .0
+            .lock()
+            .expect("verified lock")
+            .get(ticket_id)
+            .cloned();
+        let start = match known {
+            Some((n, hash)) if n > 0 && events.get(n - 1).is_some_and(|e| e.hash == hash) => n,
+            _ => 0,
+        };
+        verify_from(ticket_id, events, start, head)?;
+        if let Some(last) = events.last() {
+            let mut map = self.0.lock().expect("verified lock");
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+            map.insert(ticket_id.to_string(), (events.len(), last.hash.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// Check an exported run of events (one or many tickets, any date range)
@@ -287,6 +343,34 @@ mod tests {
             })
             .collect();
         (events, head)
+    }
+
+    #[test]
+    fn a_reread_trail_is_verified_from_where_the_last_read_stopped() {
+        let (events, head) = chain(10);
+        let seen = Verified::default();
+        let first = ChainHead {
+            len: 5,
+            hash: events[4].hash.clone(),
+        };
+        seen.verify("T-1", &events[..5], &first).unwrap();
+        seen.verify("T-1", &events, &head).unwrap();
+        // An edit after the verified prefix is found.
+        let mut edited = events.clone();
+        edited[7].data = json!({ "i": 99 });
+        assert_eq!(seen.verify("T-1", &edited, &head).unwrap_err().seq, 7);
+        // An edit before it is found by a fresh read (`itsm audit verify`).
+        let mut early = events.clone();
+        early[0].data = json!({ "i": 99 });
+        assert_eq!(
+            Verified::default()
+                .verify("T-1", &early, &head)
+                .unwrap_err()
+                .seq,
+            0
+        );
+        // And a cut tail.
+        assert!(seen.verify("T-1", &events[..8], &head).is_err());
     }
 
     #[test]

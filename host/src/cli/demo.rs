@@ -122,7 +122,7 @@ async fn run_in(
         false,
         Some(&sandbox),
         crate::intake::IntakeLimits::default(),
-        false,
+        &super::serve::StoreArgs::default(),
     )
     .await?;
     println!(

@@ -63,16 +63,41 @@ pub(crate) struct ServeArgs {
     /// Intake limits (each refusal names the flag that sets it).
     #[command(flatten)]
     intake: crate::intake::IntakeLimits,
-    /// Start even though the store is behind its completeness checkpoint
-    /// (it lost acknowledged work: cut, rolled back or replaced), running on
-    /// what is left. Recorded in the system trail with what was lost.
-    #[arg(long)]
-    accept_store_loss: bool,
+    /// How the store is opened.
+    #[command(flatten)]
+    store: StoreArgs,
     /// On SIGTERM or SIGINT, how long to let the plugin calls in flight
     /// finish (e.g. `30s`, `2m`) before recording them interrupted; they
     /// run again on the next start with the same idempotency key.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grace: std::time::Duration,
+}
+
+/// How `itsm serve` opens its store.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreArgs {
+    /// Start even though the store is behind its completeness checkpoint
+    /// (it lost acknowledged work: cut, rolled back or replaced), running on
+    /// what is left. Recorded in the system trail with what was lost.
+    #[arg(long)]
+    pub accept_store_loss: bool,
+    /// Refuse writes (507, "the disk is full") while the disk holding the
+    /// store has fewer than this many MiB free, so the store never meets a
+    /// full disk mid-write; reads go on and writes resume once space is
+    /// freed. 0 turns the reserve off.
+    #[arg(long, default_value_t = DEFAULT_RESERVE_MIB)]
+    pub min_free_mib: u64,
+}
+
+const DEFAULT_RESERVE_MIB: u64 = crate::store::space::DEFAULT_RESERVE >> 20;
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        Self {
+            accept_store_loss: false,
+            min_free_mib: DEFAULT_RESERVE_MIB,
+        }
+    }
 }
 
 /// What `--sandbox` adds: the doubles, workflows against them, their secrets.
@@ -164,20 +189,21 @@ pub(crate) async fn assemble(
     dev: bool,
     sandbox: Option<&Sandbox>,
     intake: crate::intake::IntakeLimits,
-    accept_store_loss: bool,
+    store_args: &StoreArgs,
 ) -> Result<Assembled, Exit> {
     for sub in ["data", "plugins", "workflows", "cache"] {
         std::fs::create_dir_all(home.join(sub))
             .map_err(|e| Exit::Usage(format!("{}: {e}", home.join(sub).display())))?;
     }
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("data"))?);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&home.join("data"))?.with_reserve(store_args.min_free_mib << 20));
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.map_or_else(|| home.join("cache"), |c| c.to_path_buf())),
         max_instances: (workers as u32).clamp(8, 1000),
         kv: Arc::new(StoreKv(store.clone())),
     })?;
     let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
-    let checkpoint = open_checkpoint(home, store.as_ref(), &system, accept_store_loss)?;
+    let checkpoint = open_checkpoint(home, store.as_ref(), &system, store_args.accept_store_loss)?;
     let policy = PluginPolicy {
         trusted: TrustedKeys::default(),
         trusted_dir: Some(home.join("trusted-keys")),
@@ -323,7 +349,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Exit> {
         args.dev,
         sandbox.as_ref(),
         args.intake,
-        args.accept_store_loss,
+        &args.store,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -71,6 +71,9 @@ pub(crate) enum TicketCommand {
         /// Newest first (default: oldest first).
         #[arg(long)]
         newest: bool,
+        /// The page after this ticket id (the `more:` line of the page before).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Approve the step waiting for approval (of each ticket given).
     Approve {
@@ -179,6 +182,7 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
             limit,
             quiet,
             newest,
+            after,
         } => {
             let mut q = format!("limit={limit}");
             if newest {
@@ -191,6 +195,7 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
                 ("batch", batch),
                 ("created_after", since),
                 ("created_before", until),
+                ("after", after),
             ] {
                 if let Some(v) = v {
                     q.push_str(&format!("&{k}={}", enc(&v)));
@@ -202,7 +207,12 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
                     println!("{}", cell(&t["id"]));
                 }
             } else {
-                client.show(&list, |l| print_summaries(&l["tickets"]));
+                client.show(&list, |l| {
+                    print_summaries(&l["tickets"]);
+                    if let Some(next) = l["next"].as_str() {
+                        println!("more: itsm ticket list --after {next} (same filters)");
+                    }
+                });
             }
         }
         TicketCommand::Approve { ids, comment } => {

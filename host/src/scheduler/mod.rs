@@ -29,6 +29,9 @@ use crate::store::{Batch, Store};
 use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
 use crate::workflow::Workflow;
 
+/// How often a ticket whose transition met a full disk tries it again.
+const SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A request for a new ticket: one subject, one workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -709,19 +712,38 @@ impl Scheduler {
         }
         let events = link_all(ticket, now, tr.drafts);
         let counted: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
-        self.inner
-            .commits
-            .commit(Batch {
-                tickets: vec![ticket.clone()],
-                events,
-                ..Batch::default()
-            })
-            .await?;
+        self.commit_waiting_for_space(Batch {
+            tickets: vec![ticket.clone()],
+            events,
+            ..Batch::default()
+        })
+        .await?;
         self.inner.metrics.events(&counted);
         for call in tr.calls {
             self.start_call(calls, ticket, wf, call);
         }
         Ok(())
+    }
+
+    /// Commit a transition; while the disk is full, wait and try the same
+    /// batch again (the store refused it whole, so nothing is half-written),
+    /// so a ticket in flight carries on once space is freed rather than
+    /// stopping until a restart. No effect starts before the commit lands.
+    /// A shutdown ends the wait: the ticket resumes from disk on restart.
+    async fn commit_waiting_for_space(&self, batch: Batch) -> Result<()> {
+        let mut warned = false;
+        loop {
+            match self.inner.commits.commit(batch.clone()).await {
+                Err(Error::StorageFull(why)) if !self.is_draining() => {
+                    if !warned {
+                        tracing::warn!(ticket = %batch.tickets.first().map(|t| t.id.as_str()).unwrap_or_default(), %why, "disk full: the ticket waits for space");
+                        warned = true;
+                    }
+                    tokio::time::sleep(SPACE_RETRY).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Make a call the committed transition asked for, unless shutting

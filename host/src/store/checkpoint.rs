@@ -147,11 +147,24 @@ impl Checkpoint {
         })
         .map_err(|e| Error::Store(e.to_string()))?;
         text.push('\n');
-        inner
+        let before = inner.file.metadata().map_err(io(&self.path))?.len();
+        let appended = inner
             .file
             .write_all(text.as_bytes())
-            .map_err(io(&self.path))?;
-        inner.file.sync_data().map_err(io(&self.path))?;
+            .and_then(|()| inner.file.sync_data());
+        if let Err(e) = appended {
+            // Cut a part-written line off, so the next line starts on its
+            // own (a torn line in the middle would read as tampering).
+            let _ = inner.file.set_len(before);
+            return Err(if super::space::is_full(&e) {
+                Error::StorageFull(format!(
+                    "cannot append to {}: {e}; free space and retry",
+                    self.path.display()
+                ))
+            } else {
+                io(&self.path)(e)
+            });
+        }
         inner.chain = chain;
         inner.lines += 1;
         Ok(())

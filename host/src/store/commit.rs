@@ -47,12 +47,7 @@ impl CommitQueue {
                         None => Ok(()),
                     });
                     for w in waiters {
-                        let _ = w.send(
-                            result
-                                .as_ref()
-                                .map(|_| ())
-                                .map_err(|e| Error::Store(e.to_string())),
-                        );
+                        let _ = w.send(result.as_ref().map(|_| ()).map_err(Error::copy));
                     }
                 }
             })

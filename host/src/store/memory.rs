@@ -55,6 +55,22 @@ impl Store for MemoryStore {
     fn tickets(&self) -> Result<Vec<Ticket>> {
         Ok(self.lock().tickets.values().cloned().collect())
     }
+    fn list(&self, q: &super::Listing) -> Result<super::Page> {
+        let s = self.lock();
+        let all = s.tickets.values().map(super::TicketSummary::from);
+        Ok(if q.newest_first {
+            q.page(all.rev())
+        } else {
+            q.page(all)
+        })
+    }
+    fn count(&self, q: &super::Listing) -> Result<usize> {
+        let s = self.lock();
+        Ok(s.tickets
+            .values()
+            .filter(|t| q.matches(&super::TicketSummary::from(*t)))
+            .count())
+    }
     fn in_flight(&self) -> Result<Vec<String>> {
         Ok(self
             .lock()

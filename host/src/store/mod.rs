@@ -10,9 +10,13 @@ pub mod checkpoint;
 pub mod commit;
 #[doc(hidden)]
 pub mod conformance;
+pub mod listing;
 pub mod memory;
 mod seal;
 pub mod sled;
+pub mod space;
+
+pub use listing::{Listing, Page, TicketSummary};
 
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -49,8 +53,14 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batches: &[Batch]) -> Result<()>;
     /// A ticket by id.
     fn ticket(&self, id: &str) -> Result<Option<Ticket>>;
-    /// All tickets, oldest first.
+    /// All tickets, oldest first (whole: for audits and checks; listings
+    /// use [`Store::list`]).
     fn tickets(&self) -> Result<Vec<Ticket>>;
+    /// A page of ticket summaries: filtered, ordered by id (creation), from
+    /// a keyset cursor, reading about as many records as the page holds.
+    fn list(&self, q: &Listing) -> Result<Page>;
+    /// How many tickets match `q` (its cursor and limit aside).
+    fn count(&self, q: &Listing) -> Result<usize>;
     /// Ids of tickets not in a terminal state, oldest first.
     fn in_flight(&self) -> Result<Vec<String>>;
     /// A ticket's audit events, in seq order.

@@ -11,6 +11,8 @@
 //! | `i/` | idempotency key | ticket id |
 //! | `k/` | plugin `\0` key | plugin value |
 //!
+//! | `s/`, `x/`, `n/`, `m/` | see [`listing`] | summaries, indexes, counters |
+//!
 //! Retired prefixes stay reserved: none yet.
 //!
 //! Durability: sled 0.34.7's `flush` writes its log with `sync_file_range`,
@@ -24,12 +26,15 @@
 //! directories that gained entries. The group commit makes that one sync
 //! per group of transitions.
 
+mod listing;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::seal::{corrupt, guard, seal, unseal, unseal_raw};
-use super::{Batch, Checked, Damage, Store};
+use super::space::{self, Space};
+use super::{Batch, Checked, Damage, Listing, Page, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::ticket::Ticket;
@@ -40,6 +45,10 @@ pub struct SledStore {
     db: sled::Db,
     durable: Durable,
     dir: PathBuf,
+    /// Writes are refused while the disk is under this reserve.
+    space: Space,
+    /// One commit at a time: the listing counters are read, then written.
+    commit_lock: Mutex<()>,
 }
 
 /// What makes a sled flush survive a power loss: our own descriptors on
@@ -54,7 +63,12 @@ struct Durable {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Store(format!("cannot sync {}: {e}", path.display()))
+    let message = format!("cannot sync {}: {e}", path.display());
+    if space::is_full(&e) {
+        Error::StorageFull(format!("{message}; free space and retry"))
+    } else {
+        Error::Store(message)
+    }
 }
 
 fn sync_path(path: &Path) -> Result<()> {
@@ -136,6 +150,33 @@ fn err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
 
+/// Exit status when the store met a full disk mid-write (EX_TEMPFAIL).
+pub const EXIT_DISK_FULL: i32 = 75;
+
+/// A write's error from sled. A full disk met mid-write leaves sled 0.34
+/// refusing every later write (and hanging scans) until it is reopened, so
+/// the process exits for its supervisor to restart it: everything
+/// acknowledged is already synced, and reopening recovers it. The reserve
+/// ([`Space`]) exists so that this is the exception, not the rule.
+fn write_err(dir: &Path, e: sled::Error) -> Error {
+    match &e {
+        sled::Error::Io(io) if space::is_full(io) => {
+            let message = format!(
+                "the disk holding {} filled up during a write ({io}); the store cannot write \
+                 again until it is reopened. Exiting with status {EXIT_DISK_FULL} for the \
+                 supervisor to restart the server once space is freed: nothing acknowledged \
+                 was lost. Keep a reserve (itsm serve --min-free-mib) so writes are refused \
+                 before the disk fills",
+                dir.display()
+            );
+            tracing::error!("{message}");
+            eprintln!("itsm: {message}");
+            std::process::exit(EXIT_DISK_FULL);
+        }
+        _ => err(e),
+    }
+}
+
 /// A sealed JSON record at `key`, decoded.
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
     let payload = unseal(key, bytes)?;
@@ -189,11 +230,40 @@ impl SledStore {
                 })
         })?;
         let durable = Durable::open(dir)?;
-        Ok(Self {
+        let store = Self {
             db,
             durable,
             dir: dir.to_path_buf(),
-        })
+            space: Space::new(dir, space::DEFAULT_RESERVE),
+            commit_lock: Mutex::new(()),
+        };
+        store.g("index the tickets", || {
+            if let Some(n) = listing::build_if_missing(&store.db)? {
+                tracing::info!(tickets = n, "built the listing indexes");
+                store.flush()?;
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Refuse writes while fewer than `bytes` are free on the store's disk
+    /// (0: never refuse, and meet the full disk itself).
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.space = Space::new(&self.dir, bytes);
+        self
+    }
+
+    /// Remove every listing record, as a store written before them had
+    /// none (for the test that they are rebuilt at open).
+    #[cfg(test)]
+    pub(crate) fn drop_listing_records(&self) {
+        for prefix in [&b"s/"[..], b"x/", b"n/", b"m/"] {
+            for kv in self.db.scan_prefix(prefix) {
+                self.db.remove(kv.unwrap().0).unwrap();
+            }
+        }
+        self.db.flush().unwrap();
     }
 
     /// Run a call into sled, its panics turned into store errors.
@@ -211,36 +281,43 @@ impl SledStore {
     /// sled's flush, then the fsync it leaves out: on return the writes
     /// survive a power loss, not only a process crash.
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(err)?;
+        self.db.flush().map_err(|e| write_err(&self.dir, e))?;
         self.durable.sync()
     }
 }
 
 impl Store for SledStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for b in batches {
-            for t in &b.tickets {
-                batch.insert(format!("t/{}", t.id).as_bytes(), encode(t)?);
-                let flight = format!("f/{}", t.id);
-                if t.state.is_terminal() {
-                    batch.remove(flight.as_bytes());
-                } else {
-                    batch.insert(flight.as_bytes(), &[] as &[u8]);
+        self.space.check()?;
+        let _one = self.commit_lock.lock().expect("commit lock");
+        self.g("write", || {
+            let mut batch = sled::Batch::default();
+            let mut indexer = listing::Indexer::new(&self.db);
+            for b in batches {
+                for t in &b.tickets {
+                    batch.insert(format!("t/{}", t.id).as_bytes(), encode(t)?);
+                    let flight = format!("f/{}", t.id);
+                    if t.state.is_terminal() {
+                        batch.remove(flight.as_bytes());
+                    } else {
+                        batch.insert(flight.as_bytes(), &[] as &[u8]);
+                    }
+                    indexer.ticket(&mut batch, t)?;
+                }
+                for e in &b.events {
+                    batch.insert(event_key(&e.ticket_id, e.seq).as_bytes(), encode(e)?);
+                }
+                for (name, hash, wf) in &b.workflows {
+                    batch.insert(format!("w/{name}/{hash}").as_bytes(), encode(wf)?);
+                }
+                for (k, id) in &b.idempotency {
+                    batch.insert(format!("i/{k}").as_bytes(), seal(id.as_bytes()));
                 }
             }
-            for e in &b.events {
-                batch.insert(event_key(&e.ticket_id, e.seq).as_bytes(), encode(e)?);
-            }
-            for (name, hash, wf) in &b.workflows {
-                batch.insert(format!("w/{name}/{hash}").as_bytes(), encode(wf)?);
-            }
-            for (k, id) in &b.idempotency {
-                batch.insert(format!("i/{k}").as_bytes(), seal(id.as_bytes()));
-            }
-        }
-        self.g("write", || {
-            self.db.apply_batch(batch).map_err(err)?;
+            indexer.finish(&mut batch)?;
+            self.db
+                .apply_batch(batch)
+                .map_err(|e| write_err(&self.dir, e))?;
             self.flush()
         })
     }
@@ -265,6 +342,14 @@ impl Store for SledStore {
                 })
                 .collect()
         })
+    }
+
+    fn list(&self, q: &Listing) -> Result<Page> {
+        self.g("list tickets", || listing::list(&self.db, q))
+    }
+
+    fn count(&self, q: &Listing) -> Result<usize> {
+        self.g("count tickets", || listing::count(&self.db, q))
     }
 
     fn in_flight(&self) -> Result<Vec<String>> {
@@ -338,17 +423,20 @@ impl Store for SledStore {
     }
 
     fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.space.check()?;
         self.g("write plugin state", || {
             self.db
                 .insert(format!("k/{plugin}\0{key}"), seal(value))
-                .map_err(err)?;
+                .map_err(|e| write_err(&self.dir, e))?;
             self.flush()
         })
     }
 
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {
         self.g("write plugin state", || {
-            self.db.remove(format!("k/{plugin}\0{key}")).map_err(err)?;
+            self.db
+                .remove(format!("k/{plugin}\0{key}"))
+                .map_err(|e| write_err(&self.dir, e))?;
             self.flush()
         })
     }
@@ -386,6 +474,9 @@ impl Store for SledStore {
                             "it marks a ticket in flight that is not stored",
                         )),
                     },
+                    Some(b"s/") | Some(b"x/") | Some(b"n/") | Some(b"m/") => {
+                        listing::check(&self.db, &k, &v)
+                    }
                     _ => Err(corrupt(&k, "its key has no known prefix")),
                 };
                 if let Err(e) = checked {

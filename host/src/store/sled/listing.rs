@@ -1,0 +1,268 @@
+//! The listing records kept beside each ticket, in the same batch:
+//!
+//! | prefix | key | value |
+//! | --- | --- | --- |
+//! | `s/` | ticket id | its [`TicketSummary`] JSON |
+//! | `x/` | field letter `/` value `\0` ticket id | empty: a secondary index |
+//! | `n/` | field letter `/` value, or `all` | how many tickets (u64) |
+//! | `m/` | `listing` | present once the records above cover every ticket |
+//!
+//! Field letters: `u` subject, `b` batch, `w` workflow, `s` state. A
+//! listing walks one index (or `s/` with no filter) from its cursor and
+//! reads each summary, so a page costs its length, not the store's size.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use super::{decode, encode, err};
+use crate::error::Result;
+use crate::store::listing::{Field, Listing, Page, TicketSummary};
+use crate::store::seal::{corrupt, seal, unseal};
+use crate::ticket::Ticket;
+
+/// The marker saying every ticket has its listing records.
+pub(super) const MARKER: &str = "m/listing";
+const ALL: &str = "n/all";
+
+fn summary_key(id: &str) -> String {
+    format!("s/{id}")
+}
+
+fn index_prefix(field: Field, value: &str) -> String {
+    format!("x/{}/{value}\0", field.letter())
+}
+
+fn counter_key(field: Field, value: &str) -> String {
+    format!("n/{}/{value}", field.letter())
+}
+
+/// The first key past every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
+}
+
+/// A counter's value as stored.
+fn read_counter(key: &[u8], bytes: &[u8]) -> Result<u64> {
+    let payload = unseal(key, bytes)?;
+    let raw: [u8; 8] = payload
+        .try_into()
+        .map_err(|_| corrupt(key, "a counter is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(raw))
+}
+
+fn counter(db: &sled::Db, key: &str) -> Result<u64> {
+    match db.get(key).map_err(err)? {
+        Some(v) => read_counter(key.as_bytes(), &v),
+        None => Ok(0),
+    }
+}
+
+/// Adds the listing records of a group's tickets to its batch: each
+/// ticket's summary, the index keys that changed, and the counters.
+/// Tickets are compared with what is stored (or with their earlier
+/// version in the same group), so an index never holds a stale entry.
+pub(super) struct Indexer<'a> {
+    db: &'a sled::Db,
+    seen: HashMap<String, TicketSummary>,
+    deltas: BTreeMap<String, i64>,
+}
+
+impl<'a> Indexer<'a> {
+    pub(super) fn new(db: &'a sled::Db) -> Self {
+        Self {
+            db,
+            seen: HashMap::new(),
+            deltas: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn ticket(&mut self, batch: &mut sled::Batch, t: &Ticket) -> Result<()> {
+        let new = TicketSummary::from(t);
+        let old = match self.seen.get(&t.id) {
+            Some(s) => Some(s.clone()),
+            None => {
+                let key = summary_key(&t.id);
+                match self.db.get(&key).map_err(err)? {
+                    Some(v) => Some(decode::<TicketSummary>(key.as_bytes(), &v)?),
+                    None => None,
+                }
+            }
+        };
+        if old.as_ref() == Some(&new) {
+            return Ok(());
+        }
+        if old.is_none() {
+            *self.deltas.entry(ALL.into()).or_default() += 1;
+        }
+        for field in Field::ALL {
+            let before = old.as_ref().and_then(|o| field.of(o));
+            let after = field.of(&new);
+            if before == after {
+                continue;
+            }
+            if let Some(v) = before {
+                batch.remove([index_prefix(field, v).as_bytes(), t.id.as_bytes()].concat());
+                *self.deltas.entry(counter_key(field, v)).or_default() -= 1;
+            }
+            if let Some(v) = after {
+                batch.insert(
+                    [index_prefix(field, v).as_bytes(), t.id.as_bytes()].concat(),
+                    &[] as &[u8],
+                );
+                *self.deltas.entry(counter_key(field, v)).or_default() += 1;
+            }
+        }
+        batch.insert(summary_key(&t.id).as_bytes(), encode(&new)?);
+        self.seen.insert(t.id.clone(), new);
+        Ok(())
+    }
+
+    /// The counters, updated. Called once per group, by the one committer
+    /// (the store serialises commits), so read-then-write is safe.
+    pub(super) fn finish(self, batch: &mut sled::Batch) -> Result<()> {
+        for (key, delta) in self.deltas {
+            if delta == 0 {
+                continue;
+            }
+            let now = (counter(self.db, &key)? as i64 + delta).max(0) as u64;
+            batch.insert(key.as_bytes(), seal(&now.to_be_bytes()));
+        }
+        Ok(())
+    }
+}
+
+/// Build the listing records from the tickets, once, for a store written
+/// before they existed. Returns how many tickets it indexed.
+pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
+    if db.get(MARKER).map_err(err)?.is_some() {
+        return Ok(None);
+    }
+    let mut n = 0;
+    let mut batch = sled::Batch::default();
+    let mut indexer = Indexer::new(db);
+    for kv in db.scan_prefix(b"t/") {
+        let (k, v) = kv.map_err(err)?;
+        let t = super::decode_ticket(&k, &v)?;
+        indexer.ticket(&mut batch, &t)?;
+        n += 1;
+    }
+    indexer.finish(&mut batch)?;
+    batch.insert(MARKER, seal(b"1"));
+    db.apply_batch(batch).map_err(err)?;
+    Ok(Some(n))
+}
+
+/// The keys a listing walks, in its order: (range start, range end, and
+/// how far the key's prefix goes before the ticket id).
+fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result<String>> {
+    let start: Bound<Vec<u8>> = match (&q.after, q.newest_first) {
+        (Some(after), false) => Bound::Excluded([prefix.as_bytes(), after.as_bytes()].concat()),
+        _ => Bound::Included(prefix.as_bytes().to_vec()),
+    };
+    let end: Bound<Vec<u8>> = match (&q.after, q.newest_first) {
+        (Some(after), true) => Bound::Excluded([prefix.as_bytes(), after.as_bytes()].concat()),
+        _ => Bound::Excluded(prefix_end(prefix)),
+    };
+    let range = db.range::<Vec<u8>, _>((start, end));
+    let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if q.newest_first {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
+    let skip = prefix.len();
+    keys.map(move |kv| {
+        let (k, _) = kv.map_err(err)?;
+        Ok(String::from_utf8_lossy(&k[skip..]).into_owned())
+    })
+}
+
+/// The index a listing walks: its narrowest equality filter, or `s/`.
+fn prefix_for(q: &Listing) -> String {
+    match q.filters().first() {
+        Some((field, value)) => index_prefix(*field, value),
+        None => "s/".to_string(),
+    }
+}
+
+fn summary(db: &sled::Db, id: &str) -> Result<Option<TicketSummary>> {
+    let key = summary_key(id);
+    match db.get(&key).map_err(err)? {
+        Some(v) => decode(key.as_bytes(), &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The page `q` asks for.
+pub(super) fn list(db: &sled::Db, q: &Listing) -> Result<Page> {
+    let mut tickets = Vec::new();
+    let mut next = None;
+    for id in walk(db, q, &prefix_for(q)) {
+        let id = id?;
+        // The index names the ticket; its summary is checked against every
+        // filter (the index's own included, so a value holding `\0` that
+        // happens to share a prefix cannot slip in).
+        let Some(s) = summary(db, &id)? else { continue };
+        if !q.matches(&s) {
+            continue;
+        }
+        if tickets.len() == q.limit {
+            next = tickets.last().map(|s: &TicketSummary| s.id.clone());
+            break;
+        }
+        tickets.push(s);
+    }
+    Ok(Page { tickets, next })
+}
+
+/// How many tickets `q` matches.
+pub(super) fn count(db: &sled::Db, q: &Listing) -> Result<usize> {
+    if q.counted_by_counter() {
+        let key = match q.filters().first() {
+            Some((field, value)) => counter_key(*field, value),
+            None => ALL.to_string(),
+        };
+        return Ok(counter(db, &key)? as usize);
+    }
+    let all = Listing {
+        after: None,
+        limit: usize::MAX,
+        ..q.clone()
+    };
+    let mut n = 0;
+    for id in walk(db, &all, &prefix_for(&all)) {
+        if summary(db, &id?)?.is_some_and(|s| q.matches(&s)) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// [`crate::store::Store::check`]'s view of a listing record: `Ok` when
+/// it decodes and what it refers to is stored.
+pub(super) fn check(db: &sled::Db, k: &[u8], v: &[u8]) -> Result<()> {
+    match k.get(..2) {
+        Some(b"s/") => {
+            let s: TicketSummary = decode(k, v)?;
+            if k[2..] != *s.id.as_bytes() {
+                return Err(corrupt(k, &format!("it holds the summary of {}", s.id)));
+            }
+            Ok(())
+        }
+        Some(b"x/") => {
+            let id = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+            match db.get([b"s/", id].concat()).map_err(err)? {
+                Some(_) => Ok(()),
+                None => Err(corrupt(k, "it indexes a ticket that is not stored")),
+            }
+        }
+        Some(b"n/") => read_counter(k, v).map(drop),
+        _ => unseal(k, v).map(drop),
+    }
+}
