@@ -1,5 +1,8 @@
-//! Import bench: a 100,000-row CSV through `POST /v1/imports` on loopback,
-//! one durable ticket per row (sled, flushed). `cargo bench --bench import`.
+//! Import and read bench: a 100,000-row CSV through `POST /v1/imports` on
+//! loopback, one durable ticket per row (sled, synced); then, at 100,000
+//! stored tickets, `GET /v1/tickets?limit=50` latency, and a 5,000-row
+//! import alone against one with 64 concurrent readers (listing pages and
+//! tickets by id). `cargo bench --bench import`.
 //!
 //! The workflow's first step waits for an approval, so the figure is intake
 //! alone: parse, create, commit; no plugin runs.
@@ -116,5 +119,131 @@ fn main() {
             elapsed.as_secs_f64(),
             ROWS as f64 / elapsed.as_secs_f64()
         );
+        let base = format!("http://{addr}");
+        reads(&client, &base, &token, &report).await;
     });
+}
+
+/// Latency of `url`, `n` times in a row: (p50, p99) in ms.
+async fn latency(client: &reqwest::Client, url: &str, token: &str, n: usize) -> (f64, f64) {
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        r.bytes().await.expect("body");
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    percentiles(&mut ms)
+}
+
+fn percentiles(ms: &mut [f64]) -> (f64, f64) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Import `rows` new rows named `tag`; tickets per second.
+async fn import_rate(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tag: &str,
+    rows: usize,
+) -> f64 {
+    let mut csv = String::from("subject,employee_id,last_day\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{tag}{i}@example.com,{i},2026-12-01\n"));
+    }
+    let t = Instant::now();
+    let report: serde_json::Value = client
+        .post(format!("{base}/v1/imports?workflow=offboarding"))
+        .header("content-type", "text/csv")
+        .bearer_auth(token)
+        .body(csv)
+        .send()
+        .await
+        .expect("import")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["created"], rows, "{}", report["errors"]);
+    rows as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The read figures at 100,000 stored tickets.
+async fn reads(client: &reqwest::Client, base: &str, token: &str, report: &serde_json::Value) {
+    let middle = report["tickets"][ROWS / 2]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    println!("  at {ROWS} stored tickets, 400 requests each (p50 / p99):");
+    for (what, url) in [
+        (
+            "GET /v1/tickets?limit=50",
+            format!("{base}/v1/tickets?limit=50"),
+        ),
+        (
+            "  ... &order=newest",
+            format!("{base}/v1/tickets?limit=50&order=newest"),
+        ),
+        (
+            "  ... &state=waiting_approval",
+            format!("{base}/v1/tickets?limit=50&state=waiting_approval"),
+        ),
+        (
+            "  ... &after=<the 50,000th>",
+            format!("{base}/v1/tickets?limit=50&after={middle}"),
+        ),
+        (
+            "GET /v1/tickets/{id}",
+            format!("{base}/v1/tickets/{middle}"),
+        ),
+    ] {
+        let (p50, p99) = latency(client, &url, token, 400).await;
+        println!("    {what:<34} {p50:6.2} ms / {p99:6.2} ms");
+    }
+    const MORE: usize = 5_000;
+    let alone = import_rate(client, base, token, "alone", MORE).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for r in 0..64 {
+        let (client, stop, token) = (client.clone(), stop.clone(), token.to_string());
+        let urls = [
+            format!("{base}/v1/tickets?limit=50"),
+            format!("{base}/v1/tickets/{middle}"),
+        ];
+        readers.spawn(async move {
+            let mut ms = Vec::new();
+            let mut i = r;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let resp = client.get(&urls[i % 2]).bearer_auth(&token).send().await;
+                if let Ok(resp) = resp {
+                    let _ = resp.bytes().await;
+                }
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                i += 1;
+            }
+            ms
+        });
+    }
+    let busy = import_rate(client, base, token, "busy", MORE).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ms = Vec::new();
+    while let Some(r) = readers.join_next().await {
+        ms.extend(r.expect("reader"));
+    }
+    let (p50, p99) = percentiles(&mut ms);
+    println!(
+        "  import of {MORE} rows: {alone:.0} tickets/s alone, {busy:.0} tickets/s with 64 readers \
+         ({:.0}% of alone); the readers' {} requests: p50 {p50:.1} ms, p99 {p99:.1} ms",
+        busy / alone * 100.0,
+        ms.len()
+    );
 }
