@@ -104,6 +104,25 @@ async fn import_approve_watch_export_and_verify_through_the_cli() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // `ticket wait` gives up after its timeout, and follows a ticket to
+    // its end when it gets there.
+    let gave_up = itsm(
+        &base,
+        &auditor,
+        &["ticket", "wait", &ids[1], "--timeout", "1s"],
+    );
+    assert_eq!(gave_up.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&gave_up.stderr).contains("is still waiting_approval after 1s"),
+        "{}",
+        String::from_utf8_lossy(&gave_up.stderr)
+    );
+    let follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["ticket", "wait", &ids[0], "--timeout", "60s"])
+        .env("ITSM_SERVER", &base)
+        .env("ITSM_TOKEN", &auditor)
+        .output();
+    let follow = tokio::spawn(follow);
     for id in &ids {
         ok(&itsm(
             &base,
@@ -111,6 +130,12 @@ async fn import_approve_watch_export_and_verify_through_the_cli() {
             &["ticket", "approve", id, "--comment", "devices returned"],
         ));
     }
+    let followed = follow.await.unwrap().unwrap();
+    let followed = ok(&followed);
+    assert!(
+        followed.contains("approved") && followed.contains(&format!("{} succeeded", ids[0])),
+        "{followed}"
+    );
 
     // --watch returns once every ticket has finished.
     let watched = ok(&itsm(

@@ -31,3 +31,4 @@ mod signing;
 mod step_cli;
 mod support;
 mod ui;
+mod wait;

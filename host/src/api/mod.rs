@@ -51,6 +51,14 @@ pub struct AppState {
     pub export_key: Arc<ed25519_dalek::SigningKey>,
     /// Trails already verified, so a re-read verifies only what is new.
     pub verified: Arc<crate::audit::Verified>,
+    /// Store reads allowed at once ([`AppState::read`]).
+    pub readers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Store reads run at once: half the cores (at least one), leaving the
+/// rest to intake, ticket drivers and plugin calls.
+fn readers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl AppState {
@@ -68,21 +76,30 @@ impl AppState {
             // a key that lives as long as the process.
             export_key: Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand::random())),
             verified: Arc::default(),
+            readers: Arc::new(tokio::sync::Semaphore::new(readers())),
         }
     }
 
     /// Run store reads on the blocking pool rather than on the async
     /// workers, so a slow read (a long trail, a cold page, a full scan)
-    /// never holds up the requests and ticket drivers sharing them.
+    /// never holds up the requests and ticket drivers sharing them; and at
+    /// most half the cores at once, so 64 clients reading cannot take every
+    /// core from the writes (their requests queue instead).
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn crate::store::Store) -> crate::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| {
+            ApiError::from(crate::Error::Unavailable("the server is stopping".into()))
+        })?;
         let store = self.scheduler.store().clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| ApiError::from(crate::Error::Store(format!("a read failed: {e}"))))?
-            .map_err(ApiError::from)
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(store.as_ref())
+        })
+        .await
+        .map_err(|e| ApiError::from(crate::Error::Store(format!("a read failed: {e}"))))?
+        .map_err(ApiError::from)
     }
 
     /// With the plugin folders start-up skipped.

@@ -195,13 +195,72 @@ async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)")),
+/// The longest a `GET /v1/tickets/{id}?wait=` holds the request.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    /// Long-poll: answer once the ticket changes (its trail grows past
+    /// `seen` events), or after this long (e.g. `30s`; at most 60 s) with the
+    /// ticket as it is.
+    wait: Option<String>,
+    /// How many trail events the caller has seen (the `len` of
+    /// `ticket.head` it last read); default: as many as the ticket has now.
+    seen: Option<u64>,
+}
+
+/// Hold a request until ticket `id` has more than `seen` events, or `wait`
+/// passes. Subscribes before it reads, so no change slips between.
+async fn wait_for_change(
+    app: &AppState,
+    id: &str,
+    seen: Option<u64>,
+    wait: std::time::Duration,
+) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut sub = app.scheduler.watchers().subscribe(id);
+    let len = || {
+        let id = id.to_string();
+        app.read(move |store| {
+            store
+                .ticket(&id)?
+                .map(|t| t.head.len)
+                .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))
+        })
+    };
+    let seen = match seen {
+        Some(n) => n,
+        None => len().await?,
+    };
+    while len().await? <= seen {
+        if !sub.next(deadline).await {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)"), ShowQuery),
     responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = TicketView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show(
     State(app): State<AppState>,
     _: Caller,
     Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TicketView>, ApiError> {
+    let Query(q) = query?;
+    if let Some(wait) = q.wait.as_deref() {
+        let wait = humantime::parse_duration(wait)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "`wait` = {wait:?} is not a duration (e.g. 30s): {e}"
+                ))
+            })?
+            .min(MAX_WAIT);
+        wait_for_change(&app, &id, q.seen, wait).await?;
+    }
     let (ticket, trail, pinned) = app
         .read(move |store| {
             let ticket = store

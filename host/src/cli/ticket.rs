@@ -42,6 +42,16 @@ pub(crate) enum TicketCommand {
         /// Ticket id.
         id: String,
     },
+    /// Wait for a ticket to finish, printing each event as it is recorded:
+    /// exit 0 when it succeeded, 1 when it failed, was cancelled, or
+    /// `--timeout` passed first. Long-polls the server: no busy polling.
+    Wait {
+        /// Ticket id.
+        id: String,
+        /// Give up after this long (e.g. `10m`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// List tickets.
     List {
         /// pending, running, waiting_approval, succeeded, failed or cancelled.
@@ -168,6 +178,7 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
             });
         }
         TicketCommand::Import { file, workflow } => import(client, &file, &workflow).await?,
+        TicketCommand::Wait { id, timeout } => wait(client, &id, timeout).await?,
         TicketCommand::Show { id } => {
             let d = client.get(&format!("/v1/tickets/{}", enc(&id))).await?;
             client.show(&d, print_ticket);
@@ -263,6 +274,55 @@ async fn decide(client: &Client, id: &str, what: &str, comment: &str) -> Result<
 
 /// Post the file, and show a progress bar from the server's count of rows
 /// done while the request runs.
+/// `itsm ticket wait`: long-poll the ticket until it is terminal.
+async fn wait(client: &Client, id: &str, timeout: std::time::Duration) -> Result<(), Exit> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut printed = 0;
+    let mut seen: Option<u64> = None;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let query = match seen {
+            Some(n) => format!("?wait={}s&seen={n}", left.as_secs().clamp(1, 30)),
+            None => String::new(),
+        };
+        let d = client
+            .get(&format!("/v1/tickets/{}{query}", enc(id)))
+            .await?;
+        let trail = d["trail"].as_array().cloned().unwrap_or_default();
+        for e in trail.iter().skip(printed) {
+            let step = e["step"]
+                .as_str()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default();
+            println!("{} {}{step}", cell(&e["seq"]), cell(&e["kind"]));
+        }
+        printed = printed.max(trail.len());
+        seen = Some(
+            d["ticket"]["head"]["len"]
+                .as_u64()
+                .unwrap_or(printed as u64),
+        );
+        let state = d["ticket"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match state.as_str() {
+            "succeeded" => {
+                println!("{id} succeeded");
+                return Ok(());
+            }
+            "failed" | "cancelled" => return Err(Exit::Refused(format!("{id} {state}"))),
+            _ if left.is_zero() => {
+                return Err(Exit::Refused(format!(
+                    "{id} is still {state} after {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn import(client: &Client, file: &std::path::Path, workflow: &str) -> Result<(), Exit> {
     let bytes = std::fs::read(file).map_err(|e| Exit::Usage(format!("{}: {e}", file.display())))?;
     let content_type = match file.extension().and_then(|e| e.to_str()) {

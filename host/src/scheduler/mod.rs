@@ -9,6 +9,7 @@
 
 pub mod machine;
 pub mod metrics;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -155,6 +156,8 @@ struct Inner {
     metrics: Arc<metrics::Metrics>,
     secrets: BTreeMap<String, String>,
     intake: IntakeLimits,
+    /// Clients long-polling a ticket, woken after each commit that changes it.
+    watchers: watch::Watchers,
 }
 
 impl Scheduler {
@@ -186,6 +189,7 @@ impl Scheduler {
                 metrics: Arc::default(),
                 secrets: config.secrets,
                 intake: config.intake,
+                watchers: Default::default(),
             }),
         };
         s.set_workflows(workflows)?;
@@ -222,6 +226,11 @@ impl Scheduler {
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Who is waiting for which ticket to change.
+    pub fn watchers(&self) -> &watch::Watchers {
+        &self.inner.watchers
     }
 
     /// Create a ticket; it is durable when this returns. With an
@@ -719,6 +728,7 @@ impl Scheduler {
         })
         .await?;
         self.inner.metrics.events(&counted);
+        self.inner.watchers.changed(&ticket.id, ticket.head.len);
         for call in tr.calls {
             self.start_call(calls, ticket, wf, call);
         }
