@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `s/` | ticket id | its [`TicketSummary`] JSON |
 //! | `x/` | field letter `/` value `\0` ticket id | empty: a secondary index |
-//! | `n/` | field letter `/` value, or `all` | how many tickets (u64) |
+//! | `n/` | field letter `/` value (not `u`), or `all` | how many tickets (u64) |
 //! | `m/` | `listing` | present once the records above cover every ticket |
 //!
 //! Field letters: `u` subject, `b` batch, `w` workflow, `s` state. A
@@ -109,14 +109,18 @@ impl<'a> Indexer<'a> {
             }
             if let Some(v) = before {
                 batch.remove([index_prefix(field, v).as_bytes(), t.id.as_bytes()].concat());
-                *self.deltas.entry(counter_key(field, v)).or_default() -= 1;
+                if field.counted() {
+                    *self.deltas.entry(counter_key(field, v)).or_default() -= 1;
+                }
             }
             if let Some(v) = after {
                 batch.insert(
                     [index_prefix(field, v).as_bytes(), t.id.as_bytes()].concat(),
                     &[] as &[u8],
                 );
-                *self.deltas.entry(counter_key(field, v)).or_default() += 1;
+                if field.counted() {
+                    *self.deltas.entry(counter_key(field, v)).or_default() += 1;
+                }
             }
         }
         batch.insert(summary_key(&t.id).as_bytes(), encode(&new)?);
