@@ -163,19 +163,43 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
     Ok(Some(n))
 }
 
-/// The keys a listing walks, in its order: (range start, range end, and
-/// how far the key's prefix goes before the ticket id).
+/// The ticket ids a listing walks, in its order: the keys under `prefix`
+/// between its cursor and its creation range. Ticket ids begin with their
+/// creation instant in hex ([`crate::ticket::new_id`]), so a creation range
+/// is a range of ids and the walk starts where the range does; the
+/// summaries are still checked against it.
 fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result<String>> {
-    let start: Bound<Vec<u8>> = match (&q.after, q.newest_first) {
-        (Some(after), false) => Bound::Excluded([prefix.as_bytes(), after.as_bytes()].concat()),
-        _ => Bound::Included(prefix.as_bytes().to_vec()),
+    let key = |id: &str| [prefix.as_bytes(), id.as_bytes()].concat();
+    let cursor = q.after.as_deref().map(key);
+    let from = q.created_from_ms.map(|ms| key(&format!("T-{ms:012x}")));
+    let before = q.created_before_ms.map(|ms| key(&format!("T-{ms:012x}")));
+    // Oldest first: start past the cursor or at the range, whichever is
+    // later; end at the range's end. Newest first: the other way round.
+    let (low_cursor, high_cursor) = if q.newest_first {
+        (None, cursor)
+    } else {
+        (cursor, None)
     };
-    let end: Bound<Vec<u8>> = match (&q.after, q.newest_first) {
-        (Some(after), true) => Bound::Excluded([prefix.as_bytes(), after.as_bytes()].concat()),
-        _ => Bound::Excluded(prefix_end(prefix)),
+    let start = match (low_cursor, from) {
+        (Some(c), Some(f)) if f > c => Bound::Included(f),
+        (Some(c), _) => Bound::Excluded(c),
+        (None, Some(f)) => Bound::Included(f),
+        (None, None) => Bound::Included(prefix.as_bytes().to_vec()),
+    };
+    let end = match (high_cursor, before) {
+        (Some(c), Some(b)) if b < c => Bound::Excluded(b),
+        (Some(c), _) => Bound::Excluded(c),
+        (None, Some(b)) => Bound::Excluded(b),
+        (None, None) => Bound::Excluded(prefix_end(prefix)),
+    };
+    let empty = match (&start, &end) {
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+        _ => false,
     };
     let range = db.range::<Vec<u8>, _>((start, end));
-    let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if q.newest_first {
+    let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if empty {
+        Box::new(std::iter::empty())
+    } else if q.newest_first {
         Box::new(range.rev())
     } else {
         Box::new(range)
