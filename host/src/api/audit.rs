@@ -150,14 +150,23 @@ fn to_csv(events: &[AuditEvent], trailer: &Trailer) -> Result<String, ApiError> 
 /// The key export trailers are signed with, for an auditor to pin
 /// (`itsm audit verify --file F --key audit-export.pub`).
 #[utoipa::path(get, path = "/v1/audit/key", tag = "audit",
-    responses((status = 200, description = "The export signing key: `key_id` and base64 `public_key`", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value)))]
-async fn key(State(app): State<AppState>, _: Caller) -> Json<Value> {
+    responses((status = 200, description = "The export signing key", body = ExportKey), (status = 401, description = "No valid bearer token; the body says why", body = super::error::ErrorBody)))]
+async fn key(State(app): State<AppState>, _: Caller) -> Json<ExportKey> {
     use base64::Engine as _;
     let public = app.export_key.verifying_key();
-    Json(json!({
-        "key_id": crate::signing::key_id(&public),
-        "public_key": base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
-    }))
+    Json(ExportKey {
+        key_id: crate::signing::key_id(&public),
+        public_key: base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+    })
+}
+
+/// The Ed25519 key export trailers are signed with.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ExportKey {
+    /// The key's id, as trailers name it.
+    key_id: String,
+    /// The public key, base64.
+    public_key: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::auth::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::intake::IntakeLimits;
@@ -76,18 +77,26 @@ pub(super) struct ImportQuery {
     allow_duplicates: bool,
 }
 
-#[derive(Serialize)]
+/// A row that did not become a ticket, and why.
+#[derive(Serialize, utoipa::ToSchema)]
 struct RowError {
+    /// 1 = the first data row.
     row: usize,
     error: String,
 }
 
-#[derive(Serialize)]
+/// What an import did, row by row.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ImportReport {
+    /// The batch id, derived from the file's content (`B-...`).
     batch: String,
+    /// Tickets created by this import.
     created: usize,
+    /// Rows whose ticket an earlier import of the same file created.
     existing: usize,
+    /// Rows refused, by row number.
     errors: Vec<RowError>,
+    /// The ticket of every row that has one, in row order.
     tickets: Vec<String>,
     /// Why the import stopped before its last row (a store error: the disk
     /// is full, say), and what to do; absent when every row was handled.
@@ -257,7 +266,7 @@ fn json_rows(body: &[u8], shape: &Shape<'_>) -> Vec<Row> {
 #[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
     request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}", content(
         (String = "text/csv"), (String = "application/x-ndjson"))),
-    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 403, description = "The principal lacks the role; the body says which", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value), (status = 413, description = "Over an intake limit, named in the body", body = serde_json::Value), (status = 415, description = "Wrong content type", body = serde_json::Value), (status = 507, description = "The disk is full: the rows stored before it, the rest not imported, and `stopped` saying why", body = serde_json::Value)))]
+    responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = ImportReport), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 413, description = "Over an intake limit, named in the body", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 507, description = "The disk is full: the rows stored before it, the rest not imported, and `stopped` saying why", body = ImportReport)))]
 pub(super) async fn import(
     State(app): State<AppState>,
     Caller(who): Caller,

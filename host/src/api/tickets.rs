@@ -243,7 +243,7 @@ async fn wait_for_change(
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)"), ShowQuery),
-    responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = TicketView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = TicketView), (status = 400, description = "Malformed input (`wait`, `seen`), named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show(
     State(app): State<AppState>,
     _: Caller,
