@@ -95,19 +95,8 @@ fn main() {
             .timeout(Duration::from_secs(600))
             .build()
             .expect("client");
-        let t = Instant::now();
-        let report: serde_json::Value = client
-            .post(format!("http://{addr}/v1/imports?workflow=offboarding"))
-            .header("content-type", "text/csv")
-            .bearer_auth(&token)
-            .body(csv)
-            .send()
-            .await
-            .expect("import")
-            .json()
-            .await
-            .expect("json");
-        let elapsed = t.elapsed();
+        let base = format!("http://{addr}");
+        let (report, elapsed) = import(&client, &base, &token, csv).await;
         assert_eq!(report["created"], ROWS, "{}", report["errors"]);
         println!(
             "import bench ({} cores)",
@@ -119,7 +108,6 @@ fn main() {
             elapsed.as_secs_f64(),
             ROWS as f64 / elapsed.as_secs_f64()
         );
-        let base = format!("http://{addr}");
         reads(&client, &base, &token, &report).await;
     });
 }
@@ -160,8 +148,20 @@ async fn import_rate(
     for i in 0..rows {
         csv.push_str(&format!("{tag}{i}@example.com,{i},2026-12-01\n"));
     }
+    let (report, elapsed) = import(client, base, token, csv).await;
+    assert_eq!(report["created"], rows, "{}", report["errors"]);
+    rows as f64 / elapsed.as_secs_f64()
+}
+
+/// `POST /v1/imports` of `csv`: the report, and how long it took.
+async fn import(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    csv: String,
+) -> (serde_json::Value, Duration) {
     let t = Instant::now();
-    let report: serde_json::Value = client
+    let report = client
         .post(format!("{base}/v1/imports?workflow=offboarding"))
         .header("content-type", "text/csv")
         .bearer_auth(token)
@@ -172,8 +172,7 @@ async fn import_rate(
         .json()
         .await
         .expect("json");
-    assert_eq!(report["created"], rows, "{}", report["errors"]);
-    rows as f64 / t.elapsed().as_secs_f64()
+    (report, t.elapsed())
 }
 
 /// The read figures at 100,000 stored tickets.

@@ -122,12 +122,12 @@ async fn a_full_disk_answers_507_stops_the_import_keeps_reads_and_resumes_once_f
     );
 
     // A single create is refused the same way, naming the reason.
-    let r = http
-        .post(format!("{base}/v1/tickets"))
-        .json(&json!({ "workflow": "sandbox-approved-offboarding", "subject": "one@example.com" }))
-        .send()
-        .await
-        .unwrap();
+    let create_one = || {
+        http.post(format!("{base}/v1/tickets"))
+            .json(&json!({ "workflow": "sandbox-approved-offboarding", "subject": "one@example.com" }))
+            .send()
+    };
+    let r = create_one().await.unwrap();
     assert_eq!(r.status(), 507);
     let body: Value = r.json().await.unwrap();
     assert!(
@@ -157,12 +157,7 @@ async fn a_full_disk_answers_507_stops_the_import_keeps_reads_and_resumes_once_f
         Some((3000 - stored) as u64),
         "{second:#}"
     );
-    let r = http
-        .post(format!("{base}/v1/tickets"))
-        .json(&json!({ "workflow": "sandbox-approved-offboarding", "subject": "one@example.com" }))
-        .send()
-        .await
-        .unwrap();
+    let r = create_one().await.unwrap();
     assert_eq!(r.status(), 201);
     let list = get_json(&http, &format!("{base}/v1/tickets?limit=1")).await;
     assert_eq!(list["total"], 3001);
