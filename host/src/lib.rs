@@ -2,8 +2,10 @@
 //! management automations (offboarding first).
 //!
 //! Layers, each usable alone: [`manifest`] (what a plugin may do),
-//! [`runtime`] (run one call of a plugin in a sandbox), [`sandbox`] (local
-//! test doubles of SaaS APIs), and the `itsm` command line in [`cli`].
+//! [`runtime`] (run one call of a plugin in a sandbox), [`scheduler`] (one
+//! durable driver per ticket), and the `itsm` command line in [`cli`]. The
+//! local test doubles of SaaS APIs that the demo and `itsm sandbox` serve
+//! are a crate of their own, `itsm-sandbox`, so this one holds the product.
 
 pub mod admin;
 pub mod api;
@@ -16,7 +18,6 @@ pub mod hooks;
 pub mod intake;
 pub mod manifest;
 pub mod runtime;
-pub mod sandbox;
 pub mod scheduler;
 pub mod signing;
 pub mod store;

@@ -6,8 +6,8 @@
 
 use itsm_host::bundled::{self, Bundled};
 use itsm_host::runtime::{CallReport, FailureKind, Grants, Op, Outcome, Plugin, StepInput};
-use itsm_host::sandbox::faults::Faults;
-use itsm_host::sandbox::world::{Misbehaviour, World};
+use itsm_sandbox::faults::Faults;
+use itsm_sandbox::world::{Misbehaviour, World};
 use serde_json::{Value, json};
 
 use crate::support::{after_run, runtime};
@@ -57,7 +57,7 @@ fn succeeded(r: &CallReport) -> (Option<Value>, Value) {
 }
 
 /// Method and path of every API request a double answered 2xx, token requests left out.
-fn api_calls(requests: &[itsm_host::sandbox::scim::SeenRequest], token_path: &str) -> Vec<String> {
+fn api_calls(requests: &[itsm_sandbox::scim::SeenRequest], token_path: &str) -> Vec<String> {
     requests
         .iter()
         .filter(|r| !r.uri.starts_with(token_path) && r.status < 300)
@@ -390,7 +390,7 @@ async fn run_then_undo(p: &Plugin, g: &Grants, subject: &str) -> (Value, String)
 }
 
 /// Writes (anything but GET) a double answered, token requests left out.
-fn writes(requests: &[itsm_host::sandbox::scim::SeenRequest], token_path: &str) -> Vec<String> {
+fn writes(requests: &[itsm_sandbox::scim::SeenRequest], token_path: &str) -> Vec<String> {
     api_calls(requests, token_path)
         .into_iter()
         .filter(|c| !c.starts_with("GET "))

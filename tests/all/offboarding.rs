@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use itsm_host::sandbox::world::{Misbehaviour, World};
+use itsm_sandbox::world::{Misbehaviour, World};
 use serde_json::{Value, json};
 
 use crate::support::{client_as, create_token, get_json, start_server_with_env};

@@ -1,7 +1,7 @@
 //! scim-deprovision against a SCIM 2.0 sandbox that follows RFC 7644's shapes.
 
 use itsm_host::runtime::{FailureCause, FailureKind, Op, Outcome};
-use itsm_host::sandbox::scim::Faults;
+use itsm_sandbox::scim::Faults;
 use serde_json::json;
 
 use crate::support::{ScimServer, TOKEN, after_run, grants, input, scim_plugin};

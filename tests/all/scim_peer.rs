@@ -330,7 +330,7 @@ struct FaultProxy {
 
 async fn proxy(State(p): State<FaultProxy>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if itsm_host::sandbox::faults::chunked_without_length(&parts.headers) {
+    if itsm_sandbox::faults::chunked_without_length(&parts.headers) {
         return StatusCode::LENGTH_REQUIRED.into_response();
     }
     if let Some(status) = p.queue.lock().unwrap().pop_front() {

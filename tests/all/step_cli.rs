@@ -102,7 +102,7 @@ async fn runs_a_plugin_crate_and_prints_the_report_as_json() {
 async fn a_step_error_exits_1_and_says_retryable_or_fatal() {
     let server = ScimServer::start(Some(TOKEN)).await;
     server.scim.add_user("bob@example.com", "Bob");
-    server.scim.set_faults(itsm_host::sandbox::scim::Faults {
+    server.scim.set_faults(itsm_sandbox::scim::Faults {
         next: [429].into(),
         retry_after_secs: 2,
         ..Default::default()

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use itsm_host::manifest::Manifest;
 use itsm_host::runtime::{Grants, Plugin, Runtime, RuntimeConfig, StepInput};
-use itsm_host::sandbox::scim::{BASE_PATH, Scim};
+use itsm_sandbox::scim::{BASE_PATH, Scim};
 
 /// The repository root.
 pub fn root() -> PathBuf {

@@ -144,7 +144,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             refuse_writes_while_draining,
         ))
+        .layer(axum::middleware::from_fn(short_work))
         .with_state(state)
+}
+
+/// Every request is short work: while it is ready to run, long plugin
+/// calls give way (a long-poll waiting for a change does not count).
+async fn short_work(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::runtime::cpu::short(next.run(request)).await
 }
 
 /// While the server shuts down, every request that would change something

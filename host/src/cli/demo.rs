@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::Exit;
 use super::serve::{assemble, start_sandbox};
 use crate::auth::TokenFile;
-use crate::sandbox::world::Misbehaviour;
+use itsm_sandbox::world::Misbehaviour;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 
 use super::Exit;
-use crate::sandbox::scim::{BASE_PATH, Faults, Scim};
-use crate::sandbox::world::{Misbehaviour, World};
+use itsm_sandbox::scim::{BASE_PATH, Faults, Scim};
+use itsm_sandbox::world::{Misbehaviour, World};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SandboxCommand {

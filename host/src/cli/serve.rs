@@ -26,12 +26,12 @@ use crate::auth::Tokens;
 use crate::bundled::OFFBOARDING_WORKFLOW;
 use crate::hooks::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::sandbox::world::{Misbehaviour, World};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::signing::TrustedKeys;
 use crate::store::checkpoint::{Checkpoint, shortfall};
 use crate::store::{Store, StoreKv, sled::SledStore};
 use crate::workflow::Workflow;
+use itsm_sandbox::world::{Misbehaviour, World};
 
 /// The token file under the home directory.
 pub(crate) const TOKENS_FILE: &str = "tokens.toml";

@@ -6,9 +6,7 @@
 //! that hits a cap is told so in words ("host resource limit: ...") in its
 //! report, whatever the plugin did with the error it was handed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -81,89 +79,5 @@ impl RequestSlots {
             _call: call,
             _plugin: plugin,
         })
-    }
-}
-
-/// Epoch ticks of CPU after which a call counts as long-running.
-const YOUNG_TICKS: u32 = 4;
-
-/// Calls running now, and how many of them have run long, so long calls can
-/// give way to short ones.
-///
-/// Every call yields at each epoch tick. A long-running call (a plugin
-/// spinning toward its time limit, or heavy work) then also waits one tick
-/// per long-running call before going on, while any short call is running:
-/// long calls together take about one core, whatever their number, and short
-/// calls (nearly all calls) keep the rest. With no short call waiting, long
-/// calls run at full speed.
-#[derive(Default)]
-pub(crate) struct CallLoad {
-    running: AtomicUsize,
-    long: AtomicUsize,
-}
-
-/// A call in progress; counted out when dropped.
-pub(crate) struct Running<'a>(&'a CallLoad);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl CallLoad {
-    /// Count a call in.
-    pub fn enter(&self) -> Running<'_> {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        Running(self)
-    }
-
-    /// The epoch callback for one call's store.
-    pub fn pacer<T>(
-        self: &Arc<Self>,
-    ) -> impl FnMut(wasmtime::StoreContextMut<'_, T>) -> wasmtime::Result<wasmtime::UpdateDeadline>
-    + Send
-    + Sync
-    + 'static {
-        let load = self.clone();
-        let mut ticks = 0u32;
-        let long = LongGuard(load.clone(), false);
-        let mut long = Some(long);
-        move |_| {
-            ticks = ticks.saturating_add(1);
-            if ticks <= YOUNG_TICKS {
-                return Ok(wasmtime::UpdateDeadline::Yield(1));
-            }
-            if let Some(g) = long.as_mut()
-                && !g.1
-            {
-                g.1 = true;
-                load.long.fetch_add(1, Ordering::Relaxed);
-            }
-            let long_now = load.long.load(Ordering::Relaxed).max(1);
-            let short_now = load
-                .running
-                .load(Ordering::Relaxed)
-                .saturating_sub(long_now);
-            if short_now == 0 {
-                return Ok(wasmtime::UpdateDeadline::Yield(1));
-            }
-            let wait = super::EPOCH_TICK * long_now as u32;
-            Ok(wasmtime::UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::time::sleep(wait.min(Duration::from_millis(100)))),
-            ))
-        }
-    }
-}
-
-/// Counts a long call out when its store (and so its callback) is dropped.
-struct LongGuard(Arc<CallLoad>, bool);
-
-impl Drop for LongGuard {
-    fn drop(&mut self) {
-        if self.1 {
-            self.0.long.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }

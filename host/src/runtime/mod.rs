@@ -7,6 +7,7 @@
 
 mod bindings;
 mod cache;
+pub mod cpu;
 pub mod kv;
 mod limits;
 pub mod net;
@@ -47,8 +48,9 @@ use crate::error::{Error, Result};
 use crate::manifest::{AuthScheme, MAX_MEMORY_MB, Manifest};
 
 /// How often the engine's epoch advances: a running call yields to the
-/// executor at each tick, and its time limit is checked then.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// executor at each tick (see [`cpu`]), so a tick is the longest a plugin
+/// holds a thread that short work is waiting for.
+const EPOCH_TICK: Duration = Duration::from_micros(500);
 /// Largest `outputs` a plugin may return.
 pub const MAX_OUTPUTS_BYTES: usize = 1024 * 1024;
 /// Largest evidence (all fields together) a plugin may return.
@@ -91,8 +93,6 @@ struct RuntimeInner {
     ticker_stop: Arc<AtomicBool>,
     /// Access tokens the host fetched for credentials, shared by all calls.
     tokens: Arc<oauth::TokenCache>,
-    /// How many calls are running, and how many of them for long.
-    load: Arc<limits::CallLoad>,
 }
 
 impl Drop for RuntimeInner {
@@ -125,7 +125,6 @@ impl Runtime {
                 kv: Arc::new(MeteredKv::new(config.kv)),
                 ticker_stop,
                 tokens: Arc::new(oauth::TokenCache::new()),
-                load: Arc::default(),
             }),
         })
     }
@@ -173,6 +172,7 @@ impl Runtime {
                 slots,
                 requests,
                 runtime: self.inner.clone(),
+                ran_long: AtomicBool::new(false),
             }),
         })
     }
@@ -267,6 +267,8 @@ struct PluginInner {
     /// Its requests in flight across calls (`limits.plugin_requests_in_flight`).
     requests: Arc<Semaphore>,
     runtime: Arc<RuntimeInner>,
+    /// Whether its last call ran long ([`cpu::CallClass::new`]).
+    ran_long: AtomicBool,
 }
 
 /// A place to run one call of a plugin, from [`Plugin::slot`]. Waiting for
@@ -389,27 +391,33 @@ impl Plugin {
         // Yield to the executor at every epoch tick, so a plugin spinning on
         // the CPU never holds a worker thread; the timeout below ends it.
         store.set_epoch_deadline(1);
-        let _load = self.inner.runtime.load.enter();
-        store.epoch_deadline_callback(self.inner.runtime.load.pacer());
+        let class = cpu::CallClass::new(self.inner.ran_long.load(Ordering::Relaxed));
+        store.epoch_deadline_callback(cpu::pacer(EPOCH_TICK, class.clone()));
 
         let pre = &self.inner.pre;
-        let raw = tokio::time::timeout(timeout, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let step = instance.itsm_plugin_step();
-            Ok::<_, wasmtime::Error>(match op {
-                Op::Run => step.call_run(&mut store, &ctx).await?.map(Returned::Run),
-                Op::Verify => step
-                    .call_verify(&mut store, &ctx)
-                    .await?
-                    .map(Returned::Evidence),
-                Op::Compensate => step
-                    .call_compensate(&mut store, &ctx)
-                    .await?
-                    .map(Returned::Evidence),
-            })
-        })
+        let raw = tokio::time::timeout(
+            timeout,
+            class.run(async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let step = instance.itsm_plugin_step();
+                Ok::<_, wasmtime::Error>(match op {
+                    Op::Run => step.call_run(&mut store, &ctx).await?.map(Returned::Run),
+                    Op::Verify => step
+                        .call_verify(&mut store, &ctx)
+                        .await?
+                        .map(Returned::Evidence),
+                    Op::Compensate => step
+                        .call_compensate(&mut store, &ctx)
+                        .await?
+                        .map(Returned::Evidence),
+                })
+            }),
+        )
         .await;
 
+        self.inner
+            .ran_long
+            .store(class.ran_long(), Ordering::Relaxed);
         let redactor = &prepared.redactor;
         let timed_out = raw.is_err();
         let outcome = match raw {

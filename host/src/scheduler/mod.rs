@@ -24,6 +24,7 @@ use self::machine::{Call, Context, Event};
 use crate::audit::{self, AuditEvent, AuditKind, PluginRef};
 use crate::error::{Error, Result};
 use crate::intake::IntakeLimits;
+use crate::runtime::cpu;
 use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
 use crate::store::commit::CommitQueue;
 use crate::store::{Batch, Store};
@@ -237,6 +238,15 @@ impl Scheduler {
     /// idempotency key, a repeat returns the ticket the first call created
     /// (`false`: not created now).
     pub async fn create(
+        &self,
+        req: NewTicket,
+        requested_by: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Ticket, bool)> {
+        cpu::short(self.create_ticket(req, requested_by, idempotency_key)).await
+    }
+
+    async fn create_ticket(
         &self,
         req: NewTicket,
         requested_by: &str,
@@ -598,7 +608,10 @@ impl Scheduler {
             );
         }
         let this = self.clone();
-        tokio::spawn(async move { this.drive(ticket, wf, queue, calls, rx).await });
+        // Short work: a ticket's step must not wait behind long plugin calls.
+        tokio::spawn(cpu::short(async move {
+            this.drive(ticket, wf, queue, calls, rx).await
+        }));
     }
 
     async fn drive(
@@ -794,22 +807,30 @@ impl Scheduler {
         let workers = self.inner.workers.clone();
         let waiting = self.inner.waiting.clone();
         let secrets = self.inner.secrets.clone();
+        let step = call.step.clone();
+        let (Some(def), Some(plugin)) = (def, plugin) else {
+            calls.spawn(std::future::ready((
+                step,
+                Err((call.op, "the step's plugin is not loaded".to_string())),
+            )));
+            return;
+        };
+        // The plugin's own capacity first, holding nothing shared while
+        // waiting for it: tickets queued behind a slow plugin must not sit
+        // on the worker slots other plugins' tickets need. Getting them is
+        // short work; the call then counts itself (short while young).
+        let capacity = cpu::short({
+            let plugin = plugin.clone();
+            async move {
+                waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let slot = plugin.slot().await;
+                let permit = workers.acquire_owned().await;
+                waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                (slot, permit.expect("semaphore never closed"))
+            }
+        });
         calls.spawn(async move {
-            let step = call.step.clone();
-            let (Some(def), Some(plugin)) = (def, plugin) else {
-                return (
-                    step,
-                    Err((call.op, "the step's plugin is not loaded".to_string())),
-                );
-            };
-            // The plugin's own capacity first, holding nothing shared while
-            // waiting for it: tickets queued behind a slow plugin must not
-            // sit on the worker slots other plugins' tickets need.
-            waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let slot = plugin.slot().await;
-            let permit = workers.acquire_owned().await;
-            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let _permit = permit.expect("semaphore never closed");
+            let (slot, _permit) = capacity.await;
             let mut secrets = secrets;
             for (wanted, supplied) in &def.secrets {
                 match secrets.get(supplied).cloned() {

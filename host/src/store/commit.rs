@@ -60,6 +60,9 @@ impl CommitQueue {
         if batch.is_empty() {
             return Ok(());
         }
+        // The committer thread needs a core, and the waiter runs on as soon
+        // as it is durable: long plugin calls give way meanwhile.
+        let _held = crate::runtime::cpu::hold();
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((batch, tx))

@@ -1,5 +1,7 @@
 //! Local test doubles of the SaaS APIs connectors talk to. They are for
-//! tests and demos only, never a production endpoint.
+//! tests and demos only, never a production endpoint: a crate of their own
+//! so the host crate holds the product alone, while `itsm demo` and
+//! `itsm sandbox` still serve them.
 //!
 //! Handlers here return an early `Response` as their error value (a
 //! vendor-shaped 4xx); boxing it to please `result_large_err` would only add

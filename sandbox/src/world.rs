@@ -19,7 +19,7 @@ use super::vault::Vault;
 
 /// A throwaway service-account key the Vault double accepts JWTs from. It
 /// grants nothing anywhere; it exists so the real JWT flow runs in demos.
-const SERVICE_ACCOUNT: &str = include_str!("../../../tests/fixtures/test-service-account.json");
+const SERVICE_ACCOUNT: &str = include_str!("../../tests/fixtures/test-service-account.json");
 /// The tenant the Graph double serves.
 pub const TENANT: &str = "sandbox-tenant";
 
