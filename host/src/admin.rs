@@ -66,6 +66,9 @@ pub struct Installed {
 /// A plugin folder found unusable at start-up, and skipped.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Skipped {
+    /// The plugin it holds: its manifest's name if that much reads, else
+    /// the folder's (an install names the folder after the plugin).
+    pub name: String,
     /// The folder.
     pub dir: PathBuf,
     /// Why it cannot be loaded.
@@ -204,6 +207,7 @@ impl Admin {
             match self.load_dir(&dir) {
                 Ok(plugin) => plugins.push(plugin),
                 Err(e) => skipped.push(Skipped {
+                    name: folder_plugin_name(&dir),
                     reason: e.to_string(),
                     dir,
                 }),
@@ -400,4 +404,21 @@ impl Admin {
         )?;
         Ok((wf, hash, true))
     }
+}
+
+/// The plugin an unusable folder was meant to hold.
+fn folder_plugin_name(dir: &Path) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    std::fs::read_to_string(dir.join("plugin.toml"))
+        .ok()
+        .and_then(|text| toml::from_str::<Named>(&text).ok())
+        .map(|n| n.name)
+        .unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
 }

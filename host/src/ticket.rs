@@ -60,6 +60,10 @@ pub enum StepStatus {
     Running,
     /// Waiting for its next attempt.
     RetryWait,
+    /// Waiting for its plugin, which did not load at start-up (the trail's
+    /// `step_waiting` event says why); it starts once the plugin is
+    /// installed, or at the next start that loads it.
+    WaitingPlugin,
     /// Done (and verified, if configured).
     Succeeded,
     /// Failed for good.

@@ -12,6 +12,7 @@
     running: 'Running',
     waiting_approval: 'Waiting for approval',
     retry_wait: 'Waiting to retry',
+    waiting_plugin: 'Waiting for its plugin',
     succeeded: 'Succeeded',
     failed: 'Failed',
     cancelled: 'Cancelled',
@@ -866,6 +867,7 @@
     retry_scheduled: 'Retry scheduled',
     step_interrupted: 'Step interrupted',
     approval_requested: 'Approval requested',
+    step_waiting: 'Step waiting',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -898,6 +900,8 @@
         return `after attempt ${d.after_attempt}, in ${fmtDuration(d.wait_ms)}`;
       case 'approval_requested':
         return d.role ? `needs an approver in the ${d.role} group` : 'needs an approver';
+      case 'step_waiting':
+        return d.reason || '';
       case 'approved':
       case 'rejected':
         return d.comment ? `“${d.comment}”` : '(no comment)';

@@ -273,3 +273,112 @@ async fn a_plugin_installed_under_its_own_wasm_name_starts_again_and_a_bad_folde
     assert!(names.contains(&"noop"), "{names:?}");
     assert!(!names.contains(&"broken"), "{names:?}");
 }
+
+/// A workflow naming a plugin whose folder is unusable at start-up still
+/// loads: the server starts, the system trail records the skipped folder,
+/// a ticket's step waits saying why (no attempt, nothing called), and it
+/// runs once the plugin is installed over the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() {
+    use base64::Engine as _;
+    let home = tempfile::tempdir().unwrap();
+    crate::support::install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
+    std::fs::remove_file(home.path().join("plugins/noop/plugin.wasm")).unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/solo.toml"),
+        "name = \"solo\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"noop\"\n",
+    )
+    .unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let operator = crate::support::client_as(&create_token(home.path(), "op", &["operator"]));
+    let admin = crate::support::client_as(&create_token(home.path(), "admin-1", &["admin"]));
+
+    let system: serde_json::Value = crate::support::get_json(
+        &operator,
+        &format!("{}/v1/audit?ticket=system", server.base),
+    )
+    .await;
+    let skipped = system["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "plugin_skipped")
+        .unwrap_or_else(|| panic!("no plugin_skipped in the system trail: {system:#}"));
+    assert_eq!(skipped["data"]["plugin"], "noop", "{skipped}");
+    assert!(
+        skipped["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("plugin.wasm"),
+        "{skipped}"
+    );
+
+    let created: serde_json::Value = operator
+        .post(format!("{}/v1/tickets", server.base))
+        .json(&serde_json::json!({ "workflow": "solo", "subject": "lee@example.com" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/v1/tickets/{}",
+        server.base,
+        created["id"].as_str().unwrap()
+    );
+    let detail = crate::support::get_json(&operator, &url).await;
+    assert_eq!(detail["ticket"]["state"], "running", "{detail:#}");
+    let step = &detail["ticket"]["steps"]["only"];
+    assert_eq!(step["status"], "waiting_plugin", "{detail:#}");
+    assert_eq!(
+        step["attempts"].as_array().map_or(0, Vec::len),
+        0,
+        "nothing was called"
+    );
+    let waiting = detail["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step_waiting")
+        .unwrap_or_else(|| panic!("no step_waiting event: {detail:#}"));
+    let reason = waiting["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("plugin noop is not loaded") && reason.contains("plugin.wasm"),
+        "{reason}"
+    );
+
+    // Installed over the API (signed by the publisher the server trusts),
+    // the waiting step runs and the ticket finishes.
+    let manifest = std::fs::read_to_string(home.path().join("plugins/noop/plugin.toml")).unwrap();
+    let code = wasm("itsm-plugin-test-noop");
+    let secret = std::fs::read_to_string(home.path().join("tests-publisher.key")).unwrap();
+    let signature = itsm_host::signing::sign(
+        &itsm_host::signing::read_secret(&secret).unwrap(),
+        manifest.as_bytes(),
+        &code,
+    );
+    let resp = admin
+        .post(format!("{}/v1/plugins", server.base))
+        .json(&serde_json::json!({
+            "manifest": manifest,
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
+            "signature": signature,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let done = crate::support::wait_for_state(&operator, &url, "succeeded").await;
+    let kinds: Vec<&str> = done["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let waited = kinds.iter().position(|k| *k == "step_waiting").unwrap();
+    let started = kinds.iter().position(|k| *k == "step_started").unwrap();
+    assert!(waited < started, "waited, then started: {kinds:?}");
+    assert_eq!(done["trail_verified"], true, "{done:#}");
+}

@@ -7,10 +7,11 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
+use super::error::ErrorBody;
 use super::tickets::instant;
 use super::{ApiError, AppState};
 use crate::audit::export::{Scope, Trailer, csv_row, csv_trailer_row};
@@ -102,7 +103,7 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Trailer), 
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, description = "Events (JSON, JSON lines or CSV by `format`)", content(
-        (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+        (AuditExport = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn export(
     State(app): State<AppState>,
     _: Caller,
@@ -111,7 +112,7 @@ async fn export(
     let Query(q) = query?;
     let (events, trailer) = tokio::task::block_in_place(|| select(&app, &q))?;
     Ok(match q.format {
-        Format::Json => Json(json!({ "events": events, "trailer": trailer })).into_response(),
+        Format::Json => Json(AuditExport { events, trailer }).into_response(),
         Format::Jsonl => {
             let mut body = String::new();
             for e in &events {
@@ -128,6 +129,15 @@ async fn export(
         )
             .into_response(),
     })
+}
+
+/// A JSON export: the events asked for, and the signed trailer that says
+/// what they are and proves nothing was left out.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AuditExport {
+    /// Oldest first.
+    events: Vec<AuditEvent>,
+    trailer: Trailer,
 }
 
 /// Columns: what an auditor's spreadsheet wants first, the chain last
@@ -179,16 +189,16 @@ struct VerifyQuery {
 
 /// Verify chains against their recorded heads.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
-    responses((status = 200, description = "Verification of one chain or all", body = serde_json::Value), (status = 400, description = "Malformed input, named in the body", body = serde_json::Value), (status = 401, description = "No valid bearer token; the body says why", body = serde_json::Value), (status = 404, description = "Not found", body = serde_json::Value)))]
+    responses((status = 200, description = "Verification of one chain (with `ticket`) or of all", body = Verification), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn verify(
     State(app): State<AppState>,
     _: Caller,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Verification>, ApiError> {
     let Query(q) = query?;
     tokio::task::block_in_place(|| {
         let store = app.scheduler.store();
-        let one = |id: &str| -> Result<Value, ApiError> {
+        let one = |id: &str| -> Result<ChainCheck, ApiError> {
             let (events, result) = if id == SYSTEM {
                 (app.system.events()?, app.system.verify()?)
             } else {
@@ -199,16 +209,16 @@ async fn verify(
                 let r = audit::verify(id, &events, &t.head);
                 (events, r)
             };
-            Ok(json!({
-                "ticket": id,
-                "events": events.len(),
-                "verified": result.is_ok(),
-                "head": events.last().map(|e| e.hash.clone()),
-                "error": result.err().map(|e| e.to_string()),
-            }))
+            Ok(ChainCheck {
+                ticket: id.to_string(),
+                events: events.len() as u64,
+                verified: result.is_ok(),
+                head: events.last().map(|e| e.hash.clone()),
+                error: result.err().map(|e| e.to_string()),
+            })
         };
         if let Some(id) = q.ticket.as_deref() {
-            return Ok(Json(one(id)?));
+            return Ok(Json(Verification::One(one(id)?)));
         }
         let mut checked = 0;
         let mut broken = Vec::new();
@@ -217,14 +227,48 @@ async fn verify(
         for id in ids {
             let r = one(&id)?;
             checked += 1;
-            if r["verified"] != true {
+            if !r.verified {
                 broken.push(r);
             }
         }
-        Ok(Json(json!({
-            "checked": checked,
-            "verified": broken.is_empty(),
-            "broken": broken,
+        Ok(Json(Verification::All(AllChains {
+            checked,
+            verified: broken.is_empty(),
+            broken,
         })))
     })
+}
+
+/// One chain checked against its recorded head.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ChainCheck {
+    /// The ticket, or `system`.
+    ticket: String,
+    /// Events in the chain.
+    events: u64,
+    /// Whether every link and the recorded head check out.
+    verified: bool,
+    /// Hash of the last event, if any.
+    head: Option<String>,
+    /// What is wrong, when something is.
+    error: Option<String>,
+}
+
+/// Every chain checked: the system trail and each ticket's.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AllChains {
+    /// Chains checked.
+    checked: u64,
+    /// Whether all of them verify.
+    verified: bool,
+    /// The ones that do not.
+    broken: Vec<ChainCheck>,
+}
+
+/// `GET /v1/audit/verify`: one chain with `ticket`, all without.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum Verification {
+    One(ChainCheck),
+    All(AllChains),
 }

@@ -146,7 +146,6 @@ struct TicketView {
     /// The pinned definition's steps, in the workflow's order.
     workflow_steps: Vec<WorkflowStep>,
     /// The ticket's hash-chained events, oldest first.
-    #[schema(value_type = Vec<Object>)]
     trail: Vec<crate::audit::AuditEvent>,
     /// Whether the trail's hash chain verifies up to the ticket's head.
     trail_verified: bool,

@@ -39,7 +39,7 @@ pub const PUBLIC_KEY_FILE: &str = "audit-export.pub";
 pub const TRAILER_FORMAT: &str = "itsm-audit-export-v1";
 
 /// What an export covers, and so what its trailer proves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// One ticket's whole trail, genesis to recorded head.
@@ -50,7 +50,7 @@ pub enum Scope {
 
 /// The last line (JSON lines), `trailer` member (JSON) or `#trailer` row
 /// (CSV) of an export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trailer {
     /// [`TRAILER_FORMAT`].

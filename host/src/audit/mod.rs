@@ -15,7 +15,7 @@ use serde_json::Value;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// Ticket created (with workflow version and requester).
@@ -59,10 +59,14 @@ pub enum AuditKind {
     /// An operator started the server on a store found behind its
     /// completeness checkpoint, accepting the loss (system trail).
     StoreLossAccepted,
+    /// A step waits for its plugin, which is not loaded (with why).
+    StepWaiting,
+    /// A plugin folder was unusable at start-up and skipped (system trail).
+    PluginSkipped,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginRef {
     /// Plugin name.
     pub name: String,
@@ -73,7 +77,7 @@ pub struct PluginRef {
 }
 
 /// One link of a ticket's chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// The ticket.
     pub ticket_id: String,
@@ -90,6 +94,7 @@ pub struct AuditEvent {
     /// The plugin concerned, if any.
     pub plugin: Option<PluginRef>,
     /// Details: attempt, evidence, error, comment.
+    #[schema(value_type = Object)]
     pub data: Value,
     /// Hash of the previous event ([`GENESIS`] for the first).
     pub prev_hash: String,

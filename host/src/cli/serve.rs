@@ -214,7 +214,7 @@ pub(crate) async fn assemble(
             "warning: --dev: unsigned, untrusted or tampered plugins and downgrades are accepted"
         );
     }
-    let admin = Arc::new(Admin::new(home, runtime.clone(), policy, system));
+    let admin = Arc::new(Admin::new(home, runtime.clone(), policy, system.clone()));
     let mut plugins = BTreeMap::new();
     // Bundled plugins are part of this binary, trusted as it is.
     for b in crate::bundled::ALL {
@@ -225,12 +225,23 @@ pub(crate) async fn assemble(
     for plugin in installed {
         plugins.insert(plugin.manifest().name.clone(), plugin);
     }
+    let mut unavailable = BTreeMap::new();
     for s in &skipped {
         tracing::warn!(
-            "plugin folder {} skipped (the other plugins start): {}",
+            "plugin folder {} skipped (the other plugins start; its steps wait): {}",
             s.dir.display(),
             s.reason
         );
+        system.append(
+            Draft::new(
+                AuditKind::PluginSkipped,
+                serde_json::json!({ "plugin": s.name, "dir": s.dir, "reason": s.reason }),
+            ),
+            crate::ticket::now_ms(),
+        )?;
+        if !plugins.contains_key(&s.name) {
+            unavailable.insert(s.name.clone(), s.reason.clone());
+        }
     }
     let settings = Workflow::load_settings(&home.join("settings.toml"))?;
     let mut workflows = Workflow::load_dir_with(&home.join("workflows"), &settings)?;
@@ -262,6 +273,7 @@ pub(crate) async fn assemble(
             secrets,
             intake,
             checkpoint: Some(checkpoint),
+            unavailable_plugins: unavailable,
         },
     )?;
     let resumed = scheduler.recover().await?;

@@ -102,6 +102,9 @@ pub struct Context<'a> {
     pub workflow: &'a Workflow,
     /// Plugin identity for the trail, by plugin name.
     pub plugins: &'a std::collections::BTreeMap<String, PluginRef>,
+    /// Plugins a workflow may name that did not load, with why: their steps
+    /// wait rather than fail.
+    pub unavailable: &'a std::collections::BTreeMap<String, String>,
     /// Now, in ms since the epoch.
     pub now_ms: u64,
     /// A random number in [0, 1) for backoff jitter.
@@ -483,6 +486,29 @@ fn uses_an_attempt(a: &Attempt, deadline_ms: u64) -> bool {
 
 fn start(t: &mut Ticket, cx: &Context<'_>, step: &str, op: Op, tr: &mut Transition) {
     let s = t.steps.get_mut(step).expect("step exists");
+    let wanted = cx.workflow.step(step).map(|d| d.plugin.as_str());
+    if let Some(reason) = wanted
+        .filter(|p| !cx.plugins.contains_key(*p))
+        .and_then(|p| cx.unavailable.get(p).map(|why| (p, why)))
+    {
+        // No attempt: nothing was called. Said once, when it starts waiting.
+        if s.status != StepStatus::WaitingPlugin {
+            s.status = StepStatus::WaitingPlugin;
+            s.next_op = op;
+            s.retry_at_ms = None;
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::StepWaiting,
+                    json!({
+                        "op": op,
+                        "reason": format!("plugin {} is not loaded: {}", reason.0, reason.1),
+                    }),
+                )
+                .step(step),
+            );
+        }
+        return;
+    }
     let n = s.attempts.len() as u32 + 1;
     s.attempts.push(Attempt {
         n,
@@ -528,8 +554,23 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
     if failed && cx.workflow.on_failure == OnFailure::Compensate && !t.compensating {
         t.compensating = true;
     }
+    // Steps waiting for their plugin start once it is loaded: an undo
+    // while compensating, a run otherwise (a run that never started is as
+    // good as pending once the ticket is being undone).
+    let waiting = |t: &Ticket, undo: bool| -> Vec<(String, Op)> {
+        t.steps
+            .iter()
+            .filter(|(_, s)| {
+                s.status == StepStatus::WaitingPlugin && (s.next_op == Op::Compensate) == undo
+            })
+            .map(|(n, s)| (n.clone(), s.next_op))
+            .collect()
+    };
     if t.compensating {
-        if count(t, StepStatus::Running) > 0 {
+        for (step, op) in waiting(t, true) {
+            start(t, cx, &step, op, tr);
+        }
+        if count(t, StepStatus::Running) > 0 || !waiting(t, true).is_empty() {
             return;
         }
         // Undo the most recently completed step first.
@@ -554,7 +595,7 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
             })
             .map(|(n, s)| (n.clone(), s.next_op))
             .collect();
-        for (step, op) in due {
+        for (step, op) in due.into_iter().chain(waiting(t, false)) {
             start(t, cx, &step, op, tr);
         }
         for def in &cx.workflow.steps {
@@ -676,6 +717,7 @@ mod tests {
     struct Run {
         wf: Workflow,
         plugins: BTreeMap<String, PluginRef>,
+        unavailable: BTreeMap<String, String>,
         t: Ticket,
     }
 
@@ -686,6 +728,7 @@ mod tests {
             let mut r = Self {
                 wf,
                 plugins: BTreeMap::new(),
+                unavailable: BTreeMap::new(),
                 t,
             };
             let tr = r.apply(0, Event::Created { by: "op".into() });
@@ -697,6 +740,7 @@ mod tests {
             let cx = Context {
                 workflow: &self.wf,
                 plugins: &self.plugins,
+                unavailable: &self.unavailable,
                 now_ms,
                 random: 0.5,
             };
@@ -826,5 +870,48 @@ mod tests {
         // The next start runs it again.
         let tr = r.apply(60, Event::Recovered);
         assert_eq!(tr.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_step_whose_plugin_is_unavailable_waits_then_starts_once_it_is_loaded() {
+        let wf = workflow("max_attempts = 1");
+        let t = ticket(&wf);
+        let mut r = Run {
+            wf,
+            plugins: BTreeMap::new(),
+            unavailable: BTreeMap::from([("p".to_string(), "no plugin.wasm".to_string())]),
+            t,
+        };
+        let tr = r.apply(0, Event::Created { by: "op".into() });
+        assert!(tr.calls.is_empty(), "nothing is called");
+        assert_eq!(r.t.steps["s"].status, StepStatus::WaitingPlugin);
+        assert!(r.t.steps["s"].attempts.is_empty());
+        let said: Vec<_> = tr
+            .drafts
+            .iter()
+            .filter(|d| d.kind == AuditKind::StepWaiting)
+            .collect();
+        assert_eq!(said.len(), 1);
+        assert_eq!(
+            said[0].data["reason"],
+            "plugin p is not loaded: no plugin.wasm"
+        );
+        assert_eq!(r.t.state, TicketState::Running);
+        // A tick while it is still missing says nothing more.
+        let tr = r.apply(10, Event::Tick);
+        assert!(tr.drafts.is_empty() && tr.calls.is_empty());
+        // Loaded: the next tick starts it.
+        r.unavailable.clear();
+        r.plugins.insert(
+            "p".into(),
+            PluginRef {
+                name: "p".into(),
+                version: "0.1.0".into(),
+                wasm_sha256: "x".into(),
+            },
+        );
+        let tr = r.apply(20, Event::Tick);
+        assert_eq!(tr.calls.len(), 1);
+        assert_eq!(r.t.steps["s"].status, StepStatus::Running);
     }
 }

@@ -65,6 +65,9 @@ pub struct SchedulerConfig {
     /// Where each acknowledged group's trail heads are logged, outside the
     /// store, so a store that later loses them is caught.
     pub checkpoint: Option<Arc<crate::store::checkpoint::Checkpoint>>,
+    /// Plugins that did not load at start-up, with why: workflows may still
+    /// name them, and their steps wait until they are installed.
+    pub unavailable_plugins: BTreeMap<String, String>,
 }
 
 impl Default for SchedulerConfig {
@@ -74,6 +77,7 @@ impl Default for SchedulerConfig {
             secrets: BTreeMap::new(),
             intake: IntakeLimits::default(),
             checkpoint: None,
+            unavailable_plugins: BTreeMap::new(),
         }
     }
 }
@@ -97,10 +101,13 @@ struct Command {
 struct PluginSet {
     plugins: BTreeMap<String, Plugin>,
     refs: BTreeMap<String, PluginRef>,
+    /// Plugins that did not load, with why (not in `plugins`).
+    unavailable: BTreeMap<String, String>,
 }
 
 impl PluginSet {
-    fn new(plugins: BTreeMap<String, Plugin>) -> Self {
+    fn new(plugins: BTreeMap<String, Plugin>, mut unavailable: BTreeMap<String, String>) -> Self {
+        unavailable.retain(|name, _| !plugins.contains_key(name));
         let refs = plugins
             .iter()
             .map(|(n, p)| {
@@ -115,7 +122,11 @@ impl PluginSet {
                 )
             })
             .collect();
-        Self { plugins, refs }
+        Self {
+            plugins,
+            refs,
+            unavailable,
+        }
     }
 }
 
@@ -174,7 +185,10 @@ impl Scheduler {
             inner: Arc::new(Inner {
                 commits: CommitQueue::start(store.clone(), config.checkpoint.clone()),
                 store,
-                plugins: RwLock::new(Arc::new(PluginSet::new(plugins))),
+                plugins: RwLock::new(Arc::new(PluginSet::new(
+                    plugins,
+                    config.unavailable_plugins,
+                ))),
                 current: RwLock::new(BTreeMap::new()),
                 pinned: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
@@ -200,7 +214,13 @@ impl Scheduler {
     /// Replace the current workflow definitions. Tickets already created
     /// keep the version they pinned.
     pub fn set_workflows(&self, workflows: BTreeMap<String, Workflow>) -> Result<()> {
-        let known = self.plugin_set().plugins.keys().cloned().collect();
+        let set = self.plugin_set();
+        let known = set
+            .plugins
+            .keys()
+            .chain(set.unavailable.keys())
+            .cloned()
+            .collect();
         for wf in workflows.values() {
             wf.check_plugins(&known)?;
         }
@@ -573,16 +593,40 @@ impl Scheduler {
     /// pick it up at their next call, and the trail records which version
     /// (and wasm hash) made each call.
     pub fn install_plugin(&self, plugin: Plugin) {
-        let mut guard = self.inner.plugins.write().expect("plugins lock");
-        let mut plugins = guard.plugins.clone();
-        plugins.insert(plugin.manifest().name.clone(), plugin);
-        *guard = Arc::new(PluginSet::new(plugins));
+        let name = plugin.manifest().name.clone();
+        let was_unavailable = {
+            let mut guard = self.inner.plugins.write().expect("plugins lock");
+            let mut plugins = guard.plugins.clone();
+            plugins.insert(name.clone(), plugin);
+            let was = guard.unavailable.contains_key(&name);
+            *guard = Arc::new(PluginSet::new(plugins, guard.unavailable.clone()));
+            was
+        };
+        if was_unavailable {
+            // Steps waiting for it start now: nudge every open ticket (a
+            // tick changes nothing for those not waiting).
+            let drivers: Vec<_> = self
+                .inner
+                .active
+                .lock()
+                .expect("active lock")
+                .values()
+                .cloned()
+                .collect();
+            for d in drivers {
+                let _ = d.send(Command {
+                    event: Event::Tick,
+                    reply: None,
+                });
+            }
+        }
     }
 
     fn context<'a>(&self, set: &'a PluginSet, wf: &'a Workflow, now: u64) -> Context<'a> {
         Context {
             workflow: wf,
             plugins: &set.refs,
+            unavailable: &set.unavailable,
             now_ms: now,
             random: rand::random(),
         }

@@ -1,5 +1,6 @@
-"""Create, list and show tickets through a client openapi-python-client
-generated from itsm's /v1/openapi.json, using only its typed models.
+"""Create, list and show tickets, export and verify a trail, through a client
+openapi-python-client generated from itsm's /v1/openapi.json, using only its
+typed models.
 
 Usage: use_client.py BASE_URL TOKEN  (the generated package `itsm_client`
 must be importable). Prints one line per check; exits non-zero on the first
@@ -9,9 +10,15 @@ that fails.
 import sys
 
 from itsm_client import AuthenticatedClient
+from itsm_client.api.audit import export, verify
 from itsm_client.api.service import me
 from itsm_client.api.tickets import create, list_, show
 from itsm_client.models import (
+    AllChains,
+    AuditEvent,
+    AuditExport,
+    AuditKind,
+    ChainCheck,
     ErrorBody,
     Me,
     NewTicket,
@@ -20,6 +27,7 @@ from itsm_client.models import (
     TicketState,
     TicketSummary,
     TicketView,
+    Trailer,
 )
 
 
@@ -73,7 +81,23 @@ def main():
     check("it is the one asked for", view.ticket.id == created[0])
     check("its trail verifies", view.trail_verified is True)
     check("its trail has events", len(view.trail) >= 1)
+    check("each a typed AuditEvent", all(isinstance(e, AuditEvent) for e in view.trail))
+    check("the first is a typed `created` AuditKind", view.trail[0].kind == AuditKind.CREATED)
     check("the pinned steps are named", len(view.workflow_steps) >= 1 and all(s.name for s in view.workflow_steps))
+
+    exported = export.sync(client=client, ticket=created[0])
+    check("export answers a typed AuditExport", isinstance(exported, AuditExport))
+    check("with a typed Trailer", isinstance(exported.trailer, Trailer))
+    check("that counts its events", exported.trailer.events == len(exported.events) >= 1)
+    check("and names the ticket", exported.trailer.ticket == created[0])
+    check("its last event is the trailer's head", exported.events[-1].hash_ == exported.trailer.head)
+
+    one = verify.sync(client=client, ticket=created[0])
+    check("verify of one ticket answers a typed ChainCheck", isinstance(one, ChainCheck))
+    check("that verifies", one.verified is True and one.ticket == created[0])
+    every = verify.sync(client=client)
+    check("verify of all answers a typed AllChains", isinstance(every, AllChains))
+    check("that checked the system trail and each ticket", every.checked >= 4 and every.verified is True)
 
     missing = show.sync_detailed(client=AuthenticatedClient(base_url=base, token=token), id="T-nope")
     check("an unknown id answers 404", missing.status_code == 404)
