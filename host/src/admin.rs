@@ -272,6 +272,15 @@ impl Admin {
         Ok(())
     }
 
+    /// The checks an install makes before it compiles anything: the
+    /// manifest parses and the signature is one the server accepts. What
+    /// [`Admin::install`] would refuse at once, this refuses too.
+    pub fn precheck(&self, bundle: &Bundle) -> Result<Manifest> {
+        let manifest = Manifest::parse(&bundle.manifest)?;
+        self.check(&manifest, bundle)?;
+        Ok(manifest)
+    }
+
     /// Check, compile, write to `plugins/<name>/`, record, and hand the
     /// plugin to the scheduler.
     pub async fn install(

@@ -683,3 +683,79 @@ plugin = "scripted"
     // (6 × 1.5 s); now at most the one running slow call may have finished.
     assert!(slow_done <= 1, "{slow_done} slow tickets finished first");
 }
+
+/// Spinning neighbours: a hostile plugin whose every call spins to its 5 s
+/// time limit, on as many instances as there are cores and more, beside a
+/// plugin whose calls are quick. Long calls give way to short work, so every
+/// quick ticket finishes while all the spinning calls are still running;
+/// the spinners still end, each stopped by its time limit and saying so.
+/// (The latency figure is `cargo bench --bench neighbours`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_calls_give_way_to_other_tickets_and_still_end_at_their_time_limit() {
+    let spinner_manifest = include_str!("../../plugins/testing/hostile/plugin.toml")
+        .replace("name = \"hostile\"", "name = \"spinner\"")
+        .replace("timeout_ms = 2000", "timeout_ms = 5000\nmax_instances = 4");
+    let spinner = load("itsm-plugin-test-hostile", &spinner_manifest);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let plugins = BTreeMap::from([
+        ("scripted".to_string(), scripted()),
+        ("spinner".to_string(), spinner),
+    ]);
+    let defs = [
+        r#"
+name = "spin"
+version = "1"
+[[steps]]
+name = "only"
+plugin = "spinner"
+verify = false
+config = { mode = "loop" }
+retry = { max_attempts = 1 }
+"#,
+        r#"
+name = "fast"
+version = "1"
+[[steps]]
+name = "only"
+plugin = "scripted"
+"#,
+    ];
+    let s = Scheduler::new(store, plugins, workflows(&defs), SchedulerConfig::default()).unwrap();
+    let mut spinning = Vec::new();
+    for i in 0..4 {
+        spinning.push(create(&s, "spin", &format!("spin{i}@example.com")).await.id);
+    }
+    // Every spinner call is under way (and past its first milliseconds of CPU).
+    for id in &spinning {
+        wait_for(&s, id, |t| t.steps["only"].status == StepStatus::Running).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fast = Vec::new();
+    for i in 0..20 {
+        fast.push(create(&s, "fast", &format!("fast{i}@example.com")).await.id);
+    }
+    for id in &fast {
+        let t = settled(&s, id).await;
+        assert_eq!(t.state, TicketState::Succeeded, "{t:#?}");
+    }
+    for id in &spinning {
+        let t = s.store().ticket(id).unwrap().unwrap();
+        assert_eq!(
+            t.steps["only"].status,
+            StepStatus::Running,
+            "a spinner finished before the quick tickets: {t:#?}"
+        );
+    }
+    for id in &spinning {
+        let t = settled(&s, id).await;
+        assert_eq!(t.state, TicketState::Failed);
+        let attempt = &t.steps["only"].attempts[0];
+        let AttemptResult::Failed { error } = &attempt.result else {
+            panic!("{attempt:#?}");
+        };
+        assert!(error.message.contains("time limit"), "{}", error.message);
+    }
+    // The host runs a normal call afterwards.
+    let after = settled(&s, &create(&s, "fast", "after@example.com").await.id).await;
+    assert_eq!(after.state, TicketState::Succeeded);
+}

@@ -382,3 +382,115 @@ async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() 
     assert!(waited < started, "waited, then started: {kinds:?}");
     assert_eq!(done["trail_verified"], true, "{done:#}");
 }
+
+/// `Prefer: respond-async`: the server checks the upload at once (an
+/// unsigned one is refused there and then), answers 202 with a job, and
+/// compiles in the background; the job says when it is installed, or why it
+/// failed (a signed upload that is not a component), and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_can_compile_off_the_request_path_and_be_followed_to_its_end() {
+    use base64::Engine as _;
+    let home = tempfile::tempdir().unwrap();
+    let (secret, public) = itsm_host::signing::keygen();
+    std::fs::create_dir_all(home.path().join("trusted-keys")).unwrap();
+    std::fs::write(home.path().join("trusted-keys/acme.pub"), public).unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let admin = crate::support::client_as(&create_token(home.path(), "platform-admin", &["admin"]));
+    let manifest = std::fs::read_to_string(plugin_dir("testing/noop/plugin.toml")).unwrap();
+    let upload = |wasm: &[u8], signed: bool| {
+        let signature = signed.then(|| {
+            itsm_host::signing::sign(
+                &itsm_host::signing::read_secret(&secret).unwrap(),
+                manifest.as_bytes(),
+                wasm,
+            )
+        });
+        admin
+            .post(format!("{}/v1/plugins", server.base))
+            .header("prefer", "respond-async")
+            .json(&serde_json::json!({
+                "manifest": manifest,
+                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                "signature": signature,
+            }))
+    };
+    let follow = |location: String| {
+        let admin = admin.clone();
+        let base = server.base.clone();
+        async move {
+            loop {
+                let job: serde_json::Value =
+                    crate::support::get_json(&admin, &format!("{base}{location}")).await;
+                if job["state"] != "compiling" {
+                    return job;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Unsigned: refused at once, no job.
+    let refused = upload(&wasm("itsm-plugin-test-noop"), false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422, "{}", refused.text().await.unwrap());
+
+    // Signed, not a component: accepted for compiling, then failed.
+    let resp = upload(b"\0asm but not really", true).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let job = follow(location).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("noop"), "{job:#}");
+    let listed: serde_json::Value =
+        crate::support::get_json(&admin, &format!("{}/v1/plugins", server.base)).await;
+    assert!(
+        !listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "noop"),
+        "nothing was installed: {listed:#}"
+    );
+
+    // Signed and sound: 202 at once, then installed.
+    let resp = upload(&wasm("itsm-plugin-test-noop"), true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let accepted: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(accepted["plugin"], "noop");
+    assert_eq!(
+        location,
+        format!("/v1/plugins/installs/{}", accepted["id"].as_str().unwrap())
+    );
+    let job = follow(location).await;
+    assert_eq!(job["state"], "installed", "{job:#}");
+    assert_eq!(job["installed"]["name"], "noop");
+    assert_eq!(
+        job["installed"]["signed_by"]
+            .as_str()
+            .map(|s| !s.is_empty()),
+        Some(true),
+        "{job:#}"
+    );
+    let listed: serde_json::Value =
+        crate::support::get_json(&admin, &format!("{}/v1/plugins", server.base)).await;
+    assert!(
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "noop"),
+        "{listed:#}"
+    );
+    let gone = admin
+        .get(format!("{}/v1/plugins/installs/I-nope", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod hooks;
 mod imports;
+mod installs;
 mod plugins;
 mod tickets;
 mod ui;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub hooks: Arc<HookSet>,
     /// Imports running now, by batch: what `itsm ticket import` shows as progress.
     pub imports: Arc<imports::Running>,
+    /// Plugin installs compiling off the request path.
+    pub installs: Arc<installs::Installs>,
     /// Plugin folders found unusable at start-up and skipped (`/readyz` names them).
     pub skipped_plugins: Arc<Vec<crate::admin::Skipped>>,
     /// Signs export trailers ([`crate::audit::export`]).
@@ -70,6 +73,7 @@ impl AppState {
             system: admin.system().clone(),
             admin,
             imports: Arc::default(),
+            installs: Arc::default(),
             hooks: Arc::default(),
             skipped_plugins: Arc::default(),
             // Until the home's key is given: exports still verify, against

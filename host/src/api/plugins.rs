@@ -23,6 +23,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         // Components of tens of MiB are normal (Python, JS runtimes inside).
         .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
         .routes(routes!(show_plugin))
+        .routes(routes!(install_status))
         .routes(routes!(list_workflows))
         .routes(routes!(show_workflow, put_workflow))
 }
@@ -163,35 +164,85 @@ struct InstallBody {
 }
 
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body = InstallBody,
-    responses((status = 201, description = "Installed", body = crate::admin::Installed), (status = 200, description = "Already installed", body = crate::admin::Installed), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Unknown workflow, missing inputs or invalid definition", body = ErrorBody)))]
+    params(("Prefer" = Option<String>, Header, description = "`respond-async`: check at once, compile in the background, answer 202 with the job to follow")),
+    responses((status = 201, description = "Installed", body = crate::admin::Installed), (status = 202, description = "Checked; compiling in the background: follow `GET /v1/plugins/installs/{id}` (also in `Location`)", body = super::installs::InstallJob), (status = 200, description = "Already installed", body = crate::admin::Installed), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "Refused, saying why: a bad manifest; an unsigned, untrusted or tampered plugin; a downgrade; not a component", body = ErrorBody)))]
 async fn install(
     State(app): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     body: Result<Json<InstallBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<crate::admin::Installed>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
     who.require(Role::Admin, "install plugins")?;
     let Json(body) = body?;
     let wasm = base64::engine::general_purpose::STANDARD
         .decode(body.wasm_base64.trim())
         .map_err(|e| ApiError::bad_request(format!("`wasm_base64` is not base64: {e}")))?;
-    let installed = app
-        .admin
-        .install(
-            &app.scheduler,
-            Bundle {
-                manifest: body.manifest,
-                wasm,
-                signature: body.signature,
-            },
-            &who.name,
+    let bundle = Bundle {
+        manifest: body.manifest,
+        wasm,
+        signature: body.signature,
+    };
+    if prefers_async(&headers) {
+        // What can be refused at once is, with its own status; only the
+        // compile (and what follows it) runs in the background.
+        let manifest = app.admin.precheck(&bundle)?;
+        let job = app
+            .installs
+            .start(&manifest.name, &manifest.version, &who.name);
+        let (admin, scheduler, installs, id) = (
+            app.admin.clone(),
+            app.scheduler.clone(),
+            app.installs.clone(),
+            job.id.clone(),
+        );
+        tokio::spawn(async move {
+            let result = admin.install(&scheduler, bundle, &who.name).await;
+            installs.finish(&id, result);
+        });
+        let location = format!("/v1/plugins/installs/{}", job.id);
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(axum::http::header::LOCATION, location)],
+            Json(job),
         )
-        .await?;
+            .into_response());
+    }
+    let installed = app.admin.install(&app.scheduler, bundle, &who.name).await?;
     let status = if installed.changed {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(installed)))
+    Ok((status, Json(installed)).into_response())
+}
+
+/// Whether the client asked for `Prefer: respond-async` (RFC 7240).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// An install started with `Prefer: respond-async`: compiling, installed
+/// (with what it did) or failed (with why). Jobs live in memory: one
+/// started before a restart is gone, and was not installed.
+#[utoipa::path(get, path = "/v1/plugins/installs/{id}", tag = "plugins", params(("id" = String, Path, description = "The job id from the 202")),
+    responses((status = 200, description = "Where the install stands", body = super::installs::InstallJob), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "No such job (or the server restarted since)", body = ErrorBody)))]
+async fn install_status(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<super::installs::InstallJob>, ApiError> {
+    who.require(Role::Admin, "follow plugin installs")?;
+    app.installs.get(&id).map(Json).ok_or_else(|| {
+        ApiError::from(crate::Error::NotFound(format!(
+            "no install job {id} (jobs are kept in memory: one started before a restart is gone, and was not installed)"
+        )))
+    })
 }
 
 /// A workflow's step, in short.

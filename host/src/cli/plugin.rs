@@ -32,9 +32,15 @@ pub(crate) enum PluginCommand {
         key: PathBuf,
     },
     /// Upload a plugin folder (plugin.toml, wasm, plugin.sig) to the server.
+    /// The server checks it at once and compiles it in the background; this
+    /// waits for the compile unless told not to.
     Install {
         /// Plugin folder or built plugin crate.
         dir: PathBuf,
+        /// Return once the server has checked it, with the job to follow
+        /// (`GET /v1/plugins/installs/{id}`), rather than wait for the compile.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         conn: Connection,
     },
@@ -128,7 +134,7 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<(), Exit> {
                 out.display()
             );
         }
-        PluginCommand::Install { dir, conn } => {
+        PluginCommand::Install { dir, no_wait, conn } => {
             let client = conn.connect()?;
             let files = PluginFiles::read(&dir)?;
             let body = json!({
@@ -136,7 +142,40 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<(), Exit> {
                 "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&files.wasm),
                 "signature": files.signature,
             });
-            let r = client.post("/v1/plugins", &body).await?;
+            let req = client
+                .request(Method::POST, "/v1/plugins")
+                .header("prefer", "respond-async")
+                .json(&body);
+            let mut r = client.call(req).await?;
+            if r["state"].is_string() {
+                let path = format!(
+                    "/v1/plugins/installs/{}",
+                    r["id"].as_str().unwrap_or_default()
+                );
+                if no_wait {
+                    client.show(&r, |r| {
+                        println!(
+                            "checked {} {}; compiling: follow {path}",
+                            cell(&r["plugin"]),
+                            cell(&r["version"])
+                        );
+                    });
+                    return Ok(());
+                }
+                while r["state"] == "compiling" {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    r = client.get(&path).await?;
+                }
+                if r["state"] == "failed" {
+                    return Err(Exit::Refused(format!(
+                        "install of {} {} failed: {}",
+                        cell(&r["plugin"]),
+                        cell(&r["version"]),
+                        cell(&r["error"])
+                    )));
+                }
+                r = r["installed"].clone();
+            }
             client.show(&r, |r| {
                 if r["changed"] == false {
                     println!(
