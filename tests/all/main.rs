@@ -23,6 +23,7 @@ mod intake;
 mod oauth;
 mod offboarding;
 mod other_language;
+mod plugin_new;
 mod scheduler;
 mod scim;
 mod scim_peer;

@@ -630,6 +630,28 @@ async fn an_idempotency_key_returns_the_same_ticket() {
     assert_eq!(s.store().tickets().unwrap().len(), 1);
 }
 
+/// A scheduler running workflow `fast` (one step of the scripted plugin)
+/// beside workflow `name`: one step `only` of `plugin`, with `settings`.
+fn beside_fast(
+    name: &str,
+    plugin: (&str, Plugin),
+    settings: &str,
+    config: SchedulerConfig,
+) -> Scheduler {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let plugins = BTreeMap::from([
+        ("scripted".to_string(), scripted()),
+        (plugin.0.to_string(), plugin.1),
+    ]);
+    let other = format!(
+        "name = \"{name}\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"{}\"\n{settings}",
+        plugin.0
+    );
+    let fast =
+        "name = \"fast\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"scripted\"\n";
+    Scheduler::new(store, plugins, workflows(&[&other, fast]), config).unwrap()
+}
+
 /// A plugin whose calls queue for its own instances must not hold the shared
 /// worker slots while they wait: another plugin's tickets go straight past.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,34 +660,16 @@ async fn a_slow_plugin_queue_does_not_hold_the_workers_other_plugins_need() {
         .replace("name = \"scripted\"", "name = \"slowpoke\"")
         .replace("max_instances = 32", "max_instances = 1");
     let slow = load("itsm-plugin-test-scripted", &slow_manifest);
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let plugins = BTreeMap::from([
-        ("scripted".to_string(), scripted()),
-        ("slowpoke".to_string(), slow),
-    ]);
-    let defs = [
-        r#"
-name = "slow"
-version = "1"
-[[steps]]
-name = "only"
-plugin = "slowpoke"
-verify = false
-config = { behaviour = "slow", sleep_ms = "1500" }
-"#,
-        r#"
-name = "fast"
-version = "1"
-[[steps]]
-name = "only"
-plugin = "scripted"
-"#,
-    ];
     let config = SchedulerConfig {
         workers: 2,
         ..SchedulerConfig::default()
     };
-    let s = Scheduler::new(store, plugins, workflows(&defs), config).unwrap();
+    let s = beside_fast(
+        "slow",
+        ("slowpoke", slow),
+        "verify = false\nconfig = { behaviour = \"slow\", sleep_ms = \"1500\" }\n",
+        config,
+    );
     let mut slow_ids = Vec::new();
     for i in 0..6 {
         slow_ids.push(create(&s, "slow", &format!("slow{i}@example.com")).await.id);
@@ -696,31 +700,12 @@ async fn spinning_calls_give_way_to_other_tickets_and_still_end_at_their_time_li
         .replace("name = \"hostile\"", "name = \"spinner\"")
         .replace("timeout_ms = 2000", "timeout_ms = 5000\nmax_instances = 4");
     let spinner = load("itsm-plugin-test-hostile", &spinner_manifest);
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let plugins = BTreeMap::from([
-        ("scripted".to_string(), scripted()),
-        ("spinner".to_string(), spinner),
-    ]);
-    let defs = [
-        r#"
-name = "spin"
-version = "1"
-[[steps]]
-name = "only"
-plugin = "spinner"
-verify = false
-config = { mode = "loop" }
-retry = { max_attempts = 1 }
-"#,
-        r#"
-name = "fast"
-version = "1"
-[[steps]]
-name = "only"
-plugin = "scripted"
-"#,
-    ];
-    let s = Scheduler::new(store, plugins, workflows(&defs), SchedulerConfig::default()).unwrap();
+    let s = beside_fast(
+        "spin",
+        ("spinner", spinner),
+        "verify = false\nconfig = { mode = \"loop\" }\nretry = { max_attempts = 1 }\n",
+        SchedulerConfig::default(),
+    );
     let mut spinning = Vec::new();
     for i in 0..4 {
         spinning.push(create(&s, "spin", &format!("spin{i}@example.com")).await.id);

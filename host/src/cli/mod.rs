@@ -6,6 +6,7 @@
 mod audit;
 mod client;
 mod demo;
+mod new;
 mod plugin;
 mod sandbox;
 mod serve;

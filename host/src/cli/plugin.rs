@@ -23,6 +23,15 @@ pub(crate) struct KeygenArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
+    /// Write a new plugin crate (Rust, wit-bindgen) that builds and passes
+    /// `itsm step run` at once: manifest, run/verify/compensate, tests, README.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`): also its crate's.
+        name: String,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Sign a plugin folder (its plugin.toml and wasm): writes plugin.sig.
     Sign {
         /// Plugin folder or built plugin crate.
@@ -117,6 +126,13 @@ fn write_private(path: &Path, text: &str) -> Result<(), Exit> {
 
 pub(crate) async fn run(cmd: PluginCommand) -> Result<(), Exit> {
     match cmd {
+        PluginCommand::New { name, dir } => {
+            let dir = super::new::new_plugin(&name, dir)?;
+            println!(
+                "wrote plugin {name} in {d}\nnext: cd {d} && cargo build --release --target wasm32-wasip2 && itsm step run . --input '{{\"subject\": \"lee@example.com\"}}'",
+                d = dir.display()
+            );
+        }
         PluginCommand::Sign { dir, key } => {
             let files = PluginFiles::read(&dir)?;
             let text = std::fs::read_to_string(&key)
