@@ -85,6 +85,12 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
         .text()
         .await
         .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("itsm_short_work_ready ")),
+        "{metrics}"
+    );
     for line in [
         "itsm_step_calls_total{plugin=\"scim-deprovision\",op=\"run\",outcome=\"succeeded\"} 1",
         "itsm_step_calls_total{plugin=\"scim-deprovision\",op=\"verify\",outcome=\"succeeded\"} 1",
@@ -92,6 +98,8 @@ async fn a_ticket_posted_over_http_completes_against_the_sandbox_with_a_verified
         "itsm_tickets_created_total 1",
         "itsm_retries_total 0",
         "itsm_calls_queued 0",
+        // No plugin spins in this server.
+        "itsm_calls_long 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
