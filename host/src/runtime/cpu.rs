@@ -34,10 +34,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// CPU a call may use before it counts as long-running.
 pub(crate) const YOUNG: Duration = Duration::from_millis(5);
-/// A long call sleeps in periods of this many ticks per long call.
+/// A long call sleeps in periods of this many ticks per long call (at most
+/// [`STARVE`]), looking again after each whether short work is about.
 const LONG_SHARE: u32 = 4;
-/// The longest one sleep period lasts, however many long calls there are.
-const MAX_PERIOD: Duration = Duration::from_millis(100);
 /// However busy the host, a long call runs a tick at least this often.
 pub(crate) const STARVE: Duration = Duration::from_millis(100);
 
@@ -289,14 +288,13 @@ pub(crate) fn pacer<T>(
         .then(|| class.turn_long());
     let resumed = Arc::new(AtomicU64::new(now_us()));
     let lane: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
-    let young = YOUNG.as_micros() as u64;
     move |_| {
         let ran = now_us().saturating_sub(resumed.load(Ordering::Relaxed));
         if ran <= (tick * 2).as_micros() as u64 {
             class.0.used_us.fetch_add(ran, Ordering::Relaxed);
         }
         if long.is_none() {
-            if class.0.used_us.load(Ordering::Relaxed) < young {
+            if !class.ran_long() {
                 return Ok(resume_after(tokio::task::yield_now(), &resumed));
             }
             long = Some(class.turn_long());
@@ -305,13 +303,13 @@ pub(crate) fn pacer<T>(
         // Give up the lane at every tick, so long calls take turns (the
         // semaphore is first come, first served) and short work can have it.
         lane.lock().expect("lane lock").take();
-        let period = (tick * LONG_SHARE * long_running().max(1) as u32).min(MAX_PERIOD);
+        let period = (tick * LONG_SHARE * long_running().max(1) as u32).min(STARVE);
         let lane = lane.clone();
         Ok(resume_after(
             async move {
                 let start = Instant::now();
                 while busy(hold) && start.elapsed() < STARVE {
-                    tokio::time::sleep(period.min(STARVE)).await;
+                    tokio::time::sleep(period).await;
                 }
                 let permit = lanes().acquire_owned().await.expect("never closed");
                 *lane.lock().expect("lane lock") = Some(permit);

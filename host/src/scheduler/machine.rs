@@ -487,7 +487,7 @@ fn uses_an_attempt(a: &Attempt, deadline_ms: u64) -> bool {
 fn start(t: &mut Ticket, cx: &Context<'_>, step: &str, op: Op, tr: &mut Transition) {
     let s = t.steps.get_mut(step).expect("step exists");
     let wanted = cx.workflow.step(step).map(|d| d.plugin.as_str());
-    if let Some(reason) = wanted
+    if let Some((plugin, why)) = wanted
         .filter(|p| !cx.plugins.contains_key(*p))
         .and_then(|p| cx.unavailable.get(p).map(|why| (p, why)))
     {
@@ -501,7 +501,7 @@ fn start(t: &mut Ticket, cx: &Context<'_>, step: &str, op: Op, tr: &mut Transiti
                     AuditKind::StepWaiting,
                     json!({
                         "op": op,
-                        "reason": format!("plugin {} is not loaded: {}", reason.0, reason.1),
+                        "reason": format!("plugin {plugin} is not loaded: {why}"),
                     }),
                 )
                 .step(step),
