@@ -273,6 +273,25 @@ async fn batch_cancel_stops_every_open_ticket_of_an_import_and_lists_filter_by_d
     assert_eq!(report["created"], 2, "{report:#}");
     assert_eq!(report["errors"][0]["row"], 3);
     let batch = report["batch"].as_str().unwrap().to_string();
+    // The same file sent as bytes is read as JSON lines (it starts with `{`):
+    // the same batch, nothing new.
+    let again: Value = http
+        .post(format!("{base}/v1/imports?workflow=hold"))
+        .header("content-type", "application/octet-stream")
+        .body("{\"subject\":\"a@example.com\"}\n{\"subject\":\"b@example.com\",\"inputs\":{\"site\":\"berlin\"}}\n{\"name\":\"c\"}\n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["batch"], batch.as_str(), "{again:#}");
+    assert_eq!(
+        (again["created"].as_u64(), again["existing"].as_u64()),
+        (Some(0), Some(2)),
+        "{again:#}"
+    );
+    assert_eq!(again["errors"][0]["row"], 3, "{again:#}");
     let started = Instant::now();
     while get_json(&http, &format!("{base}/v1/tickets?state=waiting_approval")).await["tickets"]
         .as_array()

@@ -2,7 +2,9 @@
 //!
 //! The body is CSV (`text/csv`, a header row with a `subject` column; other
 //! columns become inputs) or JSON lines (`application/x-ndjson`, objects with
-//! `subject` and optional `inputs`). Valid rows become tickets grouped by a
+//! `subject` and optional `inputs`); `application/octet-stream`, for clients
+//! that send files as bytes, is JSON lines when it starts with `{` and CSV
+//! otherwise. Valid rows become tickets grouped by a
 //! batch id derived from the file's content; bad rows are reported with their
 //! row numbers and do not stop the rest. Each row's idempotency key is the
 //! file hash and row number, so importing the same file again creates nothing.
@@ -264,8 +266,8 @@ fn json_rows(body: &[u8], shape: &Shape<'_>) -> Vec<Row> {
 }
 
 #[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
-    request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}", content(
-        (String = "text/csv"), (String = "application/x-ndjson"))),
+    request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}; as `application/octet-stream` (for clients that send files as bytes), JSON lines if the first non-blank byte is `{`, CSV otherwise", content(
+        (String = "text/csv"), (String = "application/x-ndjson"), (Vec<u8> = "application/octet-stream"))),
     responses((status = 200, description = "Batch id, counts, per-row errors and ticket ids", body = ImportReport), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 413, description = "Over an intake limit, named in the body", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 507, description = "The disk is full: the rows stored before it, the rest not imported, and `stopped` saying why", body = ImportReport)))]
 pub(super) async fn import(
     State(app): State<AppState>,
@@ -302,16 +304,24 @@ pub(super) async fn import(
         allow_duplicate: q.allow_duplicates,
         limits,
     };
-    let mut rows = if content_type.starts_with("text/csv") {
-        csv_rows(&body, &shape)?
+    let json = if content_type.starts_with("text/csv") {
+        false
     } else if content_type.starts_with("application/x-ndjson")
         || content_type.starts_with("application/jsonl")
     {
-        json_rows(&body, &shape)
+        true
+    } else if content_type.starts_with("application/octet-stream") {
+        // A CSV header cannot start with `{`; a JSON line must.
+        body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
     } else {
         return Err(ApiError::unsupported(format!(
             "send the rows as text/csv or application/x-ndjson, not {content_type:?}"
         )));
+    };
+    let mut rows = if json {
+        json_rows(&body, &shape)
+    } else {
+        csv_rows(&body, &shape)?
     };
     refuse_repeats(&mut rows);
     let by = who.name;

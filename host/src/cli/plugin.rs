@@ -23,11 +23,16 @@ pub(crate) struct KeygenArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
-    /// Write a new plugin crate (Rust, wit-bindgen) that builds and passes
-    /// `itsm step run` at once: manifest, run/verify/compensate, tests, README.
+    /// Write a new plugin that builds and passes `itsm step run` at once:
+    /// manifest, run/verify/compensate, tests, README, the contract (wit/).
     New {
-        /// The plugin's name (lower-case letters, digits, `-`): also its crate's.
+        /// The plugin's name (lower-case letters, digits, `-`): also its
+        /// crate's, package's or wasm file's.
         name: String,
+        /// The language: rust (wit-bindgen), python (componentize-py) or js
+        /// (jco + componentize-js).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: super::new::Lang,
         /// Where to write it (default: ./NAME); must not exist or be empty.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -126,11 +131,12 @@ fn write_private(path: &Path, text: &str) -> Result<(), Exit> {
 
 pub(crate) async fn run(cmd: PluginCommand) -> Result<(), Exit> {
     match cmd {
-        PluginCommand::New { name, dir } => {
-            let dir = super::new::new_plugin(&name, dir)?;
+        PluginCommand::New { name, lang, dir } => {
+            let dir = super::new::new_plugin(&name, lang, dir)?;
             println!(
-                "wrote plugin {name} in {d}\nnext: cd {d} && cargo build --release --target wasm32-wasip2 && itsm step run . --input '{{\"subject\": \"lee@example.com\"}}'",
-                d = dir.display()
+                "wrote plugin {name} in {d}\nnext: cd {d} && {build} && itsm step run . --input '{{\"subject\": \"lee@example.com\"}}'",
+                d = dir.display(),
+                build = lang.next_steps(),
             );
         }
         PluginCommand::Sign { dir, key } => {
