@@ -66,10 +66,21 @@ pub enum StepStatus {
     WaitingPlugin,
     /// Done (and verified, if configured).
     Succeeded,
+    /// Not run: its condition (`when`) was false. Counts as done for the
+    /// steps that depend on it and for the ticket.
+    Skipped,
     /// Failed for good.
     Failed,
     /// Undone by compensation.
     Compensated,
+}
+
+impl StepStatus {
+    /// Done, as far as its dependants and the ticket are concerned:
+    /// succeeded, or skipped by its condition.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Skipped)
+    }
 }
 
 /// How an attempt ended.

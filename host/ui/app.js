@@ -18,6 +18,7 @@
     cancelled: 'Cancelled',
     compensated: 'Compensated',
     interrupted: 'Interrupted',
+    skipped: 'Skipped',
   };
   const LIST_REFRESH_MS = 5000;
   const BATCH_REFRESH_MS = 2000;
@@ -855,7 +856,7 @@
           const open = openKeys.has(key) || (telling && !openKeys.has(`closed:${key}`));
           return attemptBlock(name, a, open);
         }))
-        : h('p', { class: 'muted small' }, s.status === 'pending' ? 'Not started.' : 'No plugin calls yet.')));
+        : h('p', { class: 'muted small' }, s.status === 'pending' ? 'Not started.' : s.status === 'skipped' ? 'Skipped: its condition was false.' : 'No plugin calls yet.')));
   }
 
   const TRAIL_LABEL = {
@@ -868,6 +869,8 @@
     step_interrupted: 'Step interrupted',
     approval_requested: 'Approval requested',
     step_waiting: 'Step waiting',
+    step_skipped: 'Step skipped',
+    condition_failed: 'Condition failed',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -902,6 +905,10 @@
         return d.role ? `needs an approver in the ${d.role} group` : 'needs an approver';
       case 'step_waiting':
         return d.reason || '';
+      case 'step_skipped':
+        return `${d.when || ''} was false`;
+      case 'condition_failed':
+        return d.error || '';
       case 'approved':
       case 'rejected':
         return d.comment ? `“${d.comment}”` : '(no comment)';

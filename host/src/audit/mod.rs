@@ -63,6 +63,12 @@ pub enum AuditKind {
     StepWaiting,
     /// A plugin folder was unusable at start-up and skipped (system trail).
     PluginSkipped,
+    /// A step's condition (`when`) was false: the step did not run and
+    /// counts as done (with the condition and the values it read).
+    StepSkipped,
+    /// A step's condition could not be decided (it gave no true or false):
+    /// the step failed without running.
+    ConditionFailed,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

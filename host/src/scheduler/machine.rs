@@ -598,33 +598,13 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
         for (step, op) in due.into_iter().chain(waiting(t, false)) {
             start(t, cx, &step, op, tr);
         }
-        for def in &cx.workflow.steps {
-            let ready = t
-                .steps
-                .get(&def.name)
-                .is_some_and(|s| s.status == StepStatus::Pending)
-                && def.depends_on.iter().all(|d| {
-                    t.steps
-                        .get(d)
-                        .is_some_and(|s| s.status == StepStatus::Succeeded)
-                });
-            if !ready {
-                continue;
-            }
-            let s = t.steps.get_mut(&def.name).expect("step exists");
-            match (&def.approval, &s.decision) {
-                (Some(approval), None) => {
-                    s.status = StepStatus::WaitingApproval;
-                    tr.drafts.push(
-                        Draft::new(
-                            AuditKind::ApprovalRequested,
-                            json!({ "role": approval.role }),
-                        )
-                        .step(&def.name),
-                    );
-                }
-                _ => start(t, cx, &def.name, Op::Run, tr),
-            }
+        // A skipped step is done: its dependants may be ready now, wherever
+        // they are in the file, so look again until nothing more is skipped.
+        while start_ready_steps(t, cx, tr) {}
+        if count(t, StepStatus::Failed) > 0 {
+            // A condition that could not be decided failed its step: settle
+            // as for any failure (stop, or compensate what is done).
+            return advance(t, cx, tr);
         }
     }
     let running = count(t, StepStatus::Running) > 0;
@@ -635,7 +615,7 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
         }
         return;
     }
-    if t.steps.values().all(|s| s.status == StepStatus::Succeeded) {
+    if t.steps.values().all(|s| s.status.is_done()) {
         finish(t, TicketState::Succeeded, tr);
         return;
     }
@@ -644,6 +624,113 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
     } else {
         TicketState::Running
     };
+}
+
+/// Start (or send for approval, or skip) each pending step whose
+/// dependencies are done. Whether any step was skipped.
+fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) -> bool {
+    let mut skipped = false;
+    for def in &cx.workflow.steps {
+        let ready = t
+            .steps
+            .get(&def.name)
+            .is_some_and(|s| s.status == StepStatus::Pending)
+            && def
+                .depends_on
+                .iter()
+                .all(|d| t.steps.get(d).is_some_and(|s| s.status.is_done()));
+        if !ready {
+            continue;
+        }
+        if let Some(when) = &def.when {
+            match decide_condition(t, cx, &def.name, when) {
+                Ok(true) => {}
+                Ok(false) => {
+                    skipped = true;
+                    let s = t.steps.get_mut(&def.name).expect("step exists");
+                    s.status = StepStatus::Skipped;
+                    tr.drafts.push(
+                        Draft::new(AuditKind::StepSkipped, read_values(t, when, false))
+                            .step(&def.name),
+                    );
+                    continue;
+                }
+                Err(why) => {
+                    let mut data = read_values(t, when, false);
+                    data["value"] = Value::Null;
+                    data["error"] = why.into();
+                    let s = t.steps.get_mut(&def.name).expect("step exists");
+                    s.status = StepStatus::Failed;
+                    tr.drafts
+                        .push(Draft::new(AuditKind::ConditionFailed, data).step(&def.name));
+                    continue;
+                }
+            }
+        }
+        let s = t.steps.get_mut(&def.name).expect("step exists");
+        match (&def.approval, &s.decision) {
+            (Some(approval), None) => {
+                s.status = StepStatus::WaitingApproval;
+                tr.drafts.push(
+                    Draft::new(
+                        AuditKind::ApprovalRequested,
+                        json!({ "role": approval.role }),
+                    )
+                    .step(&def.name),
+                );
+            }
+            _ => start(t, cx, &def.name, Op::Run, tr),
+        }
+    }
+    skipped
+}
+
+/// What the steps `step` depends on look like to its condition: name to
+/// `{"status", "outputs"}`, for those done.
+fn condition_steps(t: &Ticket, cx: &Context<'_>, step: &str) -> serde_json::Map<String, Value> {
+    cx.workflow
+        .ancestors(step)
+        .into_iter()
+        .filter_map(|name| {
+            let s = t.steps.get(name).filter(|s| s.status.is_done())?;
+            Some((
+                name.to_string(),
+                json!({ "status": s.status, "outputs": s.outputs.clone().unwrap_or_else(|| json!({})) }),
+            ))
+        })
+        .collect()
+}
+
+fn decide_condition(
+    t: &Ticket,
+    cx: &Context<'_>,
+    step: &str,
+    when: &str,
+) -> std::result::Result<bool, String> {
+    crate::workflow::condition::evaluate(when, &t.subject, &t.inputs, &condition_steps(t, cx, step))
+}
+
+/// The trail's record of a decided condition: the expression, its value,
+/// and the inputs and step outputs it read.
+fn read_values(t: &Ticket, when: &str, value: bool) -> Value {
+    let reads = crate::workflow::condition::reads(when);
+    let inputs: serde_json::Map<String, Value> = reads
+        .inputs
+        .iter()
+        .map(|n| (n.clone(), t.inputs.get(n).cloned().unwrap_or(Value::Null)))
+        .collect();
+    let steps: serde_json::Map<String, Value> = reads
+        .steps
+        .iter()
+        .filter_map(|n| {
+            let s = t.steps.get(n)?;
+            Some((
+                n.clone(),
+                json!({ "status": s.status, "outputs": s.outputs }),
+            ))
+        })
+        .collect();
+    json!({ "when": when, "value": value, "inputs": inputs, "steps": steps })
 }
 
 fn finish(t: &mut Ticket, state: TicketState, tr: &mut Transition) {
@@ -913,5 +1000,175 @@ mod tests {
         let tr = r.apply(20, Event::Tick);
         assert_eq!(tr.calls.len(), 1);
         assert_eq!(r.t.steps["s"].status, StepStatus::Running);
+    }
+
+    /// A workflow of conditions: `find` reports whether a managed device
+    /// exists; `wipe` runs only if so; `after-wipe` depends on `wipe`, and
+    /// is defined before it in the file; `hold` runs only when asked.
+    fn conditional(legal_hold: bool) -> (Workflow, Ticket) {
+        let wf = Workflow::parse(
+            r#"
+            name = "w"
+            [inputs.legal_hold]
+            type = "bool"
+            default = false
+            [[steps]]
+            name = "after-wipe"
+            plugin = "p"
+            depends_on = ["wipe"]
+            verify = false
+            [[steps]]
+            name = "find"
+            plugin = "p"
+            verify = false
+            [[steps]]
+            name = "wipe"
+            plugin = "p"
+            depends_on = ["find"]
+            when = 'steps.find.outputs.managed'
+            verify = false
+            [[steps]]
+            name = "hold"
+            plugin = "p"
+            when = "inputs.legal_hold"
+            verify = false
+            "#,
+            "test",
+        )
+        .unwrap();
+        let mut t = ticket(&wf);
+        t.inputs = wf
+            .check_inputs("ann@example.com", &json!({ "legal_hold": legal_hold }))
+            .unwrap();
+        (wf, t)
+    }
+
+    fn finish_step(wf: &Workflow, t: &mut Ticket, step: &str, outputs: Value) -> Transition {
+        let plugins = BTreeMap::new();
+        let unavailable = BTreeMap::new();
+        let cx = Context {
+            workflow: wf,
+            plugins: &plugins,
+            unavailable: &unavailable,
+            now_ms: 10,
+            random: 0.5,
+        };
+        let report = CallReport {
+            plugin: "p".into(),
+            version: "1".into(),
+            wasm_sha256: "x".into(),
+            op: Op::Run,
+            outcome: Outcome::Succeeded {
+                outputs: Some(outputs),
+                evidence: Evidence {
+                    summary: "done".into(),
+                    target: "t".into(),
+                    before: None,
+                    after: None,
+                },
+            },
+            log: Vec::new(),
+            requests: Vec::new(),
+            duration_ms: 1,
+        };
+        apply(
+            t,
+            &cx,
+            Event::CallFinished {
+                step: step.into(),
+                report: Box::new(report),
+            },
+        )
+        .unwrap()
+    }
+
+    fn create(wf: &Workflow, t: &mut Ticket) -> Transition {
+        let plugins = BTreeMap::new();
+        let unavailable = BTreeMap::new();
+        let cx = Context {
+            workflow: wf,
+            plugins: &plugins,
+            unavailable: &unavailable,
+            now_ms: 0,
+            random: 0.5,
+        };
+        apply(t, &cx, Event::Created { by: "op".into() }).unwrap()
+    }
+
+    #[test]
+    fn a_false_condition_skips_its_step_and_its_dependants_still_run() {
+        let (wf, mut t) = conditional(false);
+        let tr = create(&wf, &mut t);
+        // `hold` is skipped at once; `find` starts.
+        let called: Vec<&str> = tr.calls.iter().map(|c| c.step.as_str()).collect();
+        assert_eq!(called, ["find"]);
+        assert_eq!(t.steps["hold"].status, StepStatus::Skipped);
+        let skip = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::StepSkipped)
+            .unwrap();
+        assert_eq!(skip.data["when"], "inputs.legal_hold");
+        assert_eq!(skip.data["value"], false);
+        assert_eq!(skip.data["inputs"], json!({ "legal_hold": false }));
+
+        // No managed device: `wipe` is skipped, and `after-wipe` (earlier in
+        // the file) runs in the same transition.
+        let tr = finish_step(&wf, &mut t, "find", json!({ "managed": false }));
+        assert_eq!(t.steps["wipe"].status, StepStatus::Skipped);
+        let skip = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::StepSkipped)
+            .unwrap();
+        assert_eq!(skip.step.as_deref(), Some("wipe"));
+        assert_eq!(
+            skip.data["steps"]["find"]["outputs"],
+            json!({ "managed": false })
+        );
+        let called: Vec<&str> = tr.calls.iter().map(|c| c.step.as_str()).collect();
+        assert_eq!(called, ["after-wipe"]);
+        finish_step(&wf, &mut t, "after-wipe", json!({}));
+        assert_eq!(
+            t.state,
+            TicketState::Succeeded,
+            "skipped steps count as done"
+        );
+        assert!(t.steps["wipe"].attempts.is_empty(), "nothing was called");
+    }
+
+    #[test]
+    fn a_true_condition_runs_its_step() {
+        let (wf, mut t) = conditional(true);
+        let tr = create(&wf, &mut t);
+        let mut called: Vec<&str> = tr.calls.iter().map(|c| c.step.as_str()).collect();
+        called.sort();
+        assert_eq!(called, ["find", "hold"]);
+        let tr = finish_step(&wf, &mut t, "find", json!({ "managed": true }));
+        let called: Vec<&str> = tr.calls.iter().map(|c| c.step.as_str()).collect();
+        assert_eq!(called, ["wipe"]);
+        assert!(!tr.drafts.iter().any(|d| d.kind == AuditKind::StepSkipped));
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_decided_fails_its_step_without_running_it() {
+        let (wf, mut t) = conditional(false);
+        create(&wf, &mut t);
+        // `find` returned no `managed` output at all.
+        let tr = finish_step(&wf, &mut t, "find", json!({ "device": "none" }));
+        assert_eq!(t.steps["wipe"].status, StepStatus::Failed);
+        assert!(t.steps["wipe"].attempts.is_empty());
+        let failed = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::ConditionFailed)
+            .unwrap();
+        assert!(
+            failed.data["error"].as_str().unwrap().contains("managed"),
+            "{:#}",
+            failed.data
+        );
+        assert_eq!(t.state, TicketState::Failed);
+        assert!(tr.calls.is_empty(), "nothing after it starts");
     }
 }

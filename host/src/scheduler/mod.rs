@@ -310,6 +310,10 @@ impl Scheduler {
             .get(&req.workflow)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no workflow named `{}`", req.workflow)))?;
+        // The inputs as the ticket keeps them: typed, defaults filled in.
+        let inputs = wf
+            .check_inputs(&req.subject, &req.inputs)
+            .map_err(Error::Usage)?;
         let _guard = match idempotency_key {
             Some(key) => {
                 let guard = self.inner.create_locks[stripe(key)].lock().await;
@@ -342,11 +346,7 @@ impl Scheduler {
             workflow_hash: hash.clone(),
             workflow_version: wf.version.clone(),
             subject: req.subject.trim().to_string(),
-            inputs: if req.inputs.is_null() {
-                Value::Object(Default::default())
-            } else {
-                req.inputs
-            },
+            inputs,
             state: TicketState::Pending,
             requested_by: requested_by.to_string(),
             batch: req.batch,
@@ -884,7 +884,7 @@ impl Scheduler {
                 };
             }
             let grants = Grants {
-                config: def.config.clone(),
+                config: crate::workflow::inputs::fill_config(&def.config, &input.inputs),
                 secrets,
             };
             let limit = def.timeout.unwrap_or(Duration::MAX);

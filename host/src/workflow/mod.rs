@@ -15,7 +15,11 @@
 //! verify = true
 //! retry = { max_attempts = 5, initial_backoff = "1s", max_backoff = "5m", jitter = 0.2 }
 //! approval = { role = "security" }
+//! when = "inputs.legal_hold"     # a CEL condition; see `condition`
 //! ```
+//!
+//! Declared inputs (`subject`, `[inputs.NAME]`) are in [`inputs`];
+//! conditions (`when`) in [`condition`].
 //!
 //! A ticket pins the exact definition it was created with (by content hash),
 //! so editing a file makes a new version and running tickets finish on theirs.
@@ -27,6 +31,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+
+pub mod condition;
+pub mod inputs;
+
+pub use inputs::{InputDef, InputType, SubjectKind};
 
 /// `settings.toml`: `[settings]` overrides by workflow name.
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
@@ -55,6 +64,13 @@ pub struct Workflow {
     /// definition with the values filled in.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
+    /// What a ticket's subject must be (`"email"`, or `"any"`, the default).
+    #[serde(default, skip_serializing_if = "SubjectKind::is_any")]
+    pub subject: SubjectKind,
+    /// The inputs a ticket takes, by name, with their types; none declared
+    /// means any object (see [`inputs`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputDef>,
     /// The steps, a DAG by `depends_on`.
     pub steps: Vec<StepDef>,
 }
@@ -101,6 +117,11 @@ pub struct StepDef {
     /// plugin (two SCIM apps) each get their own credential.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// A CEL condition over `subject`, `inputs` and the outputs of steps it
+    /// depends on (`steps["find-device"].outputs.managed`): the step runs
+    /// when it is true and is skipped, as done, when it is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 fn yes() -> bool {
@@ -235,29 +256,20 @@ impl Workflow {
         }
         for step in &mut self.steps {
             for (key, value) in step.config.iter_mut() {
-                let mut out = String::new();
-                let mut rest = value.as_str();
-                while let Some(start) = rest.find("${settings.") {
-                    out.push_str(&rest[..start]);
-                    let after = &rest[start + "${settings.".len()..];
-                    let end = after.find('}').ok_or_else(|| {
-                        format!(
-                            "step `{}`: config `{key}` has an unclosed `${{settings.`",
-                            step.name
-                        )
-                    })?;
-                    let name = &after[..end];
-                    let v = self.settings.get(name).ok_or_else(|| {
-                        format!(
-                            "step `{}`: config `{key}` uses setting `{name}`, which [settings] does not declare",
-                            step.name
-                        )
-                    })?;
-                    out.push_str(v);
-                    rest = &after[end + 1..];
-                }
-                out.push_str(rest);
-                *value = out;
+                let settings = &self.settings;
+                *value = inputs::substitute(value, "${settings.", |name| {
+                    settings.get(name).cloned()
+                })
+                .map_err(|e| match e {
+                    None => format!(
+                        "step `{}`: config `{key}` has an unclosed `${{settings.`",
+                        step.name
+                    ),
+                    Some(name) => format!(
+                        "step `{}`: config `{key}` uses setting `{name}`, which [settings] does not declare",
+                        step.name
+                    ),
+                })?;
             }
         }
         Ok(())
@@ -392,7 +404,45 @@ impl Workflow {
         if let Some(cycle) = self.find_cycle() {
             return Err(format!("steps form a cycle: {}", cycle.join(" -> ")));
         }
+        self.validate_inputs()?;
+        for s in &self.steps {
+            for (key, value) in &s.config {
+                inputs::substitute(value, "${inputs.", |name| {
+                    self.inputs.get(name).map(|_| String::new())
+                })
+                .map_err(|e| match e {
+                    None => format!(
+                        "step `{}`: config `{key}` has an unclosed `${{inputs.`",
+                        s.name
+                    ),
+                    Some(name) => format!(
+                        "step `{}`: config `{key}` uses input `{name}`, which [inputs] does not declare",
+                        s.name
+                    ),
+                })?;
+            }
+            if let Some(when) = &s.when {
+                condition::check(self, s, when)
+                    .map_err(|e| format!("step `{}`: when: {e}", s.name))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Every step `name` depends on, directly or through others.
+    pub fn ancestors(&self, name: &str) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = self.step(name).map_or(Vec::new(), |s| {
+            s.depends_on.iter().map(String::as_str).collect()
+        });
+        while let Some(n) = todo.pop() {
+            if out.insert(n)
+                && let Some(s) = self.step(n)
+            {
+                todo.extend(s.depends_on.iter().map(String::as_str));
+            }
+        }
+        out
     }
 
     fn find_cycle(&self) -> Option<Vec<String>> {
