@@ -148,10 +148,10 @@ enum Read<'a> {
 /// `all`, `map`, ...) bind, which are not variables of ours.
 fn walk<'a>(e: &'a IdedExpr, bound: &mut Vec<&'a str>, visit: &mut impl FnMut(u64, Read<'a>)) {
     // `inputs.NAME`, `inputs["NAME"]`, and the same for `steps`.
-    let field_of = |e: &'a IdedExpr| -> Option<(&'a str, &'a str)> {
+    let field_of = |e: &'a IdedExpr| -> Option<(u64, &'a str, &'a str)> {
         match &e.expr {
             Expr::Select(s) => match &s.operand.expr {
-                Expr::Ident(root) => Some((root.as_str(), s.field.as_str())),
+                Expr::Ident(root) => Some((s.operand.id, root.as_str(), s.field.as_str())),
                 _ => None,
             },
             Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
@@ -159,19 +159,20 @@ fn walk<'a>(e: &'a IdedExpr, bound: &mut Vec<&'a str>, visit: &mut impl FnMut(u6
                     (
                         Expr::Ident(root),
                         Expr::Literal(cel::common::ast::LiteralValue::String(s)),
-                    ) => Some((root.as_str(), s.inner())),
+                    ) => Some((c.args[0].id, root.as_str(), s.inner())),
                     _ => None,
                 }
             }
             _ => None,
         }
     };
-    if let Some((root, field)) = field_of(e)
+    // Positions are those of the variable, where the reader looks.
+    if let Some((at, root, field)) = field_of(e)
         && !bound.contains(&root)
     {
         match root {
-            "inputs" => return visit(e.id, Read::Input(field)),
-            "steps" => return visit(e.id, Read::Step(field)),
+            "inputs" => return visit(at, Read::Input(field)),
+            "steps" => return visit(at, Read::Step(field)),
             _ => {}
         }
     }
@@ -327,7 +328,7 @@ mod tests {
             (
                 "inputs.legal_hold &&",
                 "inputs.legal_holdd &&",
-                "step `hold`: when: \"inputs.legal_holdd && inputs.apps.exists(a, a == 'mail')\": reads input `legal_holdd`, which [inputs] does not declare (at column",
+                "step `hold`: when: \"inputs.legal_holdd && inputs.apps.exists(a, a == 'mail')\": reads input `legal_holdd`, which [inputs] does not declare (at column 1)",
             ),
             (
                 "inputs.legal_hold &&",
