@@ -125,7 +125,7 @@ const JS: &[(&str, &str)] = &[
         include_str!("template/js/greet.test.js.tmpl"),
     ),
     ("README.md", include_str!("template/js/README.md.tmpl")),
-    (".gitignore", "/node_modules\n/*.wasm\n"),
+    (".gitignore", "/node_modules\n/dist\n/*.wasm\n"),
 ];
 
 /// Write a new plugin named `name` in `lang` into `dir` (default: `./NAME`),
