@@ -54,6 +54,9 @@ impl TicketState {
 pub enum StepStatus {
     /// Waiting for its dependencies.
     Pending,
+    /// Its dependencies are done; it waits for its time (`not_before`,
+    /// `delay`), due at `retry_at_ms`. An operator may run it now.
+    Scheduled,
     /// Waiting for a human decision.
     WaitingApproval,
     /// A call is in flight.
@@ -179,6 +182,9 @@ pub struct StepRecord {
     pub compensation: Option<Value>,
     /// The approval decision, if one was needed.
     pub decision: Option<Decision>,
+    /// An operator ran the step before its time: who, why, when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_early: Option<Decision>,
 }
 
 impl StepRecord {
@@ -194,6 +200,7 @@ impl StepRecord {
             verification: None,
             compensation: None,
             decision: None,
+            run_early: None,
         }
     }
 }

@@ -19,6 +19,7 @@
     compensated: 'Compensated',
     interrupted: 'Interrupted',
     skipped: 'Skipped',
+    scheduled: 'Scheduled',
   };
   const LIST_REFRESH_MS = 5000;
   const BATCH_REFRESH_MS = 2000;
@@ -870,6 +871,8 @@
     approval_requested: 'Approval requested',
     step_waiting: 'Step waiting',
     step_skipped: 'Step skipped',
+    step_scheduled: 'Step scheduled',
+    run_early: 'Run before its time',
     condition_failed: 'Condition failed',
     approved: 'Approved',
     rejected: 'Rejected',
@@ -909,6 +912,10 @@
         return `${d.when || ''} was false`;
       case 'condition_failed':
         return d.error || '';
+      case 'step_scheduled':
+        return `scheduled for ${d.at || ''}${d.utc ? ` (${d.utc})` : ''}`;
+      case 'run_early':
+        return d.reason ? `“${d.reason}”` : '';
       case 'approved':
       case 'rejected':
         return d.comment ? `“${d.comment}”` : '(no comment)';

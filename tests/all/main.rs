@@ -32,5 +32,6 @@ mod shutdown;
 mod signing;
 mod step_cli;
 mod support;
+mod timers;
 mod ui;
 mod wait;

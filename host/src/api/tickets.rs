@@ -23,6 +23,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(cancel))
+        .routes(routes!(run_now))
         .routes(routes!(retry))
         .routes(routes!(batch_show))
         .routes(routes!(batch_retry))
@@ -376,6 +377,45 @@ async fn cancel(
             Event::Cancel {
                 by: who.name,
                 reason,
+            },
+        )
+        .await?;
+    Ok(Json(ACK))
+}
+
+/// Why a scheduled step runs before its time.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunNowBody {
+    /// Recorded in the trail; required.
+    reason: String,
+}
+
+/// Run a step that waits for its time (`not_before`, `delay`) now. The
+/// reason and who gave it go to the trail.
+#[utoipa::path(post, path = "/v1/tickets/{id}/steps/{step}/run-now", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)"), ("step" = String, Path, description = "Step name")), request_body = RunNowBody,
+    responses((status = 200, description = "The step starts now", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The step is not waiting for its time", body = ErrorBody), (status = 422, description = "No reason given", body = ErrorBody)))]
+async fn run_now(
+    State(app): State<AppState>,
+    Caller(who): Caller,
+    Path((id, step)): Path<(String, String)>,
+    body: Result<Json<RunNowBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Ack>, ApiError> {
+    who.require(Role::Operator, "run steps before their time")?;
+    let Json(body) = body?;
+    if body.reason.trim().is_empty() {
+        return Err(crate::Error::Usage(
+            "`reason` is empty: say why the step runs before its time".into(),
+        )
+        .into());
+    }
+    app.scheduler
+        .send(
+            &id,
+            Event::RunNow {
+                step,
+                by: who.name,
+                reason: body.reason.trim().to_string(),
             },
         )
         .await?;

@@ -69,6 +69,11 @@ pub enum AuditKind {
     /// A step's condition could not be decided (it gave no true or false):
     /// the step failed without running.
     ConditionFailed,
+    /// A step waits for its time (`not_before`, `delay`): when, as the
+    /// workflow put it and in UTC.
+    StepScheduled,
+    /// An operator ran a scheduled step before its time (who, why).
+    RunEarly,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

@@ -67,6 +67,15 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Run a scheduled step now rather than at its time.
+    RunNow {
+        /// Which step.
+        step: String,
+        /// Who.
+        by: String,
+        /// Why (recorded in the trail).
+        reason: String,
+    },
     /// Run a failed ticket again from its failed steps.
     Retry {
         /// Who.
@@ -170,6 +179,32 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
             tr.drafts
                 .push(Draft::new(AuditKind::Cancelled, json!({ "reason": reason })).by(&by));
         }
+        Event::RunNow { step, by, reason } => {
+            let s = t
+                .steps
+                .get_mut(&step)
+                .ok_or_else(|| Error::NotFound(format!("ticket {} has no step `{step}`", t.id)))?;
+            if s.status != StepStatus::Scheduled || t.state.is_terminal() {
+                return Err(Error::Conflict(format!(
+                    "step `{step}` of ticket {} is not waiting for its time",
+                    t.id
+                )));
+            }
+            s.run_early = Some(Decision {
+                approved: true,
+                by: by.clone(),
+                comment: reason.clone(),
+                at_ms: cx.now_ms,
+            });
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::RunEarly,
+                    json!({ "reason": reason, "was_due_ms": s.retry_at_ms }),
+                )
+                .step(&step)
+                .by(&by),
+            );
+        }
         Event::Retry { by } => {
             if t.state != TicketState::Failed {
                 return Err(Error::Conflict(format!(
@@ -208,10 +243,11 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
     if t.state.is_terminal() {
         return None;
     }
+    // Retries due, and steps waiting for their time: both at `retry_at_ms`.
     let retries = t
         .steps
         .values()
-        .filter(|s| s.status == StepStatus::RetryWait)
+        .filter(|s| matches!(s.status, StepStatus::RetryWait | StepStatus::Scheduled))
         .filter_map(|s| s.retry_at_ms);
     let sla = t.sla_deadline_ms.filter(|_| !t.sla_breached);
     retries.chain(sla).min()
@@ -634,7 +670,7 @@ fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) -> b
         let ready = t
             .steps
             .get(&def.name)
-            .is_some_and(|s| s.status == StepStatus::Pending)
+            .is_some_and(|s| matches!(s.status, StepStatus::Pending | StepStatus::Scheduled))
             && def
                 .depends_on
                 .iter()
@@ -667,6 +703,9 @@ fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) -> b
                 }
             }
         }
+        if !time_has_come(t, cx, def, tr) {
+            continue;
+        }
         let s = t.steps.get_mut(&def.name).expect("step exists");
         match (&def.approval, &s.decision) {
             (Some(approval), None) => {
@@ -683,6 +722,56 @@ fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) -> b
         }
     }
     skipped
+}
+
+/// Whether a ready step's time (`not_before`, `delay`) has come. The first
+/// time it is ready, its time is worked out and kept (`retry_at_ms`); until
+/// then it is `scheduled`, once, in the trail. An operator's run-now, or a
+/// `not_before` that cannot be read (the step fails), end the wait.
+fn time_has_come(
+    t: &mut Ticket,
+    cx: &Context<'_>,
+    def: &crate::workflow::StepDef,
+    tr: &mut Transition,
+) -> bool {
+    let inputs = t.inputs.clone();
+    let s = t.steps.get_mut(&def.name).expect("step exists");
+    if s.run_early.is_some() {
+        return true;
+    }
+    if s.status == StepStatus::Scheduled {
+        return s.retry_at_ms.is_none_or(|at| at <= cx.now_ms);
+    }
+    match crate::workflow::time::due(def, &inputs, cx.now_ms) {
+        Ok(Some(due)) if due.at_ms > cx.now_ms => {
+            s.status = StepStatus::Scheduled;
+            s.retry_at_ms = Some(due.at_ms);
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::StepScheduled,
+                    json!({
+                        "at_ms": due.at_ms,
+                        "at": due.shown,
+                        "utc": crate::workflow::time::utc(due.at_ms),
+                    }),
+                )
+                .step(&def.name),
+            );
+            false
+        }
+        Ok(_) => true,
+        Err(why) => {
+            s.status = StepStatus::Failed;
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::ConditionFailed,
+                    json!({ "not_before": def.not_before, "error": why }),
+                )
+                .step(&def.name),
+            );
+            false
+        }
+    }
 }
 
 /// What the steps `step` depends on look like to its condition: name to
@@ -1170,5 +1259,193 @@ mod tests {
         );
         assert_eq!(t.state, TicketState::Failed);
         assert!(tr.calls.is_empty(), "nothing after it starts");
+    }
+
+    fn timed() -> (Workflow, Ticket) {
+        let wf = Workflow::parse(
+            r#"
+            name = "w"
+            [inputs.last_day]
+            type = "date"
+            required = true
+            [inputs.time_zone]
+            type = "time_zone"
+            default = "Europe/Paris"
+            [[steps]]
+            name = "prepare"
+            plugin = "p"
+            verify = false
+            [[steps]]
+            name = "cut"
+            plugin = "p"
+            depends_on = ["prepare"]
+            not_before = "${inputs.last_day} 17:00 in ${inputs.time_zone}"
+            verify = false
+            [[steps]]
+            name = "archive"
+            plugin = "p"
+            depends_on = ["cut"]
+            delay = "1h"
+            verify = false
+            "#,
+            "test",
+        )
+        .unwrap();
+        let mut t = ticket(&wf);
+        t.inputs = wf
+            .check_inputs("ann@example.com", &json!({ "last_day": "2026-12-04" }))
+            .unwrap();
+        (wf, t)
+    }
+
+    fn at(wf: &Workflow, t: &mut Ticket, now_ms: u64, event: Event) -> Result<Transition> {
+        let plugins = BTreeMap::new();
+        let unavailable = BTreeMap::new();
+        let cx = Context {
+            workflow: wf,
+            plugins: &plugins,
+            unavailable: &unavailable,
+            now_ms,
+            random: 0.5,
+        };
+        apply(t, &cx, event)
+    }
+
+    fn done_at(wf: &Workflow, t: &mut Ticket, now_ms: u64, step: &str) -> Transition {
+        let report = CallReport {
+            plugin: "p".into(),
+            version: "1".into(),
+            wasm_sha256: "x".into(),
+            op: Op::Run,
+            outcome: ok(),
+            log: Vec::new(),
+            requests: Vec::new(),
+            duration_ms: 1,
+        };
+        at(
+            wf,
+            t,
+            now_ms,
+            Event::CallFinished {
+                step: step.into(),
+                report: Box::new(report),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_step_waits_for_its_time_on_a_fake_clock_and_the_wait_survives_a_restart() {
+        let (wf, mut t) = timed();
+        // 17:00 in Paris on 4 December is 16:00 UTC.
+        let five_pm = crate::workflow::time::parse_instant("2026-12-04T16:00:00Z")
+            .unwrap()
+            .as_millisecond() as u64;
+        let morning = five_pm - 8 * 3_600_000;
+        at(&wf, &mut t, morning, Event::Created { by: "op".into() }).unwrap();
+        let tr = done_at(&wf, &mut t, morning + 1_000, "prepare");
+        assert!(tr.calls.is_empty());
+        assert_eq!(t.steps["cut"].status, StepStatus::Scheduled);
+        assert_eq!(next_wake(&t), Some(five_pm));
+        let scheduled = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::StepScheduled)
+            .unwrap();
+        assert_eq!(scheduled.data["at"], "2026-12-04 17:00 in Europe/Paris");
+        assert_eq!(scheduled.data["utc"], "2026-12-04T16:00:00Z");
+
+        // The ticket as stored, read back after a restart: still waiting,
+        // and a tick before the time starts nothing and records nothing.
+        let mut t: Ticket = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        let tr = at(&wf, &mut t, five_pm - 1, Event::Recovered).unwrap();
+        assert!(
+            tr.calls.is_empty() && tr.drafts.is_empty(),
+            "{:?}",
+            tr.drafts
+        );
+        let tr = at(&wf, &mut t, five_pm - 1, Event::Tick).unwrap();
+        assert!(tr.calls.is_empty() && tr.drafts.is_empty());
+        assert_eq!(next_wake(&t), Some(five_pm));
+
+        // At its time it runs; the next step waits its hour after it.
+        let tr = at(&wf, &mut t, five_pm, Event::Tick).unwrap();
+        assert_eq!(
+            tr.calls.iter().map(|c| c.step.as_str()).collect::<Vec<_>>(),
+            ["cut"]
+        );
+        let tr = done_at(&wf, &mut t, five_pm + 500, "cut");
+        assert!(tr.calls.is_empty());
+        assert_eq!(t.steps["archive"].status, StepStatus::Scheduled);
+        assert_eq!(next_wake(&t), Some(five_pm + 500 + 3_600_000));
+        let tr = at(&wf, &mut t, five_pm + 500 + 3_600_000, Event::Tick).unwrap();
+        assert_eq!(
+            tr.calls.iter().map(|c| c.step.as_str()).collect::<Vec<_>>(),
+            ["archive"]
+        );
+    }
+
+    #[test]
+    fn an_operator_can_run_a_scheduled_step_now_with_a_reason_and_cancel_a_waiting_ticket() {
+        let (wf, mut t) = timed();
+        at(&wf, &mut t, 0, Event::Created { by: "op".into() }).unwrap();
+        // Not yet waiting for its time: nothing to run early.
+        let err = at(
+            &wf,
+            &mut t,
+            1,
+            Event::RunNow {
+                step: "cut".into(),
+                by: "ops-lead".into(),
+                reason: "x".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not waiting for its time"),
+            "{err}"
+        );
+        done_at(&wf, &mut t, 1_000, "prepare");
+        assert_eq!(t.steps["cut"].status, StepStatus::Scheduled);
+        let tr = at(
+            &wf,
+            &mut t,
+            2_000,
+            Event::RunNow {
+                step: "cut".into(),
+                by: "ops-lead".into(),
+                reason: "leaver left early".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            tr.calls.iter().map(|c| c.step.as_str()).collect::<Vec<_>>(),
+            ["cut"]
+        );
+        let early = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::RunEarly)
+            .unwrap();
+        assert_eq!(early.principal, "ops-lead");
+        assert_eq!(early.data["reason"], "leaver left early");
+        assert_eq!(t.steps["cut"].run_early.as_ref().unwrap().by, "ops-lead");
+
+        // A ticket waiting on a timer can be cancelled; it then wakes for nothing.
+        let (wf, mut t) = timed();
+        at(&wf, &mut t, 0, Event::Created { by: "op".into() }).unwrap();
+        done_at(&wf, &mut t, 1_000, "prepare");
+        at(
+            &wf,
+            &mut t,
+            2_000,
+            Event::Cancel {
+                by: "ops-lead".into(),
+                reason: "rehired".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.state, TicketState::Cancelled);
+        assert_eq!(next_wake(&t), None);
     }
 }

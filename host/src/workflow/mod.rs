@@ -16,6 +16,8 @@
 //! retry = { max_attempts = 5, initial_backoff = "1s", max_backoff = "5m", jitter = 0.2 }
 //! approval = { role = "security" }
 //! when = "inputs.legal_hold"     # a CEL condition; see `condition`
+//! not_before = "${inputs.last_day} 17:00 in ${inputs.time_zone}"   # see `time`
+//! delay = "15m"
 //! ```
 //!
 //! Declared inputs (`subject`, `[inputs.NAME]`) are in [`inputs`];
@@ -34,6 +36,7 @@ use crate::error::{Error, Result};
 
 pub mod condition;
 pub mod inputs;
+pub mod time;
 
 pub use inputs::{InputDef, InputType, SubjectKind};
 
@@ -122,6 +125,17 @@ pub struct StepDef {
     /// when it is true and is skipped, as done, when it is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// The step starts no earlier than this instant, e.g.
+    /// `"${inputs.last_day} 17:00 in ${inputs.time_zone}"` (see [`time`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// The step starts this long after its dependencies are done.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delay: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -425,6 +439,7 @@ impl Workflow {
                 condition::check(self, s, when)
                     .map_err(|e| format!("step `{}`: when: {e}", s.name))?;
             }
+            time::check(self, s).map_err(|e| format!("step `{}`: {e}", s.name))?;
         }
         Ok(())
     }

@@ -216,12 +216,29 @@ impl SledStore {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let db = guard(dir, "open the store", || {
-            sled::Config::new()
-                .path(dir)
-                // We flush explicitly before acknowledging; the background
-                // flusher only adds writes.
-                .flush_every_ms(None)
-                .open()
+            let open = || {
+                sled::Config::new()
+                    .path(dir)
+                    // We flush explicitly before acknowledging; the background
+                    // flusher only adds writes.
+                    .flush_every_ms(None)
+                    .open()
+            };
+            // sled lets go of its file lock only once its I/O threads have
+            // dropped their last handle, a moment after the store is
+            // dropped: a reopen in the same process (a restart in place)
+            // waits for that, briefly. Another process holding the store
+            // still fails, after the wait, naming the lock.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let mut opened = open();
+            while let Err(sled::Error::Io(e)) = &opened
+                && e.kind() == std::io::ErrorKind::WouldBlock
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                opened = open();
+            }
+            opened
                 .map_err(|e| {
                     Error::Store(format!(
                         "cannot open the store at {}: {e}; if it is damaged, restore data/ from a backup",
