@@ -1132,56 +1132,55 @@ mod tests {
         (wf, t)
     }
 
+    /// `step`'s run returned `outputs` (at 10 ms).
     fn finish_step(wf: &Workflow, t: &mut Ticket, step: &str, outputs: Value) -> Transition {
+        let outcome = Outcome::Succeeded {
+            outputs: Some(outputs),
+            evidence: Evidence {
+                summary: "done".into(),
+                target: "t".into(),
+                before: None,
+                after: None,
+            },
+        };
+        ran(wf, t, 10, step, outcome)
+    }
+
+    fn create(wf: &Workflow, t: &mut Ticket) -> Transition {
+        at(wf, t, 0, Event::Created { by: "op".into() }).unwrap()
+    }
+
+    /// `event` at `now_ms`.
+    fn at(wf: &Workflow, t: &mut Ticket, now_ms: u64, event: Event) -> Result<Transition> {
         let plugins = BTreeMap::new();
         let unavailable = BTreeMap::new();
         let cx = Context {
             workflow: wf,
             plugins: &plugins,
             unavailable: &unavailable,
-            now_ms: 10,
+            now_ms,
             random: 0.5,
         };
+        apply(t, &cx, event)
+    }
+
+    /// `step`'s run ended with `outcome` at `now_ms`.
+    fn ran(wf: &Workflow, t: &mut Ticket, now_ms: u64, step: &str, outcome: Outcome) -> Transition {
         let report = CallReport {
             plugin: "p".into(),
             version: "1".into(),
             wasm_sha256: "x".into(),
             op: Op::Run,
-            outcome: Outcome::Succeeded {
-                outputs: Some(outputs),
-                evidence: Evidence {
-                    summary: "done".into(),
-                    target: "t".into(),
-                    before: None,
-                    after: None,
-                },
-            },
+            outcome,
             log: Vec::new(),
             requests: Vec::new(),
             duration_ms: 1,
         };
-        apply(
-            t,
-            &cx,
-            Event::CallFinished {
-                step: step.into(),
-                report: Box::new(report),
-            },
-        )
-        .unwrap()
-    }
-
-    fn create(wf: &Workflow, t: &mut Ticket) -> Transition {
-        let plugins = BTreeMap::new();
-        let unavailable = BTreeMap::new();
-        let cx = Context {
-            workflow: wf,
-            plugins: &plugins,
-            unavailable: &unavailable,
-            now_ms: 0,
-            random: 0.5,
+        let event = Event::CallFinished {
+            step: step.into(),
+            report: Box::new(report),
         };
-        apply(t, &cx, Event::Created { by: "op".into() }).unwrap()
+        at(wf, t, now_ms, event).unwrap()
     }
 
     #[test]
@@ -1298,40 +1297,8 @@ mod tests {
         (wf, t)
     }
 
-    fn at(wf: &Workflow, t: &mut Ticket, now_ms: u64, event: Event) -> Result<Transition> {
-        let plugins = BTreeMap::new();
-        let unavailable = BTreeMap::new();
-        let cx = Context {
-            workflow: wf,
-            plugins: &plugins,
-            unavailable: &unavailable,
-            now_ms,
-            random: 0.5,
-        };
-        apply(t, &cx, event)
-    }
-
     fn done_at(wf: &Workflow, t: &mut Ticket, now_ms: u64, step: &str) -> Transition {
-        let report = CallReport {
-            plugin: "p".into(),
-            version: "1".into(),
-            wasm_sha256: "x".into(),
-            op: Op::Run,
-            outcome: ok(),
-            log: Vec::new(),
-            requests: Vec::new(),
-            duration_ms: 1,
-        };
-        at(
-            wf,
-            t,
-            now_ms,
-            Event::CallFinished {
-                step: step.into(),
-                report: Box::new(report),
-            },
-        )
-        .unwrap()
+        ran(wf, t, now_ms, step, ok())
     }
 
     #[test]
