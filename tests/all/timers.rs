@@ -149,13 +149,26 @@ async fn a_scheduled_step_survives_a_kill_and_runs_at_its_time_or_now_when_an_op
         .await
         .unwrap();
     assert_eq!(refused.status(), 422);
-    let ran = http
-        .post(&url)
-        .json(&json!({ "reason": "the leaver left early" }))
-        .send()
-        .await
+    // Through the CLI, as an operator would.
+    let ran = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "ticket",
+            "run-now",
+            &later,
+            "cut-access",
+            "--reason",
+            "the leaver left early",
+        ])
+        .env("ITSM_SERVER", &base)
+        .env("ITSM_TOKEN", &server.operator)
+        .output()
         .unwrap();
-    assert_eq!(ran.status(), 200, "{}", ran.text().await.unwrap());
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("cut-access runs now"));
     let view = wait_for_state(&http, &format!("{base}/v1/tickets/{later}"), "succeeded").await;
     let early = view["trail"]
         .as_array()

@@ -394,7 +394,7 @@ struct RunNowBody {
 /// Run a step that waits for its time (`not_before`, `delay`) now. The
 /// reason and who gave it go to the trail.
 #[utoipa::path(post, path = "/v1/tickets/{id}/steps/{step}/run-now", tag = "tickets", params(("id" = String, Path, description = "Ticket id (T-...)"), ("step" = String, Path, description = "Step name")), request_body = RunNowBody,
-    responses((status = 200, description = "The step starts now", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The step is not waiting for its time", body = ErrorBody), (status = 422, description = "No reason given", body = ErrorBody)))]
+    responses((status = 200, description = "The step starts now", body = Ack), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "The principal lacks the role; the body says which", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The step is not waiting for its time", body = ErrorBody), (status = 415, description = "Wrong content type", body = ErrorBody), (status = 422, description = "No reason given", body = ErrorBody)))]
 async fn run_now(
     State(app): State<AppState>,
     Caller(who): Caller,

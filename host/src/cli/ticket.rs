@@ -115,6 +115,16 @@ pub(crate) enum TicketCommand {
         /// Ticket id.
         id: String,
     },
+    /// Run a step that waits for its time (`not_before`, `delay`) now.
+    RunNow {
+        /// Ticket id.
+        id: String,
+        /// The step.
+        step: String,
+        /// Why it runs before its time (kept in the trail; required).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +257,15 @@ pub(crate) async fn run(client: &Client, cmd: TicketCommand) -> Result<(), Exit>
                 .post(&format!("/v1/tickets/{}/retry", enc(&id)), &json!({}))
                 .await?;
             client.show(&r, |_| println!("retrying {id}"));
+        }
+        TicketCommand::RunNow { id, step, reason } => {
+            let r = client
+                .post(
+                    &format!("/v1/tickets/{}/steps/{}/run-now", enc(&id), enc(&step)),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            client.show(&r, |_| println!("{id}: {step} runs now"));
         }
     }
     Ok(())
