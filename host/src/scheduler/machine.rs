@@ -734,6 +734,9 @@ fn time_has_come(
     def: &crate::workflow::StepDef,
     tr: &mut Transition,
 ) -> bool {
+    if def.not_before.is_none() && def.delay.is_none() {
+        return true;
+    }
     let inputs = t.inputs.clone();
     let s = t.steps.get_mut(&def.name).expect("step exists");
     if s.run_early.is_some() {
@@ -1091,11 +1094,20 @@ mod tests {
         assert_eq!(r.t.steps["s"].status, StepStatus::Running);
     }
 
+    /// A workflow parsed from `text` and a new ticket of it with `inputs`,
+    /// kept as intake keeps them.
+    fn with_inputs(text: &str, inputs: Value) -> (Workflow, Ticket) {
+        let wf = Workflow::parse(text, "test").unwrap();
+        let mut t = ticket(&wf);
+        t.inputs = wf.check_inputs("ann@example.com", &inputs).unwrap();
+        (wf, t)
+    }
+
     /// A workflow of conditions: `find` reports whether a managed device
     /// exists; `wipe` runs only if so; `after-wipe` depends on `wipe`, and
     /// is defined before it in the file; `hold` runs only when asked.
     fn conditional(legal_hold: bool) -> (Workflow, Ticket) {
-        let wf = Workflow::parse(
+        with_inputs(
             r#"
             name = "w"
             [inputs.legal_hold]
@@ -1122,14 +1134,8 @@ mod tests {
             when = "inputs.legal_hold"
             verify = false
             "#,
-            "test",
+            json!({ "legal_hold": legal_hold }),
         )
-        .unwrap();
-        let mut t = ticket(&wf);
-        t.inputs = wf
-            .check_inputs("ann@example.com", &json!({ "legal_hold": legal_hold }))
-            .unwrap();
-        (wf, t)
     }
 
     /// `step`'s run returned `outputs` (at 10 ms).
@@ -1261,7 +1267,7 @@ mod tests {
     }
 
     fn timed() -> (Workflow, Ticket) {
-        let wf = Workflow::parse(
+        with_inputs(
             r#"
             name = "w"
             [inputs.last_day]
@@ -1287,14 +1293,8 @@ mod tests {
             delay = "1h"
             verify = false
             "#,
-            "test",
+            json!({ "last_day": "2026-12-04" }),
         )
-        .unwrap();
-        let mut t = ticket(&wf);
-        t.inputs = wf
-            .check_inputs("ann@example.com", &json!({ "last_day": "2026-12-04" }))
-            .unwrap();
-        (wf, t)
     }
 
     fn done_at(wf: &Workflow, t: &mut Ticket, now_ms: u64, step: &str) -> Transition {
