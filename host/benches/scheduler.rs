@@ -133,15 +133,16 @@ fn restart_child(flight: &std::path::Path, cache: &std::path::Path) {
         let t = Instant::now();
         let e = engine(flight, cache, true);
         let n = e.scheduler.recover().await.expect("recover");
-        while e.scheduler.active() < n {
+        // Waiting for a person, they are parked rather than driven.
+        while e.scheduler.active() + e.scheduler.parked() < n {
             tokio::task::yield_now().await;
         }
         let restart = t.elapsed();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (rss, hwm) = rss_mib();
         println!("  restart with {n} in-flight tickets (fresh process):");
-        println!("    open + recover + all drivers running    {:>10.0} ms", restart.as_secs_f64() * 1e3);
-        println!("    RSS with them in flight                 {rss:>10.1} MiB (peak {hwm:.1}, at start {hwm_before:.1})");
+        println!("    open + recover (all parked or driven)   {:>10.0} ms", restart.as_secs_f64() * 1e3);
+        println!("    RSS with them open                      {rss:>10.1} MiB (peak {hwm:.1}, at start {hwm_before:.1})");
     });
 }
 

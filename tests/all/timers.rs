@@ -1,6 +1,6 @@
 //! Steps that wait for their time, through `itsm serve`: the wait is in the
-//! ticket (visible, in the trail with its local and UTC time), survives a
-//! SIGKILL and restart, and fires at its time; an operator can run a
+//! ticket (visible, in the trail with its local and UTC time), parked with
+//! no driver task, survives a SIGKILL and restart, and fires at its time; an operator can run a
 //! waiting step now, with a reason the trail keeps.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +60,42 @@ async fn create(http: &reqwest::Client, base: &str, subject: &str, cut_at: &str)
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// `itsm_tickets_active` and `itsm_tickets_parked` from `/metrics`.
+async fn tickets_gauges(http: &reqwest::Client, base: &str) -> (u64, u64) {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    (gauge("itsm_tickets_active"), gauge("itsm_tickets_parked"))
+}
+
+/// Wait (a few seconds at most) for `(active, parked)` tickets.
+async fn settles_to(http: &reqwest::Client, base: &str, want: (u64, u64)) {
+    let started = std::time::Instant::now();
+    loop {
+        let got = tickets_gauges(http, base).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "(active, parked) tickets: {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_for_step(http: &reqwest::Client, url: &str, step: &str, status: &str) -> Value {
@@ -122,6 +158,8 @@ async fn a_scheduled_step_survives_a_kill_and_runs_at_its_time_or_now_when_an_op
         "scheduled",
     )
     .await;
+    // Both wait parked: no driver task, no copy in memory.
+    settles_to(&http, &base, (0, 2)).await;
 
     // SIGKILL, and start again on the same home: the wait is in the store.
     server.child.kill().await.unwrap();
@@ -131,7 +169,13 @@ async fn a_scheduled_step_survives_a_kill_and_runs_at_its_time_or_now_when_an_op
     );
     let server = start_server(home.path(), &[]).await;
     let (base, http) = (server.base.clone(), server.client());
+    if now_ms() + 1000 < due_ms {
+        // Recovered straight into the parking, not into driver tasks.
+        settles_to(&http, &base, (0, 2)).await;
+    }
     let view = wait_for_state(&http, &format!("{base}/v1/tickets/{soon}"), "succeeded").await;
+    // The one still waiting is parked.
+    settles_to(&http, &base, (0, 1)).await;
     let started = view["ticket"]["steps"]["cut-access"]["attempts"][0]["started_ms"]
         .as_u64()
         .unwrap();

@@ -734,7 +734,7 @@ fn time_has_come(
     def: &crate::workflow::StepDef,
     tr: &mut Transition,
 ) -> bool {
-    if def.not_before.is_none() && def.delay.is_none() {
+    if def.not_before.is_none() && def.delay.is_none() && def.window.is_none() {
         return true;
     }
     let inputs = t.inputs.clone();
@@ -745,7 +745,7 @@ fn time_has_come(
     if s.status == StepStatus::Scheduled {
         return s.retry_at_ms.is_none_or(|at| at <= cx.now_ms);
     }
-    match crate::workflow::time::due(def, &inputs, cx.now_ms) {
+    match crate::workflow::time::due(cx.workflow, def, &inputs, cx.now_ms) {
         Ok(Some(due)) if due.at_ms > cx.now_ms => {
             s.status = StepStatus::Scheduled;
             s.retry_at_ms = Some(due.at_ms);
@@ -1414,5 +1414,71 @@ mod tests {
         .unwrap();
         assert_eq!(t.state, TicketState::Cancelled);
         assert_eq!(next_wake(&t), None);
+    }
+
+    #[test]
+    fn a_step_with_a_change_window_waits_for_it_unless_run_now() {
+        let text = r#"
+            name = "w"
+            [windows.change]
+            time_zone = "Europe/Paris"
+            open = ["Wed 14:00-16:00"]
+            [[steps]]
+            name = "migrate"
+            plugin = "p"
+            window = "change"
+            verify = false
+            "#;
+        let ms = |s: &str| {
+            crate::workflow::time::parse_instant(s)
+                .unwrap()
+                .as_millisecond() as u64
+        };
+        // Created on Thursday: it waits for next Wednesday 14:00 Paris.
+        let (wf, mut t) = with_inputs(text, json!({}));
+        let thursday = ms("2026-12-03 10:00 in Europe/Paris");
+        let opens = ms("2026-12-09 14:00 in Europe/Paris");
+        let tr = at(&wf, &mut t, thursday, Event::Created { by: "op".into() }).unwrap();
+        assert!(tr.calls.is_empty());
+        assert_eq!(t.steps["migrate"].status, StepStatus::Scheduled);
+        assert_eq!(next_wake(&t), Some(opens));
+        let scheduled = tr
+            .drafts
+            .iter()
+            .find(|d| d.kind == AuditKind::StepScheduled)
+            .unwrap();
+        assert_eq!(
+            scheduled.data["at"],
+            "2026-12-09 14:00 in Europe/Paris (window change)"
+        );
+        assert!(
+            at(&wf, &mut t, opens - 1, Event::Tick)
+                .unwrap()
+                .calls
+                .is_empty()
+        );
+        assert_eq!(at(&wf, &mut t, opens, Event::Tick).unwrap().calls.len(), 1);
+
+        // Created inside the window: it runs at once.
+        let (wf, mut t) = with_inputs(text, json!({}));
+        let inside = ms("2026-12-09 15:59 in Europe/Paris");
+        let tr = at(&wf, &mut t, inside, Event::Created { by: "op".into() }).unwrap();
+        assert_eq!(tr.calls.len(), 1);
+
+        // An emergency: run now bypasses the window, with its reason kept.
+        let (wf, mut t) = with_inputs(text, json!({}));
+        at(&wf, &mut t, thursday, Event::Created { by: "op".into() }).unwrap();
+        let tr = at(
+            &wf,
+            &mut t,
+            thursday + 60_000,
+            Event::RunNow {
+                step: "migrate".into(),
+                by: "cab-chair".into(),
+                reason: "emergency change EC-7".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(tr.calls.len(), 1);
     }
 }

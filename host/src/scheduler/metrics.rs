@@ -67,6 +67,7 @@ impl Metrics {
     pub fn render(
         &self,
         active_tickets: usize,
+        parked_tickets: usize,
         calls_running: usize,
         calls_waiting: usize,
     ) -> String {
@@ -140,6 +141,11 @@ impl Metrics {
                 "itsm_tickets_active",
                 "Tickets with a driver (in flight).",
                 active_tickets,
+            ),
+            (
+                "itsm_tickets_parked",
+                "Open tickets waiting (for a time, a person or a plugin) with no driver.",
+                parked_tickets,
             ),
             (
                 "itsm_calls_running",

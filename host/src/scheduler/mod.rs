@@ -1,6 +1,6 @@
 //! The durable per-ticket scheduler.
 //!
-//! Each in-flight ticket has a driver task that owns it: it applies events
+//! Each ticket being worked on has a driver task that owns it: it applies events
 //! with the pure [`machine`], commits the new ticket and its audit events
 //! (group commit, flushed) and only then makes the plugin calls the
 //! transition asked for. A crash therefore loses no acknowledged state, and a
@@ -9,6 +9,7 @@
 
 pub mod machine;
 pub mod metrics;
+pub mod parking;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,6 +31,11 @@ use crate::store::commit::CommitQueue;
 use crate::store::{Batch, Store};
 use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
 use crate::workflow::Workflow;
+
+/// A ticket with nothing in flight keeps its driver (and its place in
+/// memory) only while its next wake is this close: a quick retry then needs
+/// no store read, and anything longer waits parked.
+const PARK_BEYOND_MS: u64 = 1000;
 
 /// How often a ticket whose transition met a full disk tries it again.
 const SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -147,6 +153,11 @@ struct Inner {
     current: RwLock<BTreeMap<String, (Arc<Workflow>, String)>>,
     pinned: Mutex<HashMap<String, Arc<Workflow>>>,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    /// Open tickets with nothing in flight and no driver, by when they
+    /// next want a tick.
+    parking: Arc<parking::Parking>,
+    /// Whether the one timer task that wakes parked tickets has started.
+    timer_started: std::sync::atomic::AtomicBool,
     /// Open (not yet finished) tickets by workflow and subject: a second
     /// ticket for the same person and workflow is refused, so one leaver in a
     /// file three times is not offboarded three times at once.
@@ -192,6 +203,8 @@ impl Scheduler {
                 current: RwLock::new(BTreeMap::new()),
                 pinned: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
+                parking: Arc::default(),
+                timer_started: std::sync::atomic::AtomicBool::new(false),
                 open: Mutex::new(HashMap::new()),
                 subject_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
                 create_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -406,7 +419,10 @@ impl Scheduler {
         Ok((ticket, true))
     }
 
-    /// Resume every ticket that was in flight when the host stopped.
+    /// Resume every ticket that was in flight when the host stopped: those
+    /// with a call that was running (or a step waiting for a plugin, which
+    /// may have loaded this time) get a driver now; the rest are parked
+    /// until their next wake, costing no task and no copy in memory.
     pub async fn recover(&self) -> Result<usize> {
         let ids = self.inner.store.in_flight()?;
         let mut n = 0;
@@ -415,8 +431,24 @@ impl Scheduler {
                 continue;
             };
             let wf = self.pinned(&ticket)?;
-            let queue = VecDeque::from([(Event::Recovered, None)]);
-            self.spawn_driver(ticket, wf, queue, Vec::new());
+            let must_drive = ticket.steps.values().any(|s| {
+                matches!(
+                    s.status,
+                    crate::ticket::StepStatus::Running | crate::ticket::StepStatus::WaitingPlugin
+                )
+            });
+            if must_drive {
+                let queue = VecDeque::from([(Event::Recovered, None)]);
+                self.spawn_driver(ticket, wf, queue, Vec::new());
+            } else {
+                self.inner.open.lock().expect("open lock").insert(
+                    (ticket.workflow.clone(), subject_key(&ticket.subject)),
+                    ticket.id.clone(),
+                );
+                // Due already (a retry or a time that passed while the host
+                // was down): the timer task wakes it at once.
+                self.park(&ticket, machine::next_wake(&ticket));
+            }
             n += 1;
         }
         self.inner
@@ -428,45 +460,100 @@ impl Scheduler {
     /// Approve, reject, cancel or retry a ticket. Returns once the decision
     /// is durable, or with why it does not apply.
     pub async fn send(&self, id: &str, event: Event) -> Result<()> {
-        let event_again = event.clone();
-        let (tx, rx) = oneshot::channel();
-        let mut cmd = Command {
-            event,
-            reply: Some(tx),
-        };
-        let sender = self
-            .inner
-            .active
-            .lock()
-            .expect("active lock")
-            .get(id)
-            .cloned();
-        if let Some(sender) = sender {
-            match sender.send(cmd) {
-                Ok(()) => match rx.await {
-                    Ok(result) => return result,
-                    // The driver exited between our lookup and its last look
-                    // at the channel, dropping the command unapplied: go again.
-                    Err(_) => return Box::pin(self.send(id, event_again)).await,
-                },
-                Err(mpsc::error::SendError(back)) => cmd = back,
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command {
+                event: event.clone(),
+                reply: Some(tx),
+            };
+            let sender = self.driver(id)?;
+            if sender.send(cmd).is_err() {
+                // A driver that stopped without leaving (it failed): forget it.
+                let mut active = self.inner.active.lock().expect("active lock");
+                if active.get(id).is_some_and(|s| s.same_channel(&sender)) {
+                    active.remove(id);
+                }
+                continue;
+            }
+            match rx.await {
+                Ok(result) => return result,
+                // The driver exited (parked, or at rest) between our lookup
+                // and its last look at the channel, dropping the command
+                // unapplied: go again.
+                Err(_) => continue,
             }
         }
-        // No driver: the ticket is at rest (terminal). Start one for this event.
+    }
+
+    /// The ticket's driver, started from the store if it has none (it is
+    /// parked, or at rest).
+    fn driver(&self, id: &str) -> Result<mpsc::UnboundedSender<Command>> {
+        let mut active = self.inner.active.lock().expect("active lock");
+        if let Some(sender) = active.get(id) {
+            return Ok(sender.clone());
+        }
         let ticket = self
             .inner
             .store
             .ticket(id)?
             .ok_or_else(|| Error::NotFound(format!("no ticket {id}")))?;
         let wf = self.pinned(&ticket)?;
-        self.spawn_driver(
-            ticket,
-            wf,
-            VecDeque::from([(cmd.event, cmd.reply)]),
-            Vec::new(),
-        );
-        rx.await
-            .map_err(|_| Error::Store("the ticket's driver stopped".into()))?
+        Ok(self.spawn_driver_in(&mut active, ticket, wf, VecDeque::new(), Vec::new()))
+    }
+
+    /// Give a parked ticket its tick: start its driver from the store.
+    fn wake(&self, id: &str) {
+        let sent = self.driver(id).map(|d| {
+            d.send(Command {
+                event: Event::Tick,
+                reply: None,
+            })
+        });
+        if let Err(e) = sent {
+            tracing::error!(ticket = %id, error = %e, "could not wake the ticket; it resumes on restart");
+        }
+    }
+
+    /// Park a ticket with nothing in flight until `wake` (or an event).
+    fn park(&self, ticket: &Ticket, wake: Option<u64>) {
+        let wants_plugin = ticket
+            .steps
+            .values()
+            .any(|s| s.status == crate::ticket::StepStatus::WaitingPlugin);
+        self.inner.parking.park(&ticket.id, wake, wants_plugin);
+        self.start_timer();
+    }
+
+    /// Start the one task that wakes parked tickets when they are due, if
+    /// it is not running. It holds the scheduler weakly, so dropping the
+    /// scheduler ends it.
+    fn start_timer(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.timer_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let parking = self.inner.parking.clone();
+        tokio::spawn(async move {
+            loop {
+                let wake = parking.next_wake().map(|at| {
+                    tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+                });
+                tokio::select! {
+                    () = parking.earlier() => {}
+                    () = sleep_until(wake), if wake.is_some() => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let this = Scheduler { inner };
+                if this.is_draining() {
+                    // Timers wait for the next start.
+                    return;
+                }
+                for id in parking.take_due(now_ms()) {
+                    this.wake(&id);
+                }
+            }
+        });
     }
 
     /// Whether in-flight tickets have been resumed and the scheduler is
@@ -528,7 +615,14 @@ impl Scheduler {
             .waiting
             .load(std::sync::atomic::Ordering::Relaxed);
         let running = self.inner.worker_count - self.inner.workers.available_permits();
-        self.inner.metrics.render(self.active(), running, waiting)
+        self.inner
+            .metrics
+            .render(self.active(), self.parked(), running, waiting)
+    }
+
+    /// How many open tickets are parked: nothing in flight, no driver.
+    pub fn parked(&self) -> usize {
+        self.inner.parking.len()
     }
 
     /// How many tickets have a driver (are being worked on).
@@ -619,6 +713,9 @@ impl Scheduler {
                     reply: None,
                 });
             }
+            for id in self.inner.parking.take_wanting_plugin() {
+                self.wake(&id);
+            }
         }
     }
 
@@ -632,19 +729,24 @@ impl Scheduler {
         }
     }
 
-    fn spawn_driver(
+    fn spawn_driver(&self, ticket: Ticket, wf: Arc<Workflow>, queue: Queue, calls: Vec<Call>) {
+        let mut active = self.inner.active.lock().expect("active lock");
+        self.spawn_driver_in(&mut active, ticket, wf, queue, calls);
+    }
+
+    /// Start a ticket's driver, registering it in `active` (held by the
+    /// caller, so no second driver can start for it meanwhile).
+    fn spawn_driver_in(
         &self,
+        active: &mut HashMap<String, mpsc::UnboundedSender<Command>>,
         ticket: Ticket,
         wf: Arc<Workflow>,
-        queue: VecDeque<(Event, Option<oneshot::Sender<Result<()>>>)>,
+        queue: Queue,
         calls: Vec<Call>,
-    ) {
+    ) -> mpsc::UnboundedSender<Command> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner
-            .active
-            .lock()
-            .expect("active lock")
-            .insert(ticket.id.clone(), tx);
+        active.insert(ticket.id.clone(), tx.clone());
+        self.inner.parking.unpark(&ticket.id);
         if !ticket.state.is_terminal() {
             self.inner.open.lock().expect("open lock").insert(
                 (ticket.workflow.clone(), subject_key(&ticket.subject)),
@@ -656,6 +758,7 @@ impl Scheduler {
         tokio::spawn(cpu::short(async move {
             this.drive(ticket, wf, queue, calls, rx).await
         }));
+        tx
     }
 
     async fn drive(
@@ -716,13 +819,28 @@ impl Scheduler {
                     }
                 }
             }
+            let next = machine::next_wake(&ticket);
+            if calls.is_empty() && next.is_none_or(|at| at > now_ms() + PARK_BEYOND_MS) {
+                let mut active = self.inner.active.lock().expect("active lock");
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        drop(active);
+                        queue.push_back((cmd.event, cmd.reply));
+                        continue;
+                    }
+                    Err(_) => {
+                        // Durable already: every transition was committed.
+                        active.remove(&ticket.id);
+                        self.park(&ticket, next);
+                        return;
+                    }
+                }
+            }
             // Draining: timers (retries, SLA) wait for the next start.
-            let wake = machine::next_wake(&ticket)
-                .filter(|_| !self.is_draining())
-                .map(|at| {
-                    let wait = at.saturating_sub(now_ms());
-                    tokio::time::Instant::now() + Duration::from_millis(wait)
-                });
+            let wake = next.filter(|_| !self.is_draining()).map(|at| {
+                let wait = at.saturating_sub(now_ms());
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
             tokio::select! {
                 Some(cmd) = rx.recv() => queue.push_back((cmd.event, cmd.reply)),
                 Some(joined) = calls.join_next(), if !calls.is_empty() => {

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 pub mod condition;
 pub mod inputs;
 pub mod time;
+pub mod window;
 
 pub use inputs::{InputDef, InputType, SubjectKind};
 
@@ -74,6 +75,9 @@ pub struct Workflow {
     /// means any object (see [`inputs`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputDef>,
+    /// Change windows by name, which steps may wait for (see [`window`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, window::Window>,
     /// The steps, a DAG by `depends_on`.
     pub steps: Vec<StepDef>,
 }
@@ -136,6 +140,10 @@ pub struct StepDef {
         skip_serializing_if = "Option::is_none"
     )]
     pub delay: Option<Duration>,
+    /// A change window (`[windows.NAME]`) the step starts inside: at its
+    /// time if the window is open, else at the next opening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 fn yes() -> bool {
@@ -419,7 +427,24 @@ impl Workflow {
             return Err(format!("steps form a cycle: {}", cycle.join(" -> ")));
         }
         self.validate_inputs()?;
+        for (name, w) in &self.windows {
+            w.check().map_err(|e| format!("window `{name}`: {e}"))?;
+        }
         for s in &self.steps {
+            if let Some(w) = &s.window
+                && !self.windows.contains_key(w)
+            {
+                let known: Vec<&str> = self.windows.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "step `{}`: window `{w}` is not declared; [windows] has: {}",
+                    s.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
             for (key, value) in &s.config {
                 inputs::substitute(value, "${inputs.", |name| {
                     self.inputs.get(name).map(|_| String::new())

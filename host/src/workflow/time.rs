@@ -100,7 +100,12 @@ pub(super) fn check(wf: &Workflow, step: &StepDef) -> Result<(), String> {
 
 /// When `step` may start, given the ticket's inputs and that its
 /// dependencies were done at `now_ms`; `None` when it may start at once.
-pub fn due(def: &StepDef, inputs: &Value, now_ms: u64) -> Result<Option<Due>, String> {
+pub fn due(
+    wf: &Workflow,
+    def: &StepDef,
+    inputs: &Value,
+    now_ms: u64,
+) -> Result<Option<Due>, String> {
     let mut due: Option<Due> = None;
     if let Some(text) = &def.not_before {
         let filled = inputs::substitute(text, "${inputs.", |name| {
@@ -131,7 +136,36 @@ pub fn due(def: &StepDef, inputs: &Value, now_ms: u64) -> Result<Option<Due>, St
             });
         }
     }
+    if let Some(name) = &def.window {
+        let w = wf
+            .windows
+            .get(name)
+            .ok_or_else(|| format!("window `{name}` is not declared"))?;
+        let from = due.as_ref().map_or(now_ms, |d| d.at_ms.max(now_ms));
+        let open = w
+            .next_open(from)
+            .map_err(|e| format!("window `{name}`: {e}"))?;
+        if open > from {
+            due = Some(Due {
+                at_ms: open,
+                shown: format!(
+                    "{} in {} (window {name})",
+                    local(open, &w.time_zone),
+                    w.time_zone
+                ),
+            });
+        }
+    }
     Ok(due)
+}
+
+/// `at_ms` as a wall-clock time in `zone`: "2026-12-09 14:00".
+fn local(at_ms: u64, zone: &str) -> String {
+    Timestamp::from_millisecond(at_ms as i64)
+        .ok()
+        .zip(TimeZone::get(zone).ok())
+        .map(|(t, tz)| t.to_zoned(tz).strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
 }
 
 /// An instant as UTC RFC 3339, for the trail beside the local form.
@@ -194,14 +228,65 @@ mod tests {
         .unwrap();
         let def = &wf.steps[0];
         let inputs = json!({ "last_day": "2026-12-04", "time_zone": "America/New_York" });
-        let due = due(def, &inputs, 0).unwrap().unwrap();
+        let due = due(&wf, def, &inputs, 0).unwrap().unwrap();
         assert_eq!(due.at_ms, ms("2026-12-04T22:00:00Z"));
         assert_eq!(due.shown, "2026-12-04 17:00 in America/New_York");
         // An hour after the dependencies, when that is later.
         let late = ms("2026-12-04T21:30:00Z");
-        let due = super::due(def, &inputs, late).unwrap().unwrap();
+        let due = super::due(&wf, def, &inputs, late).unwrap().unwrap();
         assert_eq!(due.at_ms, late + 3_600_000);
         assert_eq!(due.shown, "1h after its dependencies");
+    }
+
+    #[test]
+    fn a_window_moves_the_time_to_its_next_opening() {
+        let wf = Workflow::parse(
+            r#"
+            name = "w"
+            [windows.change]
+            time_zone = "Europe/Paris"
+            open = ["Wed 14:00-16:00"]
+            [[steps]]
+            name = "migrate"
+            plugin = "p"
+            not_before = "2026-12-03 09:00 in Europe/Paris"
+            window = "change"
+            [[steps]]
+            name = "now-if-open"
+            plugin = "p"
+            window = "change"
+            "#,
+            "w",
+        )
+        .unwrap();
+        // Thursday 09:00 waits for next Wednesday 14:00 Paris (13:00 UTC).
+        let d = due(&wf, &wf.steps[0], &json!({}), 0).unwrap().unwrap();
+        assert_eq!(d.at_ms, ms("2026-12-09T13:00:00Z"));
+        assert_eq!(d.shown, "2026-12-09 14:00 in Europe/Paris (window change)");
+        // Ready inside the window: no wait.
+        let inside = ms("2026-12-02 15:00 in Europe/Paris");
+        assert_eq!(due(&wf, &wf.steps[1], &json!({}), inside).unwrap(), None);
+        // An undeclared window fails at load, naming what is declared.
+        let e = Workflow::parse(
+            "name = \"w\"\n[[steps]]\nname = \"s\"\nplugin = \"p\"\nwindow = \"chnage\"\n",
+            "w.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("w.toml: step `s`: window `chnage` is not declared; [windows] has: none"),
+            "{e}"
+        );
+        let e = Workflow::parse(
+            "name = \"w\"\n[windows.c]\ntime_zone = \"UTC\"\nopen = [\"Wod 1:00-2:00\"]\n[[steps]]\nname = \"s\"\nplugin = \"p\"\n",
+            "w.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("window `c`: open span \"Wod 1:00-2:00\": unknown day"),
+            "{e}"
+        );
     }
 
     #[test]

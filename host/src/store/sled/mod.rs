@@ -231,8 +231,9 @@ impl SledStore {
             // still fails, after the wait, naming the lock.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
             let mut opened = open();
+            // sled reports a held lock as an `Other` I/O error naming it.
             while let Err(sled::Error::Io(e)) = &opened
-                && e.kind() == std::io::ErrorKind::WouldBlock
+                && e.to_string().contains("could not acquire lock")
                 && std::time::Instant::now() < deadline
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
