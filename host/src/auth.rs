@@ -57,9 +57,22 @@ pub struct Principal {
     pub name: String,
     /// Built-in roles and approval groups.
     pub roles: BTreeSet<String>,
+    /// The person's e-mail, which human tasks are assigned to.
+    pub email: Option<String>,
 }
 
 impl Principal {
+    /// Whether `who` (an e-mail or principal name, as a task's assignee
+    /// holds it) is this principal, compared case-blind.
+    pub fn is(&self, who: &str) -> bool {
+        let who = who.trim();
+        self.name.eq_ignore_ascii_case(who)
+            || self
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(who))
+    }
+
     /// Whether it holds `role`.
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(role.as_str())
@@ -97,6 +110,10 @@ pub struct TokenEntry {
     pub name: String,
     /// Its roles.
     pub roles: Vec<String>,
+    /// The person's e-mail, if the token is a person's: tasks assigned to
+    /// it are theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// Hex SHA-256 of the token.
     pub sha256: String,
     /// When it was made (RFC 3339), for people reading the file.
@@ -153,10 +170,25 @@ impl TokenFile {
 
     /// Add (or replace) `name`'s token; returns the token, shown once.
     pub fn issue(&mut self, name: &str, roles: &[String]) -> Result<String> {
+        self.issue_for(name, roles, None)
+    }
+
+    /// [`TokenFile::issue`], for a person with this e-mail.
+    pub fn issue_for(
+        &mut self,
+        name: &str,
+        roles: &[String],
+        email: Option<&str>,
+    ) -> Result<String> {
         validate_name(name)?;
-        if roles.is_empty() {
+        if let Some(e) = email
+            && !crate::workflow::inputs::is_email(e)
+        {
+            return Err(Error::Usage(format!("{e:?} is not an e-mail address")));
+        }
+        if roles.is_empty() && email.is_none() {
             return Err(Error::Usage(format!(
-                "a token needs at least one role (built-in: {})",
+                "a token needs at least one role, or a person's --email (built-in roles: {})",
                 BUILTIN_ROLES.join(", ")
             )));
         }
@@ -172,6 +204,7 @@ impl TokenFile {
         self.tokens.push(TokenEntry {
             name: name.into(),
             roles: roles.to_vec(),
+            email: email.map(|e| e.trim().to_lowercase()),
             sha256: hash(&token),
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         });
@@ -299,6 +332,7 @@ impl Tokens {
                     Principal {
                         name: t.name,
                         roles: t.roles.into_iter().collect(),
+                        email: t.email,
                     },
                 )
             })

@@ -21,6 +21,8 @@ pub enum TicketState {
     Running,
     /// Nothing can move until a human decides.
     WaitingApproval,
+    /// Nothing can move until a person does a task.
+    WaitingTask,
     /// Every step succeeded.
     Succeeded,
     /// A step failed for good (after compensation, if configured).
@@ -36,6 +38,7 @@ impl TicketState {
             Self::Pending => "pending",
             Self::Running => "running",
             Self::WaitingApproval => "waiting_approval",
+            Self::WaitingTask => "waiting_task",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -59,6 +62,8 @@ pub enum StepStatus {
     Scheduled,
     /// Waiting for a human decision.
     WaitingApproval,
+    /// A human task, assigned and not yet done (`task` says to whom).
+    WaitingTask,
     /// A call is in flight.
     Running,
     /// Waiting for its next attempt.
@@ -156,6 +161,42 @@ pub struct Decision {
     pub at_ms: u64,
 }
 
+/// A human task as assigned to one ticket, and how it was done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskRecord {
+    /// The person it is for (an e-mail or principal name, lower case).
+    pub assignee: Option<String>,
+    /// The group whose members may do it.
+    pub group: Option<String>,
+    /// When it is due (ms since the epoch).
+    pub due_ms: Option<u64>,
+    /// The due time as the workflow put it, filled in.
+    pub due: Option<String>,
+    /// It passed its due time undone (recorded once).
+    pub overdue: bool,
+    /// Overdue, it went to this group as well.
+    pub escalated_to: Option<String>,
+    /// The next reminder (ms since the epoch).
+    pub remind_at_ms: Option<u64>,
+    /// Reminders sent so far.
+    pub reminders: u32,
+    /// Who did it, with the note and the checklist answers.
+    pub done: Option<TaskDone>,
+}
+
+/// How a person completed a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskDone {
+    /// Who.
+    pub by: String,
+    /// What they said.
+    pub note: String,
+    /// Each checklist item: done or not.
+    pub checklist: BTreeMap<String, bool>,
+    /// When.
+    pub at_ms: u64,
+}
+
 /// A step of a ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRecord {
@@ -185,6 +226,9 @@ pub struct StepRecord {
     /// An operator ran the step before its time: who, why, when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_early: Option<Decision>,
+    /// A human task: to whom, by when, and how it was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
 }
 
 impl StepRecord {
@@ -201,6 +245,7 @@ impl StepRecord {
             compensation: None,
             decision: None,
             run_early: None,
+            task: None,
         }
     }
 }

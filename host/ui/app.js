@@ -5,12 +5,13 @@
 
 (() => {
   const TOKEN_KEY = 'itsm.token';
-  const STATES = ['pending', 'running', 'waiting_approval', 'succeeded', 'failed', 'cancelled'];
+  const STATES = ['pending', 'running', 'waiting_approval', 'waiting_task', 'succeeded', 'failed', 'cancelled'];
   const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
   const STATE_LABEL = {
     pending: 'Pending',
     running: 'Running',
     waiting_approval: 'Waiting for approval',
+    waiting_task: 'Waiting for a person',
     retry_wait: 'Waiting to retry',
     waiting_plugin: 'Waiting for its plugin',
     succeeded: 'Succeeded',
@@ -25,6 +26,7 @@
   const BATCH_REFRESH_MS = 2000;
   const TICKET_REFRESH_MS = 1000;
   const TICKET_REFRESH_DONE_MS = 3000;
+  const TASKS_REFRESH_MS = 3000;
 
   const session = { token: null, me: null };
   let currentView = null;
@@ -344,7 +346,10 @@
     const view = $('view');
     replaceChildren(view);
     for (const a of document.querySelectorAll('#nav a')) a.removeAttribute('aria-current');
-    if (parts[0] === 'tickets' && parts.length === 1) {
+    if (parts[0] === 'tasks' && parts.length === 1) {
+      $('nav-tasks').setAttribute('aria-current', 'page');
+      currentView = taskInbox(view);
+    } else if (parts[0] === 'tickets' && parts.length === 1) {
       $('nav-tickets').setAttribute('aria-current', 'page');
       currentView = ticketList(view, params);
     } else if (parts[0] === 'tickets' && parts.length === 2) {
@@ -823,7 +828,8 @@
       meta.push(h('p', { class: 'waiting' }, 'Waiting for a decision',
         group ? [' from the ', h('code', null, group), ' group'] : '', '.'));
     }
-    if (s.retry_at_ms) meta.push(h('p', { class: 'muted' }, 'Next attempt ', fmtRelative(s.retry_at_ms), ' (', timeEl(s.retry_at_ms), ').'));
+    if (s.task) meta.push(taskSummary(s.task));
+    if (s.retry_at_ms) meta.push(h('p', { class: 'muted' }, s.status === 'scheduled' ? 'Starts ' : 'Next attempt ', fmtRelative(s.retry_at_ms), ' (', timeEl(s.retry_at_ms), ').'));
     const extras = [];
     if (s.outputs !== null && s.outputs !== undefined) {
       extras.push(h('details', { class: 'outputs', dataset: { key: `${name}/outputs` }, open: openKeys.has(`${name}/outputs`) || null },
@@ -857,7 +863,115 @@
           const open = openKeys.has(key) || (telling && !openKeys.has(`closed:${key}`));
           return attemptBlock(name, a, open);
         }))
-        : h('p', { class: 'muted small' }, s.status === 'pending' ? 'Not started.' : s.status === 'skipped' ? 'Skipped: its condition was false.' : 'No plugin calls yet.')));
+        : h('p', { class: 'muted small' }, s.status === 'pending' ? 'Not started.' : s.status === 'skipped' ? 'Skipped: its condition was false.' : s.task ? 'A person\'s task: no plugin calls.' : 'No plugin calls yet.')));
+  }
+
+  /** Who a task is for, when it is due, and how it was done. */
+  function taskSummary(k) {
+    const who = [];
+    if (k.assignee) who.push(h('span', { class: 'who-name' }, k.assignee));
+    if (k.group) who.push(['group ', h('code', null, k.group)]);
+    if (k.escalated_to) who.push(['escalated to ', h('code', null, k.escalated_to)]);
+    return h('div', { class: 'task-info', 'data-testid': 'step-task' },
+      h('p', { class: k.done ? 'muted' : 'waiting' }, k.done ? 'Was assigned to ' : 'Assigned to ',
+        who.map((w, i) => [i ? ', ' : '', w]),
+        k.due_ms ? ['; due ', timeEl(k.due_ms), ' (', fmtRelative(k.due_ms), ')'] : '',
+        k.overdue && !k.done ? [' ', h('span', { class: 'badge state-failed' }, 'Overdue')] : '', '.'),
+      k.done ? h('p', { 'data-testid': 'task-done' }, 'Done by ', h('span', { class: 'who-name' }, k.done.by), ' at ',
+        timeEl(k.done.at_ms), k.done.note ? [': “', k.done.note, '”'] : '', '. ',
+        Object.entries(k.done.checklist || {}).map(([item, ok], i) => [i ? ', ' : '', `${ok ? '✔' : '✖'} ${item}`])) : null);
+  }
+
+  // ---------------------------------------------------------------- task inbox
+
+  /** The signed-in person's open tasks, each with its checklist to answer. */
+  function taskInbox(root) {
+    document.title = 'My tasks · itsm';
+    const live = liveIndicator('tasks-live');
+    const status = h('div', { 'aria-live': 'polite', 'data-testid': 'task-status' });
+    const list = h('ul', { class: 'tasks', 'data-testid': 'task-list' });
+    const empty = h('p', { class: 'empty muted', 'data-testid': 'tasks-empty', hidden: true },
+      'Nothing to do: no open task is assigned to you or your groups.');
+    const error = h('p', { class: 'error', role: 'alert', hidden: true });
+    append(root, h('section', { class: 'page' },
+      h('div', { class: 'page-head' }, pageHeading('My tasks', 'tasks-title'), live.el),
+      error, status, list, empty));
+    // Keep cards (and what is typed in them) while their task stays open.
+    const cards = new Map();
+
+    function card(t) {
+      const key = `${t.ticket}/${t.step}`;
+      const slug = key.replace(/[^A-Za-z0-9_-]/g, '-');
+      const boxes = (t.checklist || []).map((item, i) => {
+        const boxId = `task-${slug}-item-${i}`;
+        return {
+          item,
+          input: h('input', { type: 'checkbox', id: boxId, 'data-testid': 'task-item', dataset: { item } }),
+          label: h('label', { for: boxId }, item),
+        };
+      });
+      const noteId = `task-${slug}-note`;
+      const note = h('textarea', {
+        id: noteId, rows: '2', maxlength: '2000', 'data-testid': 'task-note',
+        placeholder: 'A note for the audit trail (say why, for any item not done)',
+      });
+      const fail = h('p', { class: 'error', role: 'alert', 'data-testid': 'task-error', hidden: true });
+      const button = h('button', { type: 'button', class: 'button primary', 'data-testid': 'task-complete' }, 'Mark done');
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        showMessage(fail, '');
+        const checklist = Object.fromEntries(boxes.map((b) => [b.item, b.input.checked]));
+        try {
+          await api('POST', `/v1/tickets/${encodeURIComponent(t.ticket)}/steps/${encodeURIComponent(t.step)}/complete`,
+            { note: note.value, checklist });
+          replaceChildren(status, h('p', { class: 'ok', 'data-testid': 'task-sent' },
+            `Done: ${t.step} for ${t.subject}. `, h('a', { href: ticketHref(t.ticket) }, 'See the ticket move on.')));
+          cards.delete(key);
+          poll.now();
+        } catch (e) {
+          showMessage(fail, e.message);
+          button.disabled = false;
+        }
+      });
+      const who = [t.assignee, t.group ? `group ${t.group}` : null, t.escalated_to ? `escalated to ${t.escalated_to}` : null]
+        .filter(Boolean).join(', ');
+      return h('li', { class: 'card task', 'data-testid': 'task', dataset: { ticket: t.ticket, step: t.step } },
+        h('h2', null, h('span', { class: 'who-name' }, t.subject), ': ', h('code', null, t.step)),
+        h('p', { class: 'muted' }, h('a', { href: ticketHref(t.ticket), class: 'mono' }, t.ticket), ` · ${t.workflow} · for ${who}`,
+          t.due_ms ? ['; due ', timeEl(t.due_ms), ` (${fmtRelative(t.due_ms)})`] : '',
+          t.overdue ? [' ', h('span', { class: 'badge state-failed' }, 'Overdue')] : ''),
+        h('p', { class: 'instructions' }, t.instructions),
+        boxes.length ? h('fieldset', { class: 'checklist' }, h('legend', null, 'Checklist'),
+          boxes.map((b) => h('div', { class: 'check' }, b.input, ' ', b.label))) : null,
+        h('label', { for: noteId }, 'Note'), note, fail,
+        h('div', { class: 'row' }, button));
+    }
+
+    async function load() {
+      let d;
+      try {
+        d = await api('GET', '/v1/tasks?mine=true');
+      } catch (e) {
+        showMessage(error, e.message);
+        live.fail(e.message);
+        return;
+      }
+      showMessage(error, '');
+      const tasks = d.tasks || [];
+      const keys = new Set(tasks.map((t) => `${t.ticket}/${t.step}`));
+      for (const k of [...cards.keys()]) if (!keys.has(k)) cards.delete(k);
+      for (const t of tasks) {
+        const k = `${t.ticket}/${t.step}`;
+        if (!cards.has(k)) cards.set(k, card(t));
+      }
+      replaceChildren(list, tasks.map((t) => cards.get(`${t.ticket}/${t.step}`)));
+      empty.hidden = tasks.length > 0;
+      live.ok();
+    }
+
+    const poll = poller(load, () => (document.hidden ? 0 : TASKS_REFRESH_MS));
+    poll.now();
+    return { stop() { poll.stop(); } };
   }
 
   const TRAIL_LABEL = {
@@ -874,6 +988,11 @@
     step_scheduled: 'Step scheduled',
     run_early: 'Run before its time',
     condition_failed: 'Condition failed',
+    task_assigned: 'Task assigned',
+    task_completed: 'Task done',
+    task_reassigned: 'Task reassigned',
+    task_reminded: 'Task reminder',
+    task_overdue: 'Task overdue',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -916,6 +1035,16 @@
         return `scheduled for ${d.at || ''}${d.utc ? ` (${d.utc})` : ''}`;
       case 'run_early':
         return d.reason ? `“${d.reason}”` : '';
+      case 'task_assigned':
+        return `to ${[d.assignee, d.group ? `group ${d.group}` : null].filter(Boolean).join(', ')}${d.due ? `, due ${d.due}` : ''}`;
+      case 'task_completed':
+        return `${Object.entries(d.checklist || {}).map(([item, ok]) => `${ok ? '✔' : '✖'} ${item}`).join(', ')}${d.note ? ` “${d.note}”` : ''}`;
+      case 'task_reassigned':
+        return `${d.from || 'nobody'} → ${d.to}: “${d.reason || ''}”`;
+      case 'task_reminded':
+        return `reminder ${d.n} to ${d.assignee || d.group || ''}`;
+      case 'task_overdue':
+        return d.escalated_to ? `escalated to ${d.escalated_to}` : 'past its due time';
       case 'approved':
       case 'rejected':
         return d.comment ? `“${d.comment}”` : '(no comment)';

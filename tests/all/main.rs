@@ -32,6 +32,7 @@ mod shutdown;
 mod signing;
 mod step_cli;
 mod support;
+mod tasks;
 mod timers;
 mod ui;
 mod wait;

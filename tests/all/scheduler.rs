@@ -392,6 +392,7 @@ fn principal(name: &str, roles: &[&str]) -> Principal {
     Principal {
         name: name.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
+        email: None,
     }
 }
 

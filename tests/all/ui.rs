@@ -1,6 +1,8 @@
-//! The web UI in a real headless Chromium: an approver signs in, opens a
-//! ticket that waits for approval, approves it, and watches it move on
-//! (`tests/ui/approve.mjs`, driven through playwright-core).
+//! The web UI in a real headless Chromium, driven through playwright-core:
+//! an approver signs in, opens a ticket that waits for approval, approves
+//! it, and watches it move on (`tests/ui/approve.mjs`); a manager signs in,
+//! completes their task from "My tasks" and watches the ticket move on
+//! (`tests/ui/tasks.mjs`).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium`), Node.js 20+ and
 //! `tests/ui/node_modules` (`npm ci --prefix tests/ui`). Without them the
@@ -12,7 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    client_as, create_token, set_up_wipe_home as set_up_home, start_server, wait_for_state,
+    client_as, create_token, install_signed, set_up_wipe_home as set_up_home, start_server,
+    wait_for_state,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -106,24 +109,7 @@ async fn an_approver_approves_in_the_browser_and_the_ticket_moves_on() {
     );
 
     // The browser: sign in, approve, see the ticket move on.
-    let script = root.join("tests/ui/approve.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .args([&base, &approver_token, &id])
-        .current_dir(&root)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("tests/ui/approve.mjs finishes within 90 s")
-        .expect("run node tests/ui/approve.mjs");
-    assert!(
-        out.status.success(),
-        "tests/ui/approve.mjs failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    browser(&root, "approve.mjs", &[&base, &approver_token, &id]).await;
 
     // The API agrees: succeeded, approved by the approver, trail intact.
     let detail = wait_for_state(&approver, &url, "succeeded").await;
@@ -145,4 +131,110 @@ async fn an_approver_approves_in_the_browser_and_the_ticket_moves_on() {
     let decision = &detail["ticket"]["steps"]["wipe-laptop"]["decision"];
     assert_eq!(decision["approved"], true, "{decision}");
     assert_eq!(decision["by"], "sec-lead", "{decision}");
+}
+
+/// Run `tests/ui/SCRIPT` with `args` under node; fail with its output.
+async fn browser(root: &Path, script: &str, args: &[&str]) {
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/ui").join(script))
+        .args(args)
+        .current_dir(root)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .unwrap_or_else(|_| panic!("tests/ui/{script} finishes within 90 s"))
+        .unwrap_or_else(|e| panic!("run node tests/ui/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "tests/ui/{script} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_completes_a_task_in_the_browser_and_the_ticket_moves_on() {
+    let root = repo_root();
+    require_browser_toolchain(&root);
+    let home = tempfile::tempdir().unwrap();
+    install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/leaver.toml"),
+        r#"
+name = "leaver"
+version = "1"
+[inputs.manager]
+type = "email"
+required = true
+[[steps]]
+name = "collect"
+task = { assignee = "${inputs.manager}", instructions = "Collect the leaver's laptop and badge.", checklist = ["laptop", "badge"], due_in = "1d" }
+[[steps]]
+name = "disable"
+plugin = "noop"
+depends_on = ["collect"]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "token",
+            "create",
+            "--name",
+            "manager-1",
+            "--email",
+            "manager1@example.com",
+            "--home",
+        ])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manager_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let created: Value = server
+        .client()
+        .post(format!("{base}/v1/tickets"))
+        .json(&serde_json::json!({
+            "workflow": "leaver",
+            "subject": "leaver1@example.com",
+            "inputs": { "manager": "manager1@example.com" },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let url = format!("{base}/v1/tickets/{id}");
+    wait_for_state(&server.client(), &url, "waiting_task").await;
+
+    browser(&root, "tasks.mjs", &[&base, &manager_token, &id]).await;
+
+    // The API agrees: done by the manager, with the answers ticked in the browser.
+    let detail = wait_for_state(&server.client(), &url, "succeeded").await;
+    assert_eq!(detail["trail_verified"], true, "{detail:#}");
+    let done = &detail["ticket"]["steps"]["collect"]["task"]["done"];
+    assert_eq!(done["by"], "manager-1", "{done}");
+    assert_eq!(
+        done["checklist"],
+        serde_json::json!({ "laptop": true, "badge": true })
+    );
+    assert!(
+        done["note"].as_str().unwrap().starts_with("All returned"),
+        "{done}"
+    );
+    assert_eq!(detail["ticket"]["steps"]["disable"]["status"], "succeeded");
 }

@@ -12,6 +12,7 @@ mod hooks;
 mod imports;
 mod installs;
 mod plugins;
+mod tasks;
 mod tickets;
 mod ui;
 
@@ -190,6 +191,7 @@ fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(hooks::receive))
         .merge(tickets::router())
+        .merge(tasks::router())
         .merge(audit::router())
         .merge(plugins::router())
         .merge(
@@ -214,6 +216,7 @@ fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
         (name = "tickets", description = "Create, import, list, show, cancel, retry"),
         (name = "batches", description = "Imported tickets as a group"),
         (name = "approvals", description = "Approve or reject a waiting step"),
+        (name = "tasks", description = "Human tasks: the inbox, completion, reassignment"),
         (name = "audit", description = "Export and verify the hash-chained trail"),
         (name = "plugins", description = "Installed plugins and signed installs"),
         (name = "workflows", description = "Workflow definitions and pinned versions"),
@@ -246,6 +249,8 @@ struct Me {
     name: String,
     /// Its roles (`admin`, `operator`, `approver`, `auditor`, and groups).
     roles: Vec<String>,
+    /// The person's e-mail, which tasks are assigned to, if the token has one.
+    email: Option<String>,
 }
 
 /// Who the token belongs to: the UI and CLI show it after sign-in.
@@ -256,6 +261,7 @@ async fn me(Caller(who): Caller) -> axum::Json<Me> {
     axum::Json(Me {
         name: who.name,
         roles: who.roles.into_iter().collect(),
+        email: who.email,
     })
 }
 

@@ -156,12 +156,12 @@ struct TicketView {
 
 /// The request was applied.
 #[derive(Serialize, utoipa::ToSchema)]
-struct Ack {
+pub(super) struct Ack {
     /// Always true.
     ok: bool,
 }
 
-const ACK: Ack = Ack { ok: true };
+pub(super) const ACK: Ack = Ack { ok: true };
 
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
     responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]

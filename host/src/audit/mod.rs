@@ -74,6 +74,16 @@ pub enum AuditKind {
     StepScheduled,
     /// An operator ran a scheduled step before its time (who, why).
     RunEarly,
+    /// A human task was assigned (to whom, which group, when due).
+    TaskAssigned,
+    /// A person did a task (who, the note, the checklist answers).
+    TaskCompleted,
+    /// A task was given to someone else (by whom, to whom, why).
+    TaskReassigned,
+    /// A task's assignee was reminded.
+    TaskReminded,
+    /// A task passed its due time and went to its escalation group.
+    TaskOverdue,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

@@ -12,6 +12,7 @@ mod sandbox;
 mod serve;
 mod step;
 mod store;
+mod task;
 mod ticket;
 mod token;
 
@@ -42,6 +43,13 @@ enum Command {
         conn: client::Connection,
         #[command(subcommand)]
         cmd: ticket::TicketCommand,
+    },
+    /// Your human tasks: list, complete, reassign.
+    Task {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: task::TaskCommand,
     },
     /// Show, follow, retry and cancel a batch of imported tickets.
     Batch {
@@ -124,6 +132,7 @@ pub fn main() -> ExitCode {
             Command::Store(cmd) => store::run(cmd),
             Command::Ticket { conn, cmd } => ticket::run(&conn.connect()?, cmd).await,
             Command::Batch { conn, cmd } => ticket::run_batch(&conn.connect()?, cmd).await,
+            Command::Task { conn, cmd } => task::run(&conn.connect()?, cmd).await,
             Command::Audit { conn, cmd } => audit::run(&conn, cmd).await,
             Command::Keygen(args) => plugin::keygen(args),
             Command::Plugin(cmd) => plugin::run(cmd).await,

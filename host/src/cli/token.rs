@@ -18,10 +18,14 @@ pub(crate) enum TokenCommand {
         /// The principal's name, as the trail records it.
         #[arg(long)]
         name: String,
-        /// A role: admin, operator, approver, auditor, or an approval group
-        /// such as `security`. Repeat for several.
-        #[arg(long = "role", required = true)]
+        /// A role: admin, operator, approver, auditor, or a group such as
+        /// `security`. Repeat for several. A person's token (`--email`) may
+        /// have none: it reads, and does the tasks assigned to it.
+        #[arg(long = "role", required_unless_present = "email")]
         roles: Vec<String>,
+        /// The person's e-mail: human tasks assigned to it are theirs.
+        #[arg(long)]
+        email: Option<String>,
         #[command(flatten)]
         home: Home,
     },
@@ -58,16 +62,21 @@ impl Home {
 
 pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
     match cmd {
-        TokenCommand::Create { name, roles, home } => {
+        TokenCommand::Create {
+            name,
+            roles,
+            email,
+            home,
+        } => {
             let path = home.tokens_file()?;
             let mut file = TokenFile::read(&path)?;
-            let token = file.issue(&name, &roles)?;
+            let token = file.issue_for(&name, &roles, email.as_deref())?;
             file.write(&path)?;
             for r in roles
                 .iter()
                 .filter(|r| !BUILTIN_ROLES.contains(&r.as_str()))
             {
-                eprintln!("note: `{r}` is not a built-in role; it is an approval group");
+                eprintln!("note: `{r}` is not a built-in role; it is a group (approvals, tasks)");
             }
             eprintln!(
                 "token for {name} ({}); shown once, only its hash is kept in {}:",
@@ -78,9 +87,15 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
         }
         TokenCommand::List { home } => {
             let file = TokenFile::read(&home.tokens_file()?)?;
-            println!("{:<24} {:<32} CREATED", "NAME", "ROLES");
+            println!("{:<24} {:<32} {:<28} CREATED", "NAME", "ROLES", "EMAIL");
             for t in file.tokens {
-                println!("{:<24} {:<32} {}", t.name, t.roles.join(","), t.created);
+                println!(
+                    "{:<24} {:<32} {:<28} {}",
+                    t.name,
+                    t.roles.join(","),
+                    t.email.as_deref().unwrap_or("-"),
+                    t.created
+                );
             }
         }
         TokenCommand::Revoke { name, home } => {

@@ -503,14 +503,16 @@ impl Scheduler {
 
     /// Give a parked ticket its tick: start its driver from the store.
     fn wake(&self, id: &str) {
-        let sent = self.driver(id).map(|d| {
-            d.send(Command {
+        match self.driver(id) {
+            // A driver that has just stopped takes no tick; the ticket is
+            // then at rest or parked again by it.
+            Ok(d) => drop(d.send(Command {
                 event: Event::Tick,
                 reply: None,
-            })
-        });
-        if let Err(e) = sent {
-            tracing::error!(ticket = %id, error = %e, "could not wake the ticket; it resumes on restart");
+            })),
+            Err(e) => {
+                tracing::error!(ticket = %id, error = %e, "could not wake the ticket; it resumes on restart");
+            }
         }
     }
 

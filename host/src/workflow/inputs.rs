@@ -152,7 +152,7 @@ impl InputDef {
 
 /// A plausible address: one `@` with something either side, no spaces.
 /// Whether it exists is the directory's business, not the host's.
-fn is_email(s: &str) -> bool {
+pub fn is_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 
 pub mod condition;
 pub mod inputs;
+pub mod task;
 pub mod time;
 pub mod window;
 
@@ -99,8 +100,12 @@ pub enum OnFailure {
 pub struct StepDef {
     /// Unique within the workflow.
     pub name: String,
-    /// The plugin that runs it.
+    /// The plugin that runs it (empty for a human task).
+    #[serde(default)]
     pub plugin: String,
+    /// A human task instead of a plugin (see [`task`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<task::TaskDef>,
     /// Config handed to the plugin.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -431,6 +436,31 @@ impl Workflow {
             w.check().map_err(|e| format!("window `{name}`: {e}"))?;
         }
         for s in &self.steps {
+            match (&s.task, s.plugin.is_empty()) {
+                (Some(_), false) => {
+                    return Err(format!(
+                        "step `{}`: give a `plugin` or a `task`, not both",
+                        s.name
+                    ));
+                }
+                (None, true) => {
+                    return Err(format!(
+                        "step `{}`: give a `plugin` or a `task` (a person's work)",
+                        s.name
+                    ));
+                }
+                (Some(t), true) => {
+                    t.check(self)
+                        .map_err(|e| format!("step `{}`: {e}", s.name))?;
+                    if s.approval.is_some() || !s.config.is_empty() || !s.secrets.is_empty() {
+                        return Err(format!(
+                            "step `{}`: a task takes no approval, config or secrets",
+                            s.name
+                        ));
+                    }
+                }
+                (None, false) => {}
+            }
             if let Some(w) = &s.window
                 && !self.windows.contains_key(w)
             {
@@ -532,7 +562,7 @@ impl Workflow {
 
     /// Check every step's plugin is among `known`.
     pub fn check_plugins(&self, known: &BTreeSet<String>) -> Result<()> {
-        for s in &self.steps {
+        for s in self.steps.iter().filter(|s| s.task.is_none()) {
             if !known.contains(&s.plugin) {
                 return Err(Error::Workflow(format!(
                     "workflow `{}` step `{}`: unknown plugin `{}`",

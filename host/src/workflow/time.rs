@@ -67,9 +67,15 @@ fn not_an_instant(text: &str) -> String {
 /// Check a step's `not_before` at load: its inputs are declared, and with
 /// sample values of their types it reads as an instant.
 pub(super) fn check(wf: &Workflow, step: &StepDef) -> Result<(), String> {
-    let Some(text) = &step.not_before else {
-        return Ok(());
-    };
+    match &step.not_before {
+        Some(text) => check_instant(wf, text).map_err(|e| format!("not_before{e}")),
+        None => Ok(()),
+    }
+}
+
+/// Check an instant with `${inputs.NAME}` in it (a `not_before`, a task's
+/// `due`) at load. The error follows the field's name.
+pub(super) fn check_instant(wf: &Workflow, text: &str) -> Result<(), String> {
     let sample = inputs::substitute(text, "${inputs.", |name| {
         wf.inputs.get(name).map(|def| {
             match def.kind {
@@ -82,19 +88,41 @@ pub(super) fn check(wf: &Workflow, step: &StepDef) -> Result<(), String> {
         })
     })
     .map_err(|e| match e {
-        None => "not_before has an unclosed `${inputs.`".to_string(),
+        None => " has an unclosed `${inputs.`".to_string(),
         Some(name) => {
-            format!("not_before uses input `{name}`, which [inputs] does not declare")
+            format!(" uses input `{name}`, which [inputs] does not declare")
         }
     })?;
     parse_instant(&sample).map(|_| ()).map_err(|e| {
         if sample == *text {
-            format!("not_before: {e}")
+            format!(": {e}")
         } else {
-            format!(
-                "not_before {text:?} does not read as an instant with inputs of their types ({e})"
-            )
+            format!(" {text:?} does not read as an instant with inputs of their types ({e})")
         }
+    })
+}
+
+/// `text` with the ticket's `${inputs.NAME}` filled in.
+pub fn fill_inputs(text: &str, inputs: &Value) -> Result<String, String> {
+    inputs::substitute(text, "${inputs.", |name| {
+        Some(
+            inputs
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    })
+    .map_err(|_| format!("{text:?} has an unclosed `${{inputs.`"))
+}
+
+/// The instant `text` names for a ticket with these inputs.
+pub fn instant(text: &str, inputs: &Value) -> Result<Due, String> {
+    let filled = fill_inputs(text, inputs)?;
+    let ts = parse_instant(&filled)?;
+    Ok(Due {
+        at_ms: u64::try_from(ts.as_millisecond()).unwrap_or(0),
+        shown: filled,
     })
 }
 
@@ -108,21 +136,7 @@ pub fn due(
 ) -> Result<Option<Due>, String> {
     let mut due: Option<Due> = None;
     if let Some(text) = &def.not_before {
-        let filled = inputs::substitute(text, "${inputs.", |name| {
-            Some(
-                inputs
-                    .get(name)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .map_err(|_| format!("not_before {text:?} has an unclosed `${{inputs.`"))?;
-        let ts = parse_instant(&filled).map_err(|e| format!("not_before: {e}"))?;
-        due = Some(Due {
-            at_ms: u64::try_from(ts.as_millisecond()).unwrap_or(0),
-            shown: filled,
-        });
+        due = Some(instant(text, inputs).map_err(|e| format!("not_before: {e}"))?);
     }
     if let Some(delay) = def.delay {
         let at_ms = now_ms.saturating_add(delay.as_millis() as u64);
