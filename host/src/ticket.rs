@@ -161,6 +161,32 @@ pub struct Decision {
     pub at_ms: u64,
 }
 
+/// An approval request and its votes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalRecord {
+    /// Every vote so far, in order.
+    pub votes: Vec<Vote>,
+    /// When the request is overdue (ms since the epoch).
+    pub due_ms: Option<u64>,
+    /// It passed its deadline undecided (and escalated, if configured).
+    pub overdue: bool,
+}
+
+/// One approver's vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Vote {
+    /// Approve or reject.
+    pub approved: bool,
+    /// Who.
+    pub by: String,
+    /// The group it counted for.
+    pub group: String,
+    /// Why.
+    pub comment: String,
+    /// When.
+    pub at_ms: u64,
+}
+
 /// A human task as assigned to one ticket, and how it was done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRecord {
@@ -229,6 +255,9 @@ pub struct StepRecord {
     /// A human task: to whom, by when, and how it was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRecord>,
+    /// The approval request: its votes and deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
 }
 
 impl StepRecord {
@@ -246,6 +275,7 @@ impl StepRecord {
             decision: None,
             run_early: None,
             task: None,
+            approval: None,
         }
     }
 }

@@ -710,7 +710,8 @@
     let group = null;
     for (const e of trail || []) {
       if (e.kind === 'approval_requested' && e.step === step) {
-        group = e.data && (e.data.role || e.data.group) ? (e.data.role || e.data.group) : null;
+        // A committee is shown with its votes on the step, not as one group.
+        group = e.data && !e.data.groups && (e.data.role || e.data.group) ? (e.data.role || e.data.group) : null;
       }
     }
     return group;
@@ -829,6 +830,15 @@
         group ? [' from the ', h('code', null, group), ' group'] : '', '.'));
     }
     if (s.task) meta.push(taskSummary(s.task));
+    const votes = s.approval && Array.isArray(s.approval.votes) ? s.approval.votes : [];
+    if (votes.length) {
+      meta.push(h('ul', { class: 'votes', 'data-testid': 'step-votes' }, votes.map((v) => h('li', null,
+        `${v.approved ? '✔ approved' : '✖ rejected'} for `, h('code', null, v.group), ' by ',
+        h('span', { class: 'who-name' }, v.by), v.comment ? `: “${v.comment}”` : ''))));
+    }
+    if (s.approval && s.approval.overdue && s.status === 'waiting_approval') {
+      meta.push(h('p', null, h('span', { class: 'badge state-failed' }, 'Approval overdue')));
+    }
     if (s.retry_at_ms) meta.push(h('p', { class: 'muted' }, s.status === 'scheduled' ? 'Starts ' : 'Next attempt ', fmtRelative(s.retry_at_ms), ' (', timeEl(s.retry_at_ms), ').'));
     const extras = [];
     if (s.outputs !== null && s.outputs !== undefined) {
@@ -993,6 +1003,7 @@
     task_reassigned: 'Task reassigned',
     task_reminded: 'Task reminder',
     task_overdue: 'Task overdue',
+    approval_overdue: 'Approval overdue',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -1024,7 +1035,10 @@
       case 'retry_scheduled':
         return `after attempt ${d.after_attempt}, in ${fmtDuration(d.wait_ms)}`;
       case 'approval_requested':
+        if (Array.isArray(d.groups)) return `needs ${d.quorum} of ${d.groups.join(', ')}`;
         return d.role ? `needs an approver in the ${d.role} group` : 'needs an approver';
+      case 'approval_overdue':
+        return d.escalated_to ? `overdue; escalated to ${d.escalated_to}` : 'overdue';
       case 'step_waiting':
         return d.reason || '';
       case 'step_skipped':

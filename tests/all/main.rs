@@ -7,6 +7,7 @@ mod audit_export;
 mod auth;
 mod cache;
 mod cli_client;
+mod committee;
 mod conditions;
 mod connectors;
 mod contract;

@@ -320,7 +320,7 @@ fn workflow_summary(wf: &Workflow) -> WorkflowSummary {
                 name: s.name.clone(),
                 plugin: s.plugin.clone(),
                 depends_on: s.depends_on.clone(),
-                approval: s.approval.as_ref().map(|a| a.role.clone()),
+                approval: s.approval.as_ref().map(|a| a.voters().join(", ")),
             })
             .collect(),
     }

@@ -136,7 +136,7 @@ struct WorkflowStep {
     name: String,
     plugin: String,
     depends_on: Vec<String>,
-    /// The group that must approve it, if any.
+    /// The group that must approve it, if any (a committee: its groups, comma-separated).
     approval_role: Option<String>,
 }
 
@@ -282,7 +282,7 @@ async fn show(
                     name: s.name.clone(),
                     plugin: s.plugin.clone(),
                     depends_on: s.depends_on.clone(),
-                    approval_role: s.approval.as_ref().map(|a| a.role.clone()),
+                    approval_role: s.approval.as_ref().map(|a| a.voters().join(", ")),
                 })
                 .collect()
         })

@@ -84,6 +84,8 @@ pub enum AuditKind {
     TaskReminded,
     /// A task passed its due time and went to its escalation group.
     TaskOverdue,
+    /// An approval request passed its deadline undecided (and escalated).
+    ApprovalOverdue,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

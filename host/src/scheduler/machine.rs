@@ -287,6 +287,14 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
         .filter(|s| matches!(s.status, StepStatus::RetryWait | StepStatus::Scheduled))
         .filter_map(|s| s.retry_at_ms);
     let sla = t.sla_deadline_ms.filter(|_| !t.sla_breached);
+    // Approval requests: their deadline, once.
+    let approvals = t
+        .steps
+        .values()
+        .filter(|s| s.status == StepStatus::WaitingApproval)
+        .filter_map(|s| s.approval.as_ref())
+        .filter(|a| !a.overdue)
+        .filter_map(|a| a.due_ms);
     // Tasks: their due time (once) and their next reminder.
     let tasks = t
         .steps
@@ -295,7 +303,7 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
         .filter_map(|s| s.task.as_ref())
         .flat_map(|k| [k.due_ms.filter(|_| !k.overdue), k.remind_at_ms])
         .flatten();
-    retries.chain(sla).chain(tasks).min()
+    retries.chain(sla).chain(approvals).chain(tasks).min()
 }
 
 /// The `prior-outputs` a call of `op` on `step` is given: the outputs of the
@@ -319,7 +327,10 @@ fn plugin_of(cx: &Context<'_>, step: &str) -> Option<PluginRef> {
         .and_then(|d| cx.plugins.get(&d.plugin).cloned())
 }
 
-/// Record a human decision on the step waiting for one.
+/// Record a human vote on the step waiting for approval; the step goes on
+/// once its committee's quorum has approved, and fails by its rejection
+/// rule. Only an approver who did not request the ticket votes, once, for
+/// a group of theirs that has not voted yet.
 fn decide(
     t: &mut Ticket,
     cx: &Context<'_>,
@@ -328,6 +339,7 @@ fn decide(
     comment: String,
     tr: &mut Transition,
 ) -> Result<()> {
+    use crate::workflow::committee::{NoSeat, Standing};
     if t.state.is_terminal() {
         return Err(Error::Conflict(format!(
             "ticket {} is {}: nothing to decide",
@@ -336,35 +348,6 @@ fn decide(
         )));
     }
     let name = waiting_step(t)?;
-    may_decide(t, cx, &name, &by)?;
-    let by = by.name;
-    let s = t.steps.get_mut(&name).expect("step exists");
-    s.status = if approved {
-        StepStatus::Pending
-    } else {
-        StepStatus::Failed
-    };
-    let kind = if approved {
-        AuditKind::Approved
-    } else {
-        AuditKind::Rejected
-    };
-    tr.drafts.push(
-        Draft::new(kind, json!({ "comment": comment }))
-            .step(&name)
-            .by(&by),
-    );
-    s.decision = Some(Decision {
-        approved,
-        by,
-        comment,
-        at_ms: cx.now_ms,
-    });
-    Ok(())
-}
-
-/// An approver, in the step's approval group, who did not ask for the ticket.
-fn may_decide(t: &Ticket, cx: &Context<'_>, step: &str, by: &Principal) -> Result<()> {
     by.require(Role::Approver, "approve or reject")?;
     if by.name == t.requested_by {
         return Err(Error::Forbidden(format!(
@@ -372,22 +355,109 @@ fn may_decide(t: &Ticket, cx: &Context<'_>, step: &str, by: &Principal) -> Resul
             by.name, t.id
         )));
     }
-    let group = cx
-        .workflow
-        .step(step)
-        .and_then(|d| d.approval.as_ref())
-        .map(|a| a.role.as_str())
-        .filter(|r| *r != Role::Approver.as_str());
-    if let Some(group) = group
-        && !by.roles.contains(group)
-    {
-        return Err(Error::Forbidden(format!(
-            "step `{step}` needs an approver in the `{group}` group; {} has: {}",
-            by.name,
-            by.roles_list()
+    let Some(rule) = cx.workflow.step(&name).and_then(|d| d.approval.as_ref()) else {
+        return Err(Error::Conflict(format!("step `{name}` needs no approval")));
+    };
+    let s = t.steps.get_mut(&name).expect("step exists");
+    let record = s.approval.get_or_insert_with(Default::default);
+    if record.votes.iter().any(|v| v.by == by.name) {
+        return Err(Error::Conflict(format!(
+            "{} has already voted on step `{name}`; a committee needs distinct approvers",
+            by.name
         )));
     }
+    let escalated = record.overdue;
+    let group = rule
+        .seat(&by.roles, &cast(&record.votes), escalated)
+        .map_err(|e| match e {
+            NoSeat::NotInGroup(why) => Error::Forbidden(format!(
+                "step `{name}` {why}; {} has: {}",
+                by.name,
+                by.roles_list()
+            )),
+            NoSeat::Voted(why) => Error::Conflict(format!("step `{name}`: {why}")),
+        })?
+        .to_string();
+    record.votes.push(crate::ticket::Vote {
+        approved,
+        by: by.name.clone(),
+        group: group.clone(),
+        comment: comment.clone(),
+        at_ms: cx.now_ms,
+    });
+    let standing = rule.standing(&cast(&record.votes), escalated);
+    let approvals = record.votes.iter().filter(|v| v.approved).count();
+    let kind = if approved {
+        AuditKind::Approved
+    } else {
+        AuditKind::Rejected
+    };
+    let mut data = json!({ "comment": comment });
+    if !rule.groups.is_empty() {
+        data["group"] = group.into();
+        data["approvals"] = approvals.into();
+        data["quorum"] = rule.quorum().into();
+        data["decided"] = (standing != Standing::Open).into();
+    }
+    tr.drafts
+        .push(Draft::new(kind, data).step(&name).by(&by.name));
+    let decided = match standing {
+        Standing::Open => return Ok(()),
+        Standing::Approved => true,
+        Standing::Rejected => false,
+    };
+    s.status = if decided {
+        StepStatus::Pending
+    } else {
+        StepStatus::Failed
+    };
+    s.decision = Some(Decision {
+        approved: decided,
+        by: by.name,
+        comment,
+        at_ms: cx.now_ms,
+    });
     Ok(())
+}
+
+/// Votes as the committee rules read them.
+fn cast(votes: &[crate::ticket::Vote]) -> Vec<crate::workflow::committee::Vote<'_>> {
+    votes
+        .iter()
+        .map(|v| crate::workflow::committee::Vote {
+            group: &v.group,
+            approved: v.approved,
+            by: &v.by,
+        })
+        .collect()
+}
+
+/// Approval requests past their deadline: overdue, once, and escalated.
+fn approval_timers(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
+    for (name, s) in t.steps.iter_mut() {
+        if s.status != StepStatus::WaitingApproval {
+            continue;
+        }
+        let (Some(record), Some(rule)) = (
+            s.approval.as_mut(),
+            cx.workflow.step(name).and_then(|d| d.approval.as_ref()),
+        ) else {
+            continue;
+        };
+        if let Some(due) = record.due_ms
+            && !record.overdue
+            && cx.now_ms >= due
+        {
+            record.overdue = true;
+            tr.drafts.push(
+                Draft::new(
+                    AuditKind::ApprovalOverdue,
+                    json!({ "due_ms": due, "escalated_to": rule.escalate_to, "votes": record.votes.len() }),
+                )
+                .step(name),
+            );
+        }
+    }
 }
 
 fn waiting_step(t: &Ticket) -> Result<String> {
@@ -631,6 +701,7 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
         ));
     }
     task_timers(t, cx, tr);
+    approval_timers(t, cx, tr);
     let count = |t: &Ticket, st: StepStatus| t.steps.values().filter(|s| s.status == st).count();
     let failed = count(t, StepStatus::Failed) > 0;
     if failed && cx.workflow.on_failure == OnFailure::Compensate && !t.compensating {
@@ -766,13 +837,24 @@ fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) -> b
         match (&def.approval, &s.decision) {
             (Some(approval), None) => {
                 s.status = StepStatus::WaitingApproval;
-                tr.drafts.push(
-                    Draft::new(
-                        AuditKind::ApprovalRequested,
-                        json!({ "role": approval.role }),
-                    )
-                    .step(&def.name),
-                );
+                let due_ms = approval
+                    .deadline
+                    .map(|d| cx.now_ms.saturating_add(d.as_millis() as u64));
+                s.approval = Some(crate::ticket::ApprovalRecord {
+                    votes: Vec::new(),
+                    due_ms,
+                    overdue: false,
+                });
+                let mut data = json!({ "role": approval.voters()[0] });
+                if !approval.groups.is_empty() {
+                    data["groups"] = json!(approval.groups);
+                    data["quorum"] = approval.quorum().into();
+                }
+                if let Some(due) = due_ms {
+                    data["due_ms"] = due.into();
+                }
+                tr.drafts
+                    .push(Draft::new(AuditKind::ApprovalRequested, data).step(&def.name));
             }
             _ => start(t, cx, &def.name, Op::Run, tr),
         }
@@ -1951,5 +2033,156 @@ mod tests {
             complete(person("x", None, &["it-support"]), true, ""),
         );
         assert!(matches!(again.unwrap_err(), Error::Conflict(_)));
+    }
+
+    /// A change committee: security, cio and service-owner, two of three,
+    /// any rejection fails; an hour's deadline escalates to cab-chairs.
+    fn change(reject: &str) -> (Workflow, Ticket) {
+        with_inputs(
+            &format!(
+                r#"
+            name = "w"
+            [[steps]]
+            name = "change"
+            plugin = "p"
+            verify = false
+            approval = {{ groups = ["security", "cio", "service-owner"], quorum = 2, reject = "{reject}", deadline = "1h", escalate_to = "cab-chairs" }}
+            "#
+            ),
+            json!({}),
+        )
+    }
+
+    fn vote(name: &str, roles: &[&str], approve: bool) -> Event {
+        let by = person(name, None, roles);
+        let comment = format!("{name} says {approve}");
+        if approve {
+            Event::Approve { by, comment }
+        } else {
+            Event::Reject { by, comment }
+        }
+    }
+
+    #[test]
+    fn a_committee_needs_a_quorum_of_distinct_groups_none_the_requester() {
+        let (wf, mut t) = change("any");
+        at(&wf, &mut t, 0, Event::Created { by: "op".into() }).unwrap();
+        assert_eq!(t.steps["change"].status, StepStatus::WaitingApproval);
+        // The requester may not vote, even in a group; nor an outsider.
+        let err = at(&wf, &mut t, 1, vote("op", &["approver", "cio"], true)).unwrap_err();
+        assert!(err.to_string().contains("separation of duties"), "{err}");
+        let err = at(&wf, &mut t, 1, vote("hr", &["approver", "hr"], true)).unwrap_err();
+        assert!(matches!(err, Error::Forbidden(_)), "{err}");
+        // One approval of two: still waiting, and the trail says so.
+        let tr = at(
+            &wf,
+            &mut t,
+            2,
+            vote("sec1", &["approver", "security"], true),
+        )
+        .unwrap();
+        assert!(tr.calls.is_empty());
+        assert_eq!(tr.drafts[0].data["approvals"], 1);
+        assert_eq!(tr.drafts[0].data["decided"], false);
+        assert_eq!(t.steps["change"].status, StepStatus::WaitingApproval);
+        // The same person again, or another of the same group: refused.
+        assert!(matches!(
+            at(
+                &wf,
+                &mut t,
+                3,
+                vote("sec1", &["approver", "security", "cio"], true)
+            )
+            .unwrap_err(),
+            Error::Conflict(_)
+        ));
+        let err = at(
+            &wf,
+            &mut t,
+            3,
+            vote("sec2", &["approver", "security"], true),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("already voted"), "{err}");
+        // A second group: the quorum is reached and the step runs.
+        let tr = at(&wf, &mut t, 4, vote("cio", &["approver", "cio"], true)).unwrap();
+        assert_eq!(tr.calls.len(), 1);
+        let votes = &t.steps["change"].approval.as_ref().unwrap().votes;
+        assert_eq!(
+            votes
+                .iter()
+                .map(|v| (v.by.as_str(), v.group.as_str()))
+                .collect::<Vec<_>>(),
+            [("sec1", "security"), ("cio", "cio")]
+        );
+    }
+
+    #[test]
+    fn a_committee_rejects_by_its_rule_and_escalates_past_its_deadline() {
+        // Any rejection fails the step.
+        let (wf, mut t) = change("any");
+        at(&wf, &mut t, 0, Event::Created { by: "op".into() }).unwrap();
+        at(&wf, &mut t, 1, vote("cio", &["approver", "cio"], false)).unwrap();
+        assert_eq!(t.steps["change"].status, StepStatus::Failed);
+        assert_eq!(t.state, TicketState::Failed);
+
+        // Unreachable: one rejection leaves two seats for a quorum of two;
+        // a second one fails it.
+        let (wf, mut t) = change("unreachable");
+        at(&wf, &mut t, 0, Event::Created { by: "op".into() }).unwrap();
+        at(&wf, &mut t, 1, vote("cio", &["approver", "cio"], false)).unwrap();
+        assert_eq!(t.steps["change"].status, StepStatus::WaitingApproval);
+        assert_eq!(next_wake(&t), Some(3_600_000), "the deadline");
+        // Past the deadline: overdue once, and cab-chairs may vote too.
+        let err = at(
+            &wf,
+            &mut t,
+            2,
+            vote("chair", &["approver", "cab-chairs"], true),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Forbidden(_)),
+            "not before the deadline: {err}"
+        );
+        let tr = at(&wf, &mut t, 3_600_000, Event::Tick).unwrap();
+        assert_eq!(tr.drafts[0].kind, AuditKind::ApprovalOverdue);
+        assert_eq!(tr.drafts[0].data["escalated_to"], "cab-chairs");
+        assert!(
+            at(&wf, &mut t, 3_600_001, Event::Tick)
+                .unwrap()
+                .drafts
+                .is_empty(),
+            "once"
+        );
+        assert_eq!(next_wake(&t), None);
+        at(
+            &wf,
+            &mut t,
+            3_600_002,
+            vote("sec", &["approver", "security"], false),
+        )
+        .unwrap();
+        assert_eq!(
+            t.steps["change"].status,
+            StepStatus::WaitingApproval,
+            "the chairs make a third seat"
+        );
+        let tr = at(
+            &wf,
+            &mut t,
+            3_600_003,
+            vote("so", &["approver", "service-owner"], true),
+        )
+        .unwrap();
+        assert!(tr.calls.is_empty());
+        let tr = at(
+            &wf,
+            &mut t,
+            3_600_004,
+            vote("chair", &["approver", "cab-chairs"], true),
+        )
+        .unwrap();
+        assert_eq!(tr.calls.len(), 1, "two approvals of four seats: the quorum");
     }
 }

@@ -34,12 +34,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
+pub mod committee;
 pub mod condition;
 pub mod inputs;
 pub mod task;
 pub mod time;
 pub mod window;
 
+pub use committee::Approval;
 pub use inputs::{InputDef, InputType, SubjectKind};
 
 /// `settings.toml`: `[settings]` overrides by workflow name.
@@ -153,14 +155,6 @@ pub struct StepDef {
 
 fn yes() -> bool {
     true
-}
-
-/// Who must approve a step.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Approval {
-    /// The role whose members may approve, e.g. `security`.
-    pub role: String,
 }
 
 /// Exponential backoff with jitter.
@@ -460,6 +454,10 @@ impl Workflow {
                     }
                 }
                 (None, false) => {}
+            }
+            if let Some(a) = &s.approval {
+                a.check()
+                    .map_err(|e| format!("step `{}`: approval: {e}", s.name))?;
             }
             if let Some(w) = &s.window
                 && !self.windows.contains_key(w)
