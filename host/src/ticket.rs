@@ -316,6 +316,12 @@ pub struct Ticket {
     pub sla_deadline_ms: Option<u64>,
     /// Whether the SLA breach was recorded.
     pub sla_breached: bool,
+    /// When the SLA is at risk (its `sla_at_risk` share used up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_at_risk_ms: Option<u64>,
+    /// Whether the at-risk warning was recorded.
+    #[serde(default)]
+    pub sla_at_risk: bool,
     /// Rolling back completed steps after a failure.
     pub compensating: bool,
     /// Steps by name.

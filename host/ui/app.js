@@ -1011,6 +1011,7 @@
     retry_requested: 'Retry requested',
     cancelled: 'Cancelled',
     sla_breached: 'SLA breached',
+    sla_at_risk: 'SLA at risk',
     ticket_succeeded: 'Ticket succeeded',
     ticket_failed: 'Ticket failed',
   };
@@ -1185,10 +1186,10 @@
         badge(t.state, { id: 'ticket-state', 'data-testid': 'ticket-state', class: `badge big state-${t.state}` }));
     }
 
-    function renderMeta(t) {
+    function renderMeta(t, sla) {
       // The minute makes the relative SLA time ("in 23 h 59 min") move on.
       if (!changed('meta', [t.workflow, t.workflow_version, t.workflow_hash, t.requested_by, t.batch,
-        t.created_ms, t.updated_ms, t.sla_deadline_ms, t.sla_breached, t.compensating, t.inputs,
+        t.created_ms, t.updated_ms, t.sla_deadline_ms, t.sla_breached, t.sla_at_risk, t.compensating, t.inputs,
         Math.floor(Date.now() / 60000)])) return;
       const row = (label, ...value) => [h('dt', null, label), h('dd', null, value)];
       const inputs = t.inputs && typeof t.inputs === 'object' && Object.keys(t.inputs).length ? t.inputs : null;
@@ -1203,6 +1204,9 @@
         row('Updated', timeEl(t.updated_ms)),
         row('SLA deadline', t.sla_deadline_ms
           ? [timeEl(t.sla_deadline_ms), ' ', h('span', { class: 'muted' }, `(${fmtRelative(t.sla_deadline_ms)})`),
+            sla && sla.calendar && !TERMINAL.has(t.state)
+              ? [' ', h('span', { 'data-testid': 'sla-business-left' }, `${fmtDuration(sla.remaining_business_ms)} of business time left on ${sla.calendar}`)] : '',
+            t.sla_at_risk && !t.sla_breached ? [' ', h('span', { class: 'badge state-waiting_approval', 'data-testid': 'sla-at-risk' }, 'SLA at risk')] : '',
             t.sla_breached ? [' ', h('span', { class: 'badge state-failed', 'data-testid': 'sla-breached' }, 'SLA breached')] : '']
           : h('span', { class: 'muted' }, 'none')),
         t.compensating ? row('Compensation', h('span', { class: 'badge state-waiting_approval' }, 'Undoing completed steps')) : null,
@@ -1379,7 +1383,7 @@
       const t = d.ticket;
       const trail = d.trail || [];
       renderHead(t);
-      renderMeta(t);
+      renderMeta(t, d.sla);
       renderApproval(t, trail);
       renderOps(t);
       renderSteps(t, trail, d.workflow_steps);

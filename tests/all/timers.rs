@@ -235,3 +235,63 @@ async fn a_scheduled_step_survives_a_kill_and_runs_at_its_time_or_now_when_an_op
         "a step no longer waiting cannot run early"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sla_on_a_calendar_counts_business_time_and_shows_what_is_left() {
+    // The team works on one day only, three days from now: a 2 h SLA is
+    // due that day at 11:00, and all 2 h of it are still left now.
+    let day = std::process::Command::new("date")
+        .args(["-u", "-d", "+3 days", "+%a"])
+        .output()
+        .unwrap();
+    let day = String::from_utf8(day.stdout).unwrap().trim().to_string();
+    let workflow = format!(
+        r#"
+name = "incident"
+version = "1"
+sla = "2h"
+calendar = "support"
+[calendars.support]
+time_zone = "UTC"
+hours = ["{day} 09:00-17:00"]
+[[steps]]
+name = "triage"
+task = {{ group = "support", instructions = "Triage the incident" }}
+"#
+    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(home.path().join("workflows/incident.toml"), workflow).unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let (base, http) = (server.base.clone(), server.client());
+    let resp = http
+        .post(format!("{base}/v1/tickets"))
+        .json(&json!({ "workflow": "incident", "subject": "INC-7 mail is down" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = wait_for_state(&http, &format!("{base}/v1/tickets/{id}"), "waiting_task").await;
+    let sla = &view["sla"];
+    assert_eq!(sla["calendar"], "support");
+    assert_eq!(sla["remaining_business_ms"], 7_200_000, "{sla}");
+    assert!(
+        sla["remaining_ms"].as_u64().unwrap() > 24 * 3_600_000,
+        "the clock's time left runs to that day: {sla}"
+    );
+    let deadline = sla["deadline_ms"].as_u64().unwrap();
+    assert_eq!(
+        rfc3339(deadline)[11..],
+        *"11:00:00Z",
+        "two working hours from 09:00"
+    );
+    assert_eq!(
+        view["ticket"]["sla_at_risk_ms"],
+        deadline - 1_800_000,
+        "at 75 %"
+    );
+}

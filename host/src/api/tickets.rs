@@ -152,6 +152,28 @@ struct TicketView {
     trail_verified: bool,
     /// Why it does not, when it does not.
     trail_error: Option<String>,
+    /// The SLA now: its deadline, and the time left, in business hours
+    /// when its workflow has a calendar.
+    sla: Option<SlaView>,
+}
+
+/// Where a ticket's SLA stands.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SlaView {
+    /// The deadline (ms since the epoch).
+    deadline_ms: u64,
+    /// When it is (or was) at risk.
+    at_risk_ms: Option<u64>,
+    /// The calendar it counts on, if any.
+    calendar: Option<String>,
+    /// Clock time left (0 once past).
+    remaining_ms: u64,
+    /// Business time left on the calendar (the clock's when none).
+    remaining_business_ms: u64,
+    /// At risk (recorded).
+    at_risk: bool,
+    /// Breached (recorded).
+    breached: bool,
 }
 
 /// The request was applied.
@@ -275,6 +297,7 @@ async fn show(
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
     let steps: Vec<WorkflowStep> = pinned
+        .as_ref()
         .map(|wf| {
             wf.steps
                 .iter()
@@ -287,7 +310,29 @@ async fn show(
                 .collect()
         })
         .unwrap_or_default();
+    let sla = ticket.sla_deadline_ms.map(|deadline| {
+        let now = crate::ticket::now_ms();
+        let calendar = pinned.as_ref().and_then(|wf| wf.sla_calendar());
+        let left = if ticket.state.is_terminal() {
+            0
+        } else {
+            deadline.saturating_sub(now)
+        };
+        SlaView {
+            deadline_ms: deadline,
+            at_risk_ms: ticket.sla_at_risk_ms,
+            calendar: pinned.as_ref().and_then(|wf| wf.calendar.clone()),
+            remaining_ms: left,
+            remaining_business_ms: match calendar {
+                Some(c) if left > 0 => c.between(now, deadline).unwrap_or(0),
+                _ => left,
+            },
+            at_risk: ticket.sla_at_risk,
+            breached: ticket.sla_breached,
+        }
+    });
     Ok(Json(TicketView {
+        sla,
         ticket,
         workflow_steps: steps,
         trail,

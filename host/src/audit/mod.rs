@@ -48,6 +48,8 @@ pub enum AuditKind {
     Cancelled,
     /// The SLA deadline passed with the ticket unfinished.
     SlaBreached,
+    /// The SLA is at risk: its at-risk share is used up, unfinished.
+    SlaAtRisk,
     /// All steps done.
     TicketSucceeded,
     /// The ticket ended in failure.

@@ -287,6 +287,9 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
         .filter(|s| matches!(s.status, StepStatus::RetryWait | StepStatus::Scheduled))
         .filter_map(|s| s.retry_at_ms);
     let sla = t.sla_deadline_ms.filter(|_| !t.sla_breached);
+    let at_risk = t
+        .sla_at_risk_ms
+        .filter(|_| !t.sla_at_risk && !t.sla_breached);
     // Approval requests: their deadline, once.
     let approvals = t
         .steps
@@ -303,7 +306,12 @@ pub fn next_wake(t: &Ticket) -> Option<u64> {
         .filter_map(|s| s.task.as_ref())
         .flat_map(|k| [k.due_ms.filter(|_| !k.overdue), k.remind_at_ms])
         .flatten();
-    retries.chain(sla).chain(approvals).chain(tasks).min()
+    retries
+        .chain(sla)
+        .chain(at_risk)
+        .chain(approvals)
+        .chain(tasks)
+        .min()
 }
 
 /// The `prior-outputs` a call of `op` on `step` is given: the outputs of the
@@ -698,6 +706,17 @@ fn advance(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
         tr.drafts.push(Draft::new(
             AuditKind::SlaBreached,
             json!({ "deadline_ms": deadline }),
+        ));
+    }
+    if let Some(at) = t.sla_at_risk_ms
+        && !t.sla_at_risk
+        && !t.sla_breached
+        && cx.now_ms >= at
+    {
+        t.sla_at_risk = true;
+        tr.drafts.push(Draft::new(
+            AuditKind::SlaAtRisk,
+            json!({ "at_risk_ms": at, "deadline_ms": t.sla_deadline_ms, "calendar": cx.workflow.calendar }),
         ));
     }
     task_timers(t, cx, tr);
@@ -1253,6 +1272,8 @@ mod tests {
             updated_ms: 0,
             sla_deadline_ms: None,
             sla_breached: false,
+            sla_at_risk_ms: None,
+            sla_at_risk: false,
             compensating: false,
             steps: wf
                 .steps
@@ -2184,5 +2205,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tr.calls.len(), 1, "two approvals of four seats: the quorum");
+    }
+
+    #[test]
+    fn an_sla_in_business_hours_warns_at_risk_then_breaches_on_a_fake_clock() {
+        let (wf, mut t) = with_inputs(
+            r#"
+            name = "incident"
+            sla = "16h"
+            calendar = "emea"
+            [calendars.emea]
+            time_zone = "Europe/Paris"
+            hours = ["Mon-Fri 09:00-12:30", "Mon-Fri 13:30-17:30"]
+            holidays = ["2026-12-25"]
+            [[steps]]
+            name = "triage"
+            task = { group = "support", instructions = "Triage" }
+            "#,
+            json!({}),
+        );
+        let ms = |s: &str| {
+            crate::workflow::time::parse_instant(s)
+                .unwrap()
+                .as_millisecond() as u64
+        };
+        let created = ms("2026-12-23 16:00 in Europe/Paris");
+        let (deadline, at_risk) = wf.sla_times(created).unwrap().unwrap();
+        // 16 working hours: 1.5 Wednesday, 7.5 Thursday, Christmas and the
+        // weekend off, 7 on Monday; at risk after 12 of them (75 %).
+        assert_eq!(deadline, ms("2026-12-28 17:00 in Europe/Paris"));
+        assert_eq!(at_risk, ms("2026-12-28 12:00 in Europe/Paris"));
+        t.sla_deadline_ms = Some(deadline);
+        t.sla_at_risk_ms = Some(at_risk);
+        at(&wf, &mut t, created, Event::Created { by: "op".into() }).unwrap();
+        assert_eq!(next_wake(&t), Some(at_risk));
+        assert!(
+            at(&wf, &mut t, at_risk - 1, Event::Tick)
+                .unwrap()
+                .drafts
+                .is_empty()
+        );
+        let tr = at(&wf, &mut t, at_risk, Event::Tick).unwrap();
+        assert_eq!(tr.drafts[0].kind, AuditKind::SlaAtRisk);
+        assert_eq!(tr.drafts[0].data["calendar"], "emea");
+        assert_eq!(next_wake(&t), Some(deadline));
+        let tr = at(&wf, &mut t, deadline, Event::Tick).unwrap();
+        assert_eq!(tr.drafts[0].kind, AuditKind::SlaBreached);
+        assert_eq!(next_wake(&t), None);
     }
 }

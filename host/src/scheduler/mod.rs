@@ -353,6 +353,7 @@ impl Scheduler {
             )));
         }
         let now = now_ms();
+        let sla = wf.sla_times(now).map_err(Error::Workflow)?;
         let mut ticket = Ticket {
             id: new_id(now),
             workflow: wf.name.clone(),
@@ -365,8 +366,10 @@ impl Scheduler {
             batch: req.batch,
             created_ms: now,
             updated_ms: now,
-            sla_deadline_ms: wf.sla.map(|d| now + d.as_millis() as u64),
+            sla_deadline_ms: sla.map(|(deadline, _)| deadline),
             sla_breached: false,
+            sla_at_risk_ms: sla.map(|(_, at_risk)| at_risk),
+            sla_at_risk: false,
             compensating: false,
             steps: wf
                 .steps

@@ -25,6 +25,8 @@ pub(crate) fn ticket(id: &str, state: TicketState) -> Ticket {
         updated_ms: 1,
         sla_deadline_ms: None,
         sla_breached: false,
+        sla_at_risk_ms: None,
+        sla_at_risk: false,
         compensating: false,
         steps: BTreeMap::from([("a".to_string(), StepRecord::new())]),
         head: ChainHead::default(),

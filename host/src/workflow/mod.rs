@@ -34,6 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
+pub mod calendar;
 pub mod committee;
 pub mod condition;
 pub mod inputs;
@@ -62,6 +63,16 @@ pub struct Workflow {
     /// Deadline per ticket from its creation; a breach is recorded in the trail.
     #[serde(default, with = "opt_duration")]
     pub sla: Option<Duration>,
+    /// The business-hours calendar the SLA counts on (`[calendars.NAME]`);
+    /// none: the SLA counts every hour of the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+    /// The share of the SLA after which the ticket is at risk (default 0.75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_at_risk: Option<f64>,
+    /// Business-hours calendars by name (see [`calendar`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calendars: BTreeMap<String, calendar::Calendar>,
     /// What a fatal step failure does to the ticket.
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -426,6 +437,32 @@ impl Workflow {
             return Err(format!("steps form a cycle: {}", cycle.join(" -> ")));
         }
         self.validate_inputs()?;
+        for (name, c) in &self.calendars {
+            c.check().map_err(|e| format!("calendar `{name}`: {e}"))?;
+        }
+        if let Some(name) = &self.calendar
+            && !self.calendars.contains_key(name)
+        {
+            let known: Vec<&str> = self.calendars.keys().map(String::as_str).collect();
+            return Err(format!(
+                "calendar `{name}` is not declared; [calendars] has: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        if self.calendar.is_some() && self.sla.is_none() {
+            return Err("`calendar` is set but there is no `sla` to count on it".into());
+        }
+        if let Some(r) = self.sla_at_risk
+            && !(r > 0.0 && r < 1.0)
+        {
+            return Err(format!(
+                "sla_at_risk {r} must be between 0 and 1 (e.g. 0.75)"
+            ));
+        }
         for (name, w) in &self.windows {
             w.check().map_err(|e| format!("window `{name}`: {e}"))?;
         }
@@ -569,6 +606,25 @@ impl Workflow {
             }
         }
         Ok(())
+    }
+
+    /// The SLA's deadline and at-risk instant for a ticket created at
+    /// `now_ms`, in business time when the workflow has a calendar.
+    pub fn sla_times(&self, now_ms: u64) -> std::result::Result<Option<(u64, u64)>, String> {
+        let Some(sla) = self.sla else {
+            return Ok(None);
+        };
+        let total = sla.as_millis() as u64;
+        let risk = (total as f64 * self.sla_at_risk.unwrap_or(0.75)) as u64;
+        match self.calendar.as_ref().and_then(|c| self.calendars.get(c)) {
+            Some(c) => Ok(Some((c.add(now_ms, total)?, c.add(now_ms, risk)?))),
+            None => Ok(Some((now_ms + total, now_ms + risk))),
+        }
+    }
+
+    /// The SLA's calendar, if it counts business time.
+    pub fn sla_calendar(&self) -> Option<&calendar::Calendar> {
+        self.calendar.as_ref().and_then(|c| self.calendars.get(c))
     }
 
     /// Content hash: what a ticket pins. Canonical JSON of the parsed definition.

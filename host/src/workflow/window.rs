@@ -36,12 +36,12 @@ pub struct Window {
 
 /// One parsed span: the days it starts on, its start, and its length.
 #[derive(Debug, Clone, Copy)]
-struct Span {
+pub(super) struct Span {
     /// Monday = 0.
-    days: [bool; 7],
-    start: Time,
+    pub(super) days: [bool; 7],
+    pub(super) start: Time,
     /// Minutes from its start (at most a day).
-    minutes: i64,
+    pub(super) minutes: i64,
 }
 
 impl Window {
@@ -110,7 +110,7 @@ impl Window {
 }
 
 /// `"Mon-Fri 22:00-02:00"`, `"Wed 14:00-16:00"`, `"Sat,Sun 00:00-24:00"`.
-fn span(text: &str) -> Result<Span, String> {
+pub(super) fn span(text: &str) -> Result<Span, String> {
     let bad = |why: &str| format!("open span {text:?}: {why}");
     let (days, times) = text
         .trim()
