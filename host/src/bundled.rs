@@ -94,10 +94,23 @@ mod tests {
         assert_eq!(wf.sla, Some(std::time::Duration::from_secs(24 * 3600)));
         let wipe = wf.step("wipe-laptop").unwrap();
         assert_eq!(wipe.approval.as_ref().unwrap().role, "security");
-        for s in &wf.steps[1..] {
-            assert_eq!(
-                s.depends_on,
-                ["disable-account"],
+        assert_eq!(wipe.depends_on, ["find-device"]);
+        assert!(wipe.when.is_some(), "only when a managed device exists");
+        let cut = wf.step("disable-account").unwrap();
+        assert!(
+            cut.not_before
+                .as_deref()
+                .unwrap()
+                .contains("${inputs.last_day}")
+        );
+        assert!(wf.step("collect-equipment").unwrap().task.is_some());
+        for s in wf
+            .steps
+            .iter()
+            .filter(|s| s.task.is_none() && s.name != "disable-account")
+        {
+            assert!(
+                wf.ancestors(&s.name).contains("disable-account"),
                 "{} runs after the directory",
                 s.name
             );

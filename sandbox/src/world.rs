@@ -112,7 +112,11 @@ impl World {
             let email = format!("user{i}@example.com");
             let name = format!("User {i}");
             graph.add_user(&email, &name);
-            graph.add_device(&email, &format!("LAPTOP-{i:04}"), "Windows");
+            // Every fifth person has no managed device (a contractor on
+            // their own laptop): nothing to wipe, nobody to ask.
+            if i % 5 != 0 {
+                graph.add_device(&email, &format!("LAPTOP-{i:04}"), "Windows");
+            }
             salesforce.add_user(&email, &name);
             for s in scim.values() {
                 s.add_user(&email, &name);

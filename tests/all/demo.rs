@@ -20,10 +20,16 @@ fn the_demo_offboards_every_leaver_through_rate_limits_with_a_verified_trail() {
         stdout.contains("tickets            25/25 succeeded"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("approvals          25 laptop wipes approved by security-approver"),
-        "{stdout}"
-    );
+    // Every fifth sandbox person has no managed device: no wipe, nobody asked.
+    for line in [
+        "approvals          20 laptop wipes approved by security-approver",
+        "no managed device  5 leavers: wipe skipped, nobody asked",
+        "legal holds        9 mailboxes held (asked for by HR)",
+        "25 equipment collections done by manager1@example.com from their inbox",
+        "25 of 25 cut at or after the end of their last day, none before",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
     let retries: u32 = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("retries survived"))
@@ -41,6 +47,7 @@ fn the_demo_offboards_every_leaver_through_rate_limits_with_a_verified_trail() {
         "deprovision-slack",
         "deprovision-zoom",
         "deactivate-crm",
+        "find-device",
         "wipe-laptop",
     ] {
         assert!(
@@ -48,6 +55,12 @@ fn the_demo_offboards_every_leaver_through_rate_limits_with_a_verified_trail() {
                 .lines()
                 .any(|l| l.contains("step_verified") && l.contains(step)),
             "{step} verified in the trail: {stdout}"
+        );
+    }
+    for event in ["task_assigned", "task_completed", "step_scheduled"] {
+        assert!(
+            stdout.lines().any(|l| l.contains(event)),
+            "{event} in the trail: {stdout}"
         );
     }
 }

@@ -1,7 +1,9 @@
 //! The bundled offboarding workflow configured as a deployment would be —
 //! `workflows/offboarding.toml` in the home, its `[settings]` in
 //! `settings.toml`, secrets in `ITSM_SECRET_*` — run by the real `itsm serve`
-//! against the sandbox's doubles with rate limits on.
+//! against the sandbox's doubles with rate limits on. The leaver's last day
+//! has ended, so access is cut at once; their manager completes the
+//! equipment task over the API.
 
 use std::time::{Duration, Instant};
 
@@ -47,11 +49,40 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
         "sec-lead",
         &["approver", "security"],
     ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "token",
+            "create",
+            "--name",
+            "boss",
+            "--email",
+            "boss@example.com",
+            "--home",
+        ])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manager = client_as(String::from_utf8(out.stdout).unwrap().trim());
 
     let created: Value = server
         .client()
         .post(format!("{base}/v1/tickets"))
-        .json(&json!({ "workflow": "offboarding", "subject": "user2@example.com" }))
+        .json(&json!({
+            "workflow": "offboarding",
+            "subject": "user2@example.com",
+            "inputs": {
+                "last_day": "2026-01-05",
+                "time_zone": "Europe/Paris",
+                "manager": "boss@example.com",
+                "legal_hold": "yes",
+                "employee_id": "E01002",
+            },
+        }))
         .send()
         .await
         .unwrap()
@@ -62,8 +93,22 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
     let url = format!("{base}/v1/tickets/{id}");
     let started = Instant::now();
     let mut approved = false;
+    let mut collected = false;
     let detail = loop {
         let d = get_json(&security, &url).await;
+        if d["ticket"]["steps"]["collect-equipment"]["status"] == "waiting_task" && !collected {
+            let r = manager
+                .post(format!("{url}/steps/collect-equipment/complete"))
+                .json(&json!({
+                    "note": "all back",
+                    "checklist": { "laptop": true, "badge": true, "keys": true, "corporate card": true, "phone": true },
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            collected = true;
+        }
         if d["ticket"]["state"] == "waiting_approval" && !approved {
             let r = security
                 .post(format!("{url}/approve"))
@@ -82,7 +127,18 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
     };
     assert_eq!(detail["ticket"]["state"], "succeeded", "{detail:#}");
     assert_eq!(detail["trail_verified"], true);
-    assert_eq!(detail["ticket"]["workflow_version"], "1");
+    assert_eq!(detail["ticket"]["workflow_version"], "2");
+    // The cut was due at 17:00 Paris on the last day, long past: at once.
+    let scheduled = detail["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step_scheduled" && e["step"] == "disable-account");
+    assert!(scheduled.is_none(), "a past last day waits for nothing");
+    assert_eq!(
+        detail["ticket"]["steps"]["collect-equipment"]["task"]["done"]["by"],
+        "boss"
+    );
 
     // Each vendor shows the change.
     assert_eq!(
@@ -127,6 +183,7 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
         "deprovision-slack",
         "deprovision-zoom",
         "deactivate-crm",
+        "find-device",
         "wipe-laptop",
     ];
     for step in steps {

@@ -2,11 +2,16 @@
 //!
 //! Starts the sandbox (test doubles of Microsoft Graph, Google Vault,
 //! Salesforce and two SCIM apps, rate-limiting as real APIs do), runs the
-//! server in-process on a fresh home, imports sample leavers over the API
-//! as an HR operator (one ticket each), approves their laptop wipes as a
-//! separate security approver, follows the batch, then prints a summary and
-//! one ticket's verified trail. Everything goes through the same scheduler,
-//! API, sandboxed plugins and trail as `itsm serve`.
+//! server in-process on a fresh home, and imports sample leavers over the
+//! API as an HR operator (one ticket each) ahead of the end of their last
+//! day, in their own time zones. Their manager completes each equipment
+//! collection task from their inbox; access is cut at the end of each
+//! leaver's day (a few seconds ahead, so the demo finishes quickly); a
+//! separate security approver approves the wipe of each leaver who has a
+//! managed device. It follows the batch, then prints when each leaver's
+//! access was cut against their last day, a summary, and one ticket's
+//! verified trail. Everything goes through the same scheduler, API,
+//! sandboxed plugins and trail as `itsm serve`.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -34,13 +39,23 @@ pub(crate) struct DemoArgs {
     keep_serving: Option<bool>,
 }
 
-/// The HTTP side of the demo: two principals on one server.
+/// The HTTP side of the demo: three principals on one server.
 struct Api {
     base: String,
     http: reqwest::Client,
     hr: String,
     security: String,
+    manager: String,
 }
+
+/// The demo's leavers work in these zones, in turn.
+const ZONES: [&str; 3] = ["Europe/Paris", "America/New_York", "Asia/Tokyo"];
+
+/// The one manager of every demo leaver.
+const MANAGER: &str = "manager1@example.com";
+
+/// How far ahead of the import each leaver's access is cut.
+const CUT_AHEAD: Duration = Duration::from_secs(8);
 
 impl Api {
     async fn call(&self, req: reqwest::RequestBuilder, token: &str) -> Result<Value, Exit> {
@@ -112,6 +127,7 @@ async fn run_in(
     let hr = tokens.issue("hr-importer", &["operator".into()])?;
     let security = tokens.issue("security-approver", &["approver".into(), "security".into()])?;
     let auditor = tokens.issue("auditor", &["auditor".into()])?;
+    let manager = tokens.issue_for("manager-1", &[], Some(MANAGER))?;
     tokens.write(&home.join(super::serve::TOKENS_FILE))?;
 
     let load = Instant::now();
@@ -126,7 +142,7 @@ async fn run_in(
     )
     .await?;
     println!(
-        "server: {} plugins loaded in {} ms, workflow `offboarding` (6 steps, SLA 24h)",
+        "server: {} plugins loaded in {} ms, workflow `offboarding` (8 steps, SLA 24h)",
         server.plugins.len(),
         load.elapsed().as_millis()
     );
@@ -145,14 +161,27 @@ async fn run_in(
         http: reqwest::Client::new(),
         hr,
         security,
+        manager,
     };
 
-    // HR imports the leavers: one ticket per row.
-    let mut csv = String::from("subject,employee_id,last_day\n");
+    // HR imports the leavers ahead of the end of their last day: one
+    // ticket per row, each cut off in their own zone a few seconds from now.
+    let cut = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(CUT_AHEAD).expect("a few seconds"))
+        .expect("a few seconds from now");
+    let mut csv = String::from(
+        "subject,employee_id,last_day,time_zone,collect_by,cut_off,manager,legal_hold\n",
+    );
     for i in 1..=args.leavers {
+        let zone = ZONES[(i as usize - 1) % ZONES.len()];
+        let local = cut.to_zoned(jiff::tz::TimeZone::get(zone).expect("bundled zone"));
+        // The equipment is due back by the cut (17:00 and noon by default).
+        let cut_off = local.strftime("%H:%M:%S").to_string();
         csv.push_str(&format!(
-            "user{i}@example.com,E{:05},2026-11-30\n",
-            1000 + i
+            "user{i}@example.com,E{:05},{},{zone},{cut_off},{cut_off},{MANAGER},{}\n",
+            1000 + i,
+            local.date(),
+            if i % 3 == 1 { "yes" } else { "no" }
         ));
     }
     let report = api
@@ -169,12 +198,18 @@ async fn run_in(
         "\nhr-importer imported {} leavers as batch {batch}: {} tickets, one per person",
         args.leavers, report["created"]
     );
+    println!(
+        "  their access is cut at the end of their last day in their own zone, {} s from now\n  (the workflow's defaults are noon for the equipment and 17:00 for access; the demo\n  sets `collect_by` and `cut_off` to the same few seconds ahead, so it finishes quickly)",
+        CUT_AHEAD.as_secs()
+    );
 
-    // Follow the batch; security approves each laptop wipe as it comes up.
+    // Follow the batch: the manager does each collection task from their
+    // inbox, and security approves each wipe as it comes up.
     let bar = ProgressBar::new(u64::from(args.leavers)).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} offboarded  {msg}").expect("template"),
     );
     let mut approved = std::collections::BTreeSet::new();
+    let mut collected = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     let summary = loop {
         let b = api.get(&format!("/v1/batches/{batch}")).await?;
@@ -190,6 +225,45 @@ async fn run_in(
                 })
                 .unwrap_or_default(),
         );
+        let inbox = api
+            .call(
+                api.http.get(format!("{}/v1/tasks?mine=true", api.base)),
+                &api.manager,
+            )
+            .await?;
+        for task in inbox["tasks"].as_array().into_iter().flatten() {
+            let (id, step) = (
+                task["ticket"].as_str().unwrap_or_default(),
+                task["step"].as_str().unwrap_or_default(),
+            );
+            // One leaver in seven lost their phone: the manager says so.
+            let lost_phone = task["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("user7@"));
+            let checklist: serde_json::Map<String, Value> = task["checklist"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|item| {
+                    (
+                        item.to_string(),
+                        Value::Bool(!(lost_phone && item == "phone")),
+                    )
+                })
+                .collect();
+            api.call(
+                api.http
+                    .post(format!("{}/v1/tickets/{id}/steps/{step}/complete", api.base))
+                    .json(&serde_json::json!({
+                        "note": if lost_phone { "phone lost on a trip; reported to security" } else { "all returned at the desk" },
+                        "checklist": checklist,
+                    })),
+                &api.manager,
+            )
+            .await?;
+            collected += 1;
+        }
         for t in b["tickets"].as_array().into_iter().flatten() {
             let id = t["id"].as_str().unwrap_or_default();
             if t["state"] == "waiting_approval" && approved.insert(id.to_string()) {
@@ -214,6 +288,7 @@ async fn run_in(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     bar.finish_and_clear();
+    println!("  {collected} equipment collections done by {MANAGER} from their inbox");
 
     print_summary(&api, &summary, approved.len(), started).await?;
 
@@ -249,10 +324,34 @@ async fn print_summary(
     let mut requests = 0;
     let mut durations = Vec::new();
     let mut first = None;
+    let mut no_device = 0;
+    let mut shown_full = false;
+    let mut holds = 0;
+    let mut late_ms = Vec::new();
+    println!("access cut, against each leaver's last day:");
     for t in &tickets {
         let id = t["id"].as_str().unwrap_or_default();
         let d = api.get(&format!("/v1/tickets/{id}")).await?;
         let trail = d["trail"].as_array().cloned().unwrap_or_default();
+        let by_step = &d["ticket"]["steps"];
+        no_device += usize::from(by_step["wipe-laptop"]["status"] == "skipped");
+        holds += usize::from(by_step["mail-hold"]["status"] == "succeeded");
+        let scheduled = trail
+            .iter()
+            .find(|e| e["kind"] == "step_scheduled" && e["step"] == "disable-account");
+        let cut_ms = by_step["disable-account"]["attempts"][0]["started_ms"].as_u64();
+        if let (Some(s), Some(cut_ms)) = (scheduled, cut_ms) {
+            let due = s["data"]["at_ms"].as_u64().unwrap_or(0);
+            late_ms.push(cut_ms.saturating_sub(due));
+            if late_ms.len() <= 3 {
+                println!(
+                    "  {:<20} due {}: cut {} ms after",
+                    d["ticket"]["subject"].as_str().unwrap_or_default(),
+                    s["data"]["at"].as_str().unwrap_or_default(),
+                    cut_ms.saturating_sub(due)
+                );
+            }
+        }
         retries += trail
             .iter()
             .filter(|e| e["kind"] == "retry_scheduled")
@@ -285,10 +384,25 @@ async fn print_summary(
         let created = d["ticket"]["created_ms"].as_u64().unwrap_or(0);
         let updated = d["ticket"]["updated_ms"].as_u64().unwrap_or(0);
         durations.push(updated.saturating_sub(created));
-        if first.is_none() {
+        // Show the trail of a leaver who went through every step.
+        let every_step = by_step["wipe-laptop"]["status"] == "succeeded"
+            && by_step["mail-hold"]["status"] == "succeeded";
+        if first.is_none() || (every_step && !shown_full) {
+            shown_full = every_step;
             first = Some(d);
         }
     }
+    late_ms.sort_unstable();
+    if late_ms.len() > 3 {
+        println!("  ... and {} more", late_ms.len() - 3);
+    }
+    println!(
+        "  {} of {} cut at or after the end of their last day, none before: {} to {} ms after it\n",
+        late_ms.len(),
+        tickets.len(),
+        late_ms.first().copied().unwrap_or(0),
+        late_ms.last().copied().unwrap_or(0)
+    );
     durations.sort_unstable();
     let succeeded = tickets.iter().filter(|t| t["state"] == "succeeded").count();
     let median = durations.get(durations.len() / 2).copied().unwrap_or(0);
@@ -298,12 +412,16 @@ async fn print_summary(
         "  tickets            {succeeded}/{} succeeded (one per leaver)",
         tickets.len()
     );
-    println!("  steps              {steps} succeeded and verified ({calls} plugin calls)");
+    println!(
+        "  steps              {steps} done, every plugin step verified ({calls} plugin calls)"
+    );
     println!("  approvals          {approvals} laptop wipes approved by security-approver");
+    println!("  no managed device  {no_device} leavers: wipe skipped, nobody asked");
+    println!("  legal holds        {holds} mailboxes held (asked for by HR)");
     println!("  retries survived   {retries} (429 + Retry-After from the sandbox)");
     println!("  outbound requests  {requests}");
     println!(
-        "  time per ticket    median {:.1} s, worst {:.1} s, against an SLA of 24 h ({:.4}% of it)",
+        "  time per ticket    median {:.1} s, worst {:.1} s from import, against an SLA of 24 h ({:.4}% of it)",
         median as f64 / 1000.0,
         worst as f64 / 1000.0,
         worst as f64 / 864_000.0
@@ -333,7 +451,17 @@ async fn print_summary(
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                "approved" => format!("by {}", e["principal"].as_str().unwrap_or_default()),
+                "approved" | "task_completed" => {
+                    format!("by {}", e["principal"].as_str().unwrap_or_default())
+                }
+                "step_scheduled" => format!("at {}", e["data"]["at"].as_str().unwrap_or_default()),
+                "task_assigned" => {
+                    format!("to {}", e["data"]["assignee"].as_str().unwrap_or_default())
+                }
+                "step_skipped" => format!(
+                    "{} was false",
+                    e["data"]["when"].as_str().unwrap_or_default()
+                ),
                 "retry_scheduled" => "rate limited; retrying".to_string(),
                 "created" => format!("by {}", e["principal"].as_str().unwrap_or_default()),
                 _ => String::new(),

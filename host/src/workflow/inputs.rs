@@ -60,6 +60,8 @@ pub enum InputType {
     Datetime,
     /// An IANA time zone name, e.g. `Europe/Paris`.
     TimeZone,
+    /// A wall-clock time of day, `HH:MM` or `HH:MM:SS`.
+    Time,
     /// `true` or `false` (from text: true/false, yes/no, 1/0).
     Bool,
     /// A whole number.
@@ -120,6 +122,14 @@ impl InputDef {
             InputType::TimeZone => match text {
                 Some(t) if jiff::tz::TimeZone::get(t).is_ok() => Ok(Value::from(t)),
                 _ => want("an IANA time zone (e.g. Europe/Paris)"),
+            },
+            InputType::Time => match text.map(str::parse::<jiff::civil::Time>) {
+                Some(Ok(t)) => Ok(Value::from(if t.second() == 0 {
+                    t.strftime("%H:%M").to_string()
+                } else {
+                    t.strftime("%H:%M:%S").to_string()
+                })),
+                _ => want("a time of day (HH:MM or HH:MM:SS)"),
             },
             InputType::Bool => match (value, text.map(str::to_ascii_lowercase).as_deref()) {
                 (Value::Bool(b), _) => Ok(Value::Bool(*b)),

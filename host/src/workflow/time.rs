@@ -82,6 +82,7 @@ pub(super) fn check_instant(wf: &Workflow, text: &str) -> Result<(), String> {
                 InputType::Date => "2026-01-05",
                 InputType::Datetime => "2026-01-05T17:00:00Z",
                 InputType::TimeZone => "Europe/Paris",
+                InputType::Time => "17:00",
                 _ => "x",
             }
             .to_string()

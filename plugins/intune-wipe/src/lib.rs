@@ -10,6 +10,12 @@
 //!   `notSupported` fail the step, anything else (`none`) is retried.
 //! - no `compensate`: a wipe cannot be undone.
 //!
+//! With `mode = "find"` the step only looks: `run` lists the devices and
+//! returns `{"managed": bool, "devices": n, "ids": [...]}` (a later step's
+//! condition reads it, so a leaver with no managed device is not wiped and
+//! security is not asked), `verify` reads the list again and proves it
+//! unchanged, and there is nothing to undo.
+//!
 //! Graph application permissions: `DeviceManagementManagedDevices.Read.All`
 //! and `DeviceManagementManagedDevices.PrivilegedOperations.All`.
 
@@ -87,9 +93,44 @@ fn id_of(device: &Value) -> Result<&str, StepError> {
         .ok_or_else(|| StepError::fatal("Graph returned a device without an id"))
 }
 
+/// `mode = "find"`: the step only looks.
+fn finding(ctx: &Context) -> Result<bool, StepError> {
+    match ctx.config("mode")? {
+        "wipe" => Ok(false),
+        "find" => Ok(true),
+        other => Err(StepError::fatal(format!(
+            "config `mode` is {other:?}: use \"wipe\" or \"find\""
+        ))),
+    }
+}
+
+fn ids(found: &[Value]) -> Result<Vec<String>, StepError> {
+    found.iter().map(|d| id_of(d).map(str::to_string)).collect()
+}
+
+fn find(ctx: &Context, base: &str) -> Result<Outcome, StepError> {
+    let found = devices(base, &ctx.subject)?;
+    let ids = ids(&found)?;
+    Ok(Outcome::new(
+        json!({ "managed": !found.is_empty(), "devices": found.len(), "ids": ids }),
+        Evidence::new(
+            format!(
+                "{} has {} Intune-managed device(s)",
+                ctx.subject,
+                found.len()
+            ),
+            format!("{base}?$filter=userPrincipalName eq '{}'", ctx.subject),
+        )
+        .after(json!(found.iter().map(state).collect::<Vec<_>>())),
+    ))
+}
+
 impl Step for IntuneWipe {
     fn run(ctx: &Context) -> Result<Outcome, StepError> {
         let base = graph(ctx)?;
+        if finding(ctx)? {
+            return find(ctx, &base);
+        }
         let keep = ctx.config("keep_enrollment_data")? == "true";
         let found = devices(&base, &ctx.subject)?;
         let before: Vec<Value> = found.iter().map(state).collect();
@@ -136,6 +177,22 @@ impl Step for IntuneWipe {
 
     fn verify(ctx: &Context) -> Result<Evidence, StepError> {
         let base = graph(ctx)?;
+        if finding(ctx)? {
+            let now = ids(&devices(&base, &ctx.subject)?)?;
+            let found = ctx.run_outputs().map(|o| o["ids"].clone()).unwrap_or_default();
+            if json!(now) != found {
+                return Err(StepError::retryable(format!(
+                    "the devices of {} changed since they were listed: {found} then, {} now",
+                    ctx.subject,
+                    json!(now)
+                )));
+            }
+            return Ok(Evidence::new(
+                format!("verified: {} still has {} managed device(s)", ctx.subject, now.len()),
+                format!("{base}?$filter=userPrincipalName eq '{}'", ctx.subject),
+            )
+            .after(json!(now)));
+        }
         let mut proof = Vec::new();
         for d in devices(&base, &ctx.subject)? {
             let id = id_of(&d)?;
@@ -174,7 +231,13 @@ impl Step for IntuneWipe {
         .after(json!(proof)))
     }
 
-    fn compensate(_ctx: &Context) -> Result<Evidence, StepError> {
+    fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
+        if finding(ctx)? {
+            return Ok(Evidence::new(
+                "nothing to undo: the step only listed devices",
+                format!("{}?$filter=userPrincipalName eq '{}'", graph(ctx)?, ctx.subject),
+            ));
+        }
         Err(StepError::fatal("a device wipe cannot be undone"))
     }
 }
