@@ -65,13 +65,23 @@ pub const SALESFORCE_DEACTIVATE: Bundled = Bundled {
     )),
 };
 
+/// `plugins/chat-webhook`: notifications to Slack or Teams.
+pub const CHAT_WEBHOOK: Bundled = Bundled {
+    manifest: include_str!("../../plugins/chat-webhook/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_chat_webhook.wasm"
+    )),
+};
+
 /// Every bundled plugin, loaded by `itsm serve`.
-pub const ALL: [Bundled; 5] = [
+pub const ALL: [Bundled; 6] = [
     SCIM_DEPROVISION,
     ENTRA_DISABLE,
     INTUNE_WIPE,
     MAIL_HOLD,
     SALESFORCE_DEACTIVATE,
+    CHAT_WEBHOOK,
 ];
 
 /// `workflows/offboarding.toml`: the first-party offboarding workflow, for

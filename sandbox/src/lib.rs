@@ -7,6 +7,7 @@
 //! vendor-shaped 4xx); boxing it to please `result_large_err` would only add
 //! noise to code that runs in tests and demos.
 
+pub mod chat;
 pub mod faults;
 #[allow(clippy::result_large_err)]
 pub mod graph;

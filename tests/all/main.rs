@@ -22,6 +22,7 @@ mod generated_client;
 mod hooks;
 mod hostile;
 mod intake;
+mod notify;
 mod oauth;
 mod offboarding;
 mod other_language;

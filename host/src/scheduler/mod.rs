@@ -9,6 +9,7 @@
 
 pub mod machine;
 pub mod metrics;
+mod notify;
 pub mod parking;
 pub mod watch;
 
@@ -407,6 +408,11 @@ impl Scheduler {
                 .unwrap_or_default(),
         };
         let counted: Vec<AuditKind> = batch.events.iter().map(|e| e.kind).collect();
+        let announced = if wf.notify.is_empty() {
+            Vec::new()
+        } else {
+            batch.events.clone()
+        };
         if let Err(e) = self.inner.commits.commit(batch).await {
             if newly_pinned {
                 self.inner
@@ -418,6 +424,7 @@ impl Scheduler {
             return Err(e);
         }
         self.inner.metrics.events(&counted);
+        self.notify(&ticket, &wf, &announced);
         self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls);
         Ok((ticket, true))
     }
@@ -901,12 +908,18 @@ impl Scheduler {
         }
         let events = link_all(ticket, now, tr.drafts);
         let counted: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
+        let announced = if wf.notify.is_empty() {
+            Vec::new()
+        } else {
+            events.clone()
+        };
         self.commit_waiting_for_space(Batch {
             tickets: vec![ticket.clone()],
             events,
             ..Batch::default()
         })
         .await?;
+        self.notify(ticket, wf, &announced);
         self.inner.metrics.events(&counted);
         self.inner.watchers.changed(&ticket.id, ticket.head.len);
         for call in tr.calls {

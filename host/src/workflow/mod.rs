@@ -38,6 +38,7 @@ pub mod calendar;
 pub mod committee;
 pub mod condition;
 pub mod inputs;
+pub mod notify;
 pub mod task;
 pub mod time;
 pub mod window;
@@ -92,6 +93,9 @@ pub struct Workflow {
     /// Change windows by name, which steps may wait for (see [`window`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub windows: BTreeMap<String, window::Window>,
+    /// Trail events announced through notification plugins (see [`notify`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<notify::NotifyRule>,
     /// The steps, a DAG by `depends_on`.
     pub steps: Vec<StepDef>,
 }
@@ -286,6 +290,25 @@ impl Workflow {
                 }
             }
         }
+        for (i, rule) in self.notify.iter_mut().enumerate() {
+            for (key, value) in rule.config.iter_mut() {
+                let settings = &self.settings;
+                *value =
+                    inputs::substitute(value, "${settings.", |name| settings.get(name).cloned())
+                        .map_err(|e| {
+                            format!(
+                                "notify #{}: config `{key}` {}",
+                                i + 1,
+                                match e {
+                                    None => "has an unclosed `${settings.`".to_string(),
+                                    Some(name) => format!(
+                                        "uses setting `{name}`, which [settings] does not declare"
+                                    ),
+                                }
+                            )
+                        })?;
+            }
+        }
         for step in &mut self.steps {
             for (key, value) in step.config.iter_mut() {
                 let settings = &self.settings;
@@ -437,6 +460,9 @@ impl Workflow {
             return Err(format!("steps form a cycle: {}", cycle.join(" -> ")));
         }
         self.validate_inputs()?;
+        for (i, n) in self.notify.iter().enumerate() {
+            n.check().map_err(|e| format!("notify #{}: {e}", i + 1))?;
+        }
         for (name, c) in &self.calendars {
             c.check().map_err(|e| format!("calendar `{name}`: {e}"))?;
         }
@@ -597,6 +623,14 @@ impl Workflow {
 
     /// Check every step's plugin is among `known`.
     pub fn check_plugins(&self, known: &BTreeSet<String>) -> Result<()> {
+        for n in &self.notify {
+            if !known.contains(&n.plugin) {
+                return Err(Error::Workflow(format!(
+                    "workflow `{}` notify: unknown plugin `{}`",
+                    self.name, n.plugin
+                )));
+            }
+        }
         for s in self.steps.iter().filter(|s| s.task.is_none()) {
             if !known.contains(&s.plugin) {
                 return Err(Error::Workflow(format!(
