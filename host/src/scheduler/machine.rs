@@ -891,7 +891,7 @@ fn assign_task(
     def: &crate::workflow::task::TaskDef,
     tr: &mut Transition,
 ) {
-    let assigned = def.assign(&t.inputs, cx.now_ms);
+    let assigned = def.assign(cx.workflow, &t.inputs, cx.now_ms);
     let s = t.steps.get_mut(step).expect("step exists");
     let a = match assigned {
         Ok(a) => a,

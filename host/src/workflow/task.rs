@@ -55,6 +55,9 @@ pub struct TaskDef {
         skip_serializing_if = "Option::is_none"
     )]
     pub due_in: Option<Duration>,
+    /// Count `due_in` in this calendar's business hours (`[calendars.NAME]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
     /// Remind the assignee this often until it is done.
     #[serde(
         default,
@@ -111,11 +114,22 @@ impl TaskDef {
         if let Some(due) = &self.due {
             time::check_instant(wf, due).map_err(|e| format!("task: due{e}"))?;
         }
+        if let Some(c) = &self.calendar {
+            if !wf.calendars.contains_key(c) {
+                return Err(format!(
+                    "task: calendar `{c}` is not declared in [calendars]"
+                ));
+            }
+            if self.due_in.is_none() {
+                return Err("task: `calendar` counts `due_in`, which is not set".into());
+            }
+        }
         Ok(())
     }
 
-    /// Fill in the assignee and work out the due time, at `now_ms`.
-    pub fn assign(&self, inputs: &Value, now_ms: u64) -> Result<Assignment, String> {
+    /// Fill in the assignee and work out the due time, at `now_ms` (in
+    /// `wf`'s calendar, when the task names one).
+    pub fn assign(&self, wf: &Workflow, inputs: &Value, now_ms: u64) -> Result<Assignment, String> {
         let assignee = match &self.assignee {
             Some(a) => {
                 let filled = time::fill_inputs(a, inputs)?;
@@ -136,10 +150,25 @@ impl TaskDef {
         };
         let due = match (&self.due, self.due_in) {
             (Some(text), _) => Some(time::instant(text, inputs)?),
-            (None, Some(d)) => Some(time::Due {
-                at_ms: now_ms.saturating_add(d.as_millis() as u64),
-                shown: format!("{} after it was assigned", humantime::format_duration(d)),
-            }),
+            (None, Some(d)) => Some(
+                match self
+                    .calendar
+                    .as_ref()
+                    .and_then(|c| wf.calendars.get(c).map(|cal| (c, cal)))
+                {
+                    Some((name, cal)) => time::Due {
+                        at_ms: cal.add(now_ms, d.as_millis() as u64)?,
+                        shown: format!(
+                            "{} of {name} business hours after it was assigned",
+                            humantime::format_duration(d)
+                        ),
+                    },
+                    None => time::Due {
+                        at_ms: now_ms.saturating_add(d.as_millis() as u64),
+                        shown: format!("{} after it was assigned", humantime::format_duration(d)),
+                    },
+                },
+            ),
             (None, None) => None,
         };
         Ok(Assignment { assignee, due })
@@ -225,6 +254,7 @@ mod tests {
         let task = wf.steps[0].task.as_ref().unwrap();
         let a = task
             .assign(
+                &wf,
                 &json!({ "manager": "Boss@Example.com", "last_day": "2026-12-04" }),
                 0,
             )
@@ -262,6 +292,46 @@ mod tests {
                 .unwrap_err()
                 .contains("not on the checklist: car")
         );
+    }
+
+    #[test]
+    fn a_task_due_in_business_hours_counts_on_its_calendar() {
+        let wf = Workflow::parse(
+            r#"
+            name = "w"
+            [calendars.support]
+            time_zone = "Europe/Paris"
+            hours = ["Mon-Fri 09:00-17:00"]
+            [[steps]]
+            name = "triage"
+            task = { group = "support", instructions = "Triage", due_in = "4h", calendar = "support" }
+            "#,
+            "w.toml",
+        )
+        .unwrap();
+        let task = wf.steps[0].task.as_ref().unwrap();
+        // Assigned on Friday at 15:00: two hours that day, two on Monday.
+        let friday = time::parse_instant("2026-12-04 15:00 in Europe/Paris").unwrap();
+        let a = task
+            .assign(&wf, &json!({}), friday.as_millisecond() as u64)
+            .unwrap();
+        let due = a.due.unwrap();
+        assert_eq!(
+            time::utc(due.at_ms),
+            "2026-12-07T10:00:00Z",
+            "Monday 11:00 Paris"
+        );
+        assert_eq!(
+            due.shown,
+            "4h of support business hours after it was assigned"
+        );
+        let e = Workflow::parse(
+            "name = \"w\"\n[[steps]]\nname = \"t\"\ntask = { group = \"g\", instructions = \"x\", due_in = \"1h\", calendar = \"nope\" }\n",
+            "w.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("task: calendar `nope` is not declared"), "{e}");
     }
 
     #[test]
