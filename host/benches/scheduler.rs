@@ -7,18 +7,19 @@
 //! process: the HTTP intake is left out so the figure is the engine's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use itsm_host::manifest::Manifest;
-use itsm_host::runtime::{Grants, Op, Plugin, Runtime, RuntimeConfig, StepInput};
+use itsm_host::runtime::{Grants, Op, Runtime, RuntimeConfig, StepInput};
 use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
 use itsm_host::store::sled::SledStore;
 use itsm_host::store::{Store, StoreKv};
 use itsm_host::ticket::TicketState;
 use itsm_host::workflow::Workflow;
 use serde_json::json;
+
+mod common;
+use common::{create_all, noop};
 
 const TICKETS: usize = 10_000;
 
@@ -38,17 +39,6 @@ fn rss_mib() -> (f64, f64) {
 fn percentile(mut v: Vec<Duration>, q: f64) -> Duration {
     v.sort_unstable();
     v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn noop(runtime: &Runtime) -> Plugin {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/testing/noop/plugin.toml");
-    let mut manifest = Manifest::load(&dir).expect("manifest");
-    manifest.limits.max_instances = 64;
-    let wasm = std::fs::read(
-        PathBuf::from(env!("ITSM_PLUGIN_WASM_DIR")).join("itsm_plugin_test_noop.wasm"),
-    )
-    .expect("wasm");
-    runtime.load(manifest, &wasm).expect("load")
 }
 
 fn workflow(approval: bool) -> Workflow {
@@ -92,33 +82,6 @@ fn engine(dir: &std::path::Path, cache: &std::path::Path, approval: bool) -> Eng
     )
     .expect("scheduler");
     Engine { scheduler }
-}
-
-async fn create_all(s: &Scheduler, n: usize) -> Vec<String> {
-    let mut set = tokio::task::JoinSet::new();
-    let chunk = 64;
-    for c in 0..chunk {
-        let s = s.clone();
-        set.spawn(async move {
-            let mut ids = Vec::new();
-            for i in (c..n).step_by(chunk) {
-                let req = NewTicket {
-                    workflow: "bench".into(),
-                    subject: format!("user{i}@example.com"),
-                    inputs: json!({}),
-                    batch: None,
-                    allow_duplicate: false,
-                };
-                ids.push(s.create(req, "bench", None).await.expect("create").0.id);
-            }
-            ids
-        });
-    }
-    let mut ids = Vec::new();
-    while let Some(r) = set.join_next().await {
-        ids.extend(r.expect("task"));
-    }
-    ids
 }
 
 /// The restart phase, run in a child process: open the store of 10,000
@@ -224,7 +187,7 @@ fn main() {
     let (elapsed, steps) = rt.block_on(async {
         let e = engine(&data, &cache, false);
         let started = Instant::now();
-        let ids = create_all(&e.scheduler, TICKETS).await;
+        let ids = create_all(&e.scheduler, "bench", TICKETS).await;
         loop {
             let done = e.scheduler.active() == 0;
             if done {
@@ -280,7 +243,7 @@ fn main() {
         .expect("tokio");
     build_rt.block_on(async {
         let e = engine(&flight, &cache, true);
-        create_all(&e.scheduler, TICKETS).await;
+        create_all(&e.scheduler, "bench", TICKETS).await;
         while e
             .scheduler
             .store()

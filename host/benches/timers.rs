@@ -13,19 +13,20 @@
 //!    10,000 and 1,000,000 parked ones.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use itsm_host::manifest::Manifest;
-use itsm_host::runtime::{Plugin, Runtime, RuntimeConfig};
+use itsm_host::runtime::{Runtime, RuntimeConfig};
 use itsm_host::scheduler::parking::Parking;
-use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
+use itsm_host::scheduler::{Scheduler, SchedulerConfig};
 use itsm_host::store::sled::SledStore;
 use itsm_host::store::{Store, StoreKv};
 use itsm_host::ticket::TicketState;
 use itsm_host::workflow::Workflow;
-use serde_json::json;
+
+mod common;
+use common::{create_all, noop};
 
 const WAITING: usize = 10_000;
 const DUE: usize = 100;
@@ -39,17 +40,6 @@ fn rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn noop(runtime: &Runtime) -> Plugin {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/testing/noop/plugin.toml");
-    let mut manifest = Manifest::load(&dir).expect("manifest");
-    manifest.limits.max_instances = 64;
-    let wasm = std::fs::read(
-        PathBuf::from(env!("ITSM_PLUGIN_WASM_DIR")).join("itsm_plugin_test_noop.wasm"),
-    )
-    .expect("wasm");
-    runtime.load(manifest, &wasm).expect("load")
 }
 
 /// Two steps; the first waits `delay` after the ticket is created.
@@ -76,34 +66,6 @@ fn engine(dir: &Path, cache: &Path) -> Scheduler {
         ("soon".to_string(), workflow("soon", "2s")),
     ]);
     Scheduler::new(store, plugins, workflows, SchedulerConfig::default()).expect("scheduler")
-}
-
-async fn create_all(s: &Scheduler, workflow: &str, n: usize) -> Vec<String> {
-    let mut set = tokio::task::JoinSet::new();
-    let chunk = 64;
-    for c in 0..chunk {
-        let s = s.clone();
-        let workflow = workflow.to_string();
-        set.spawn(async move {
-            let mut ids = Vec::new();
-            for i in (c..n).step_by(chunk) {
-                let req = NewTicket {
-                    workflow: workflow.clone(),
-                    subject: format!("{workflow}{i}@example.com"),
-                    inputs: json!({}),
-                    batch: None,
-                    allow_duplicate: false,
-                };
-                ids.push(s.create(req, "bench", None).await.expect("create").0.id);
-            }
-            ids
-        });
-    }
-    let mut ids = Vec::new();
-    while let Some(r) = set.join_next().await {
-        ids.extend(r.expect("task"));
-    }
-    ids
 }
 
 /// Wait until `n` tickets are parked and none has a driver.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use itsm_sandbox::chat::ChatWebhook;
 use serde_json::{Value, json};
 
-use crate::support::{client_as, create_token, install_signed, start_server, wait_for_state};
+use crate::support::{
+    client_as, create_token, install_signed, person_token, start_server, wait_for_state,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_announces_its_events_through_the_chat_webhook_plugin() {
@@ -59,25 +61,7 @@ config = {{ behaviour = "fail" }}
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args([
-            "token",
-            "create",
-            "--name",
-            "boss",
-            "--email",
-            "boss@example.com",
-            "--home",
-        ])
-        .arg(home.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let boss = client_as(String::from_utf8(out.stdout).unwrap().trim());
+    let boss = client_as(&person_token(home.path(), "boss", "boss@example.com"));
     let security = client_as(&create_token(
         home.path(),
         "sec-1",

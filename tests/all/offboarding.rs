@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use itsm_sandbox::world::{Misbehaviour, World};
 use serde_json::{Value, json};
 
-use crate::support::{client_as, create_token, get_json, start_server_with_env};
+use crate::support::{client_as, create_token, get_json, person_token, start_server_with_env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
@@ -49,25 +49,7 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
         "sec-lead",
         &["approver", "security"],
     ));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args([
-            "token",
-            "create",
-            "--name",
-            "boss",
-            "--email",
-            "boss@example.com",
-            "--home",
-        ])
-        .arg(home.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manager = client_as(String::from_utf8(out.stdout).unwrap().trim());
+    let manager = client_as(&person_token(home.path(), "boss", "boss@example.com"));
 
     let created: Value = server
         .client()

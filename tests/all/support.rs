@@ -160,6 +160,23 @@ pub fn create_token(home: &std::path::Path, name: &str, roles: &[&str]) -> Strin
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `itsm token create` for a person with an e-mail and no role.
+pub fn person_token(home: &std::path::Path, name: &str, email: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args([
+            "token", "create", "--name", name, "--email", email, "--home",
+        ])
+        .arg(home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A client that sends `token` as its bearer token.
 pub fn client_as(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

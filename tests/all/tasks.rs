@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{client_as, get_json, install_signed, start_server, wait_for_state};
+use crate::support::{
+    client_as, get_json, install_signed, person_token, start_server, wait_for_state,
+};
 
 const WORKFLOW: &str = r#"
 name = "leaver"
@@ -38,23 +40,6 @@ depends_on = ["collect"]
 config = { behaviour = "ok" }
 verify = false
 "#;
-
-/// `itsm token create` for a person with an e-mail and no role.
-fn person_token(home: &std::path::Path, name: &str, email: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args([
-            "token", "create", "--name", name, "--email", email, "--home",
-        ])
-        .arg(home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn tasks(http: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
     get_json(http, &format!("{base}/v1/tasks?{query}")).await["tasks"]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    client_as, create_token, install_signed, set_up_wipe_home as set_up_home, start_server,
-    wait_for_state,
+    client_as, create_token, install_signed, person_token, set_up_wipe_home as set_up_home,
+    start_server, wait_for_state,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -179,25 +179,7 @@ depends_on = ["collect"]
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-        .args([
-            "token",
-            "create",
-            "--name",
-            "manager-1",
-            "--email",
-            "manager1@example.com",
-            "--home",
-        ])
-        .arg(home.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manager_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let manager_token = person_token(home.path(), "manager-1", "manager1@example.com");
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
     let created: Value = server
