@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    client_as, create_token, get_json, install_signed, start_server, wait_for_state,
+    client_as, create_ticket, create_token, get_json, install_signed, start_server, wait_for_state,
 };
 
 const WORKFLOW: &str = r#"
@@ -83,19 +83,12 @@ async fn an_emergency_change_needs_two_groups_then_runs_and_a_failed_verificatio
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
 
-    let created: Value = client_as(&requester)
-        .post(format!("{base}/v1/tickets"))
-        .json(&json!({ "workflow": "emergency-change", "subject": "CHG-1042 database failover" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_string();
+    let id = create_ticket(
+        &client_as(&requester),
+        &base,
+        json!({ "workflow": "emergency-change", "subject": "CHG-1042 database failover" }),
+    )
+    .await;
     let url = format!("{base}/v1/tickets/{id}");
     let view = wait_for_state(&security, &url, "waiting_approval").await;
     let requested = view["trail"]

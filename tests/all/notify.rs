@@ -7,10 +7,11 @@
 use std::time::{Duration, Instant};
 
 use itsm_sandbox::chat::ChatWebhook;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{
-    client_as, create_token, install_signed, person_token, start_server, wait_for_state,
+    client_as, create_ticket, create_token, install_signed, person_token, start_server,
+    wait_for_state,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,20 +71,8 @@ config = {{ behaviour = "fail" }}
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
 
-    let created: Value = server
-        .client()
-        .post(format!("{base}/v1/tickets"))
-        .json(&json!({ "workflow": "leaver", "subject": "ann@example.com", "inputs": { "manager": "boss@example.com" } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_string();
+    let id = create_ticket(&server
+        .client(), &base, json!({ "workflow": "leaver", "subject": "ann@example.com", "inputs": { "manager": "boss@example.com" } })).await;
     let ticket = format!("{base}/v1/tickets/{id}");
     let texts = |n: usize| {
         let chat = chat.clone();

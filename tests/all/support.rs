@@ -177,6 +177,24 @@ pub fn person_token(home: &std::path::Path, name: &str, email: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `POST /v1/tickets` with `body` as `client`; the new ticket's id.
+pub async fn create_ticket(
+    client: &reqwest::Client,
+    base: &str,
+    body: serde_json::Value,
+) -> String {
+    let resp = client
+        .post(format!("{base}/v1/tickets"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let created: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
 /// A client that sends `token` as its bearer token.
 pub fn client_as(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

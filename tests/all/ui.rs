@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    client_as, create_token, install_signed, person_token, set_up_wipe_home as set_up_home,
-    start_server, wait_for_state,
+    client_as, create_ticket, create_token, install_signed, person_token,
+    set_up_wipe_home as set_up_home, start_server, wait_for_state,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -182,24 +182,16 @@ depends_on = ["collect"]
     let manager_token = person_token(home.path(), "manager-1", "manager1@example.com");
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
-    let created: Value = server
-        .client()
-        .post(format!("{base}/v1/tickets"))
-        .json(&serde_json::json!({
+    let id = create_ticket(
+        &server.client(),
+        &base,
+        serde_json::json!({
             "workflow": "leaver",
             "subject": "leaver1@example.com",
             "inputs": { "manager": "manager1@example.com" },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_string();
+        }),
+    )
+    .await;
     let url = format!("{base}/v1/tickets/{id}");
     wait_for_state(&server.client(), &url, "waiting_task").await;
 
