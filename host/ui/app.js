@@ -717,6 +717,17 @@
     return group;
   }
 
+  /** A committee's `{groups, quorum}` from its approval request, if it is one. */
+  function committeeOf(trail, step) {
+    let found = null;
+    for (const e of trail || []) {
+      if (e.kind === 'approval_requested' && e.step === step && e.data && Array.isArray(e.data.groups)) {
+        found = { groups: e.data.groups.map(String), quorum: e.data.quorum };
+      }
+    }
+    return found;
+  }
+
   function jsonBlock(value, label) {
     return h('pre', { class: 'json', 'aria-label': label || null }, json(value));
   }
@@ -1227,10 +1238,13 @@
       const heading = h('h2', { id: 'approval-title' },
         `Approval needed: step${steps.length > 1 ? 's' : ''} `,
         steps.map((s, i) => [i ? ', ' : '', h('code', null, s)]));
+      const committees = steps.map((s) => committeeOf(trail, s));
       const who = h('p', null,
         steps.map((s, i) => [i ? ' ' : '',
-          groups[i] ? ['Step ', h('code', null, s), ' needs an approver in the ', h('code', null, groups[i]), ' group.']
-            : ['Step ', h('code', null, s), ' needs an approver.']]),
+          committees[i] ? ['Step ', h('code', null, s), ` needs approvals from ${committees[i].quorum} of the groups `,
+            committees[i].groups.map((g, j) => [j ? ', ' : '', h('code', null, g)]), '; each group votes once.']
+            : groups[i] ? ['Step ', h('code', null, s), ' needs an approver in the ', h('code', null, groups[i]), ' group.']
+              : ['Step ', h('code', null, s), ' needs an approver.']]),
         ' Requested by ', h('span', { class: 'who-name' }, t.requested_by || 'unknown'), '.');
       append(panel, heading, who);
       if (!hasRole('approver')) {
@@ -1241,6 +1255,9 @@
       const hints = [];
       for (const g of new Set(groups.filter(Boolean))) {
         if (!me.roles.includes(g)) hints.push(`You are not in the ${g} group; the server will likely refuse.`);
+      }
+      for (const c of committees.filter(Boolean)) {
+        if (!c.groups.some((g) => me.roles.includes(g))) hints.push(`You are in none of the groups ${c.groups.join(', ')}; the server will likely refuse.`);
       }
       if (t.requested_by && t.requested_by === me.name) {
         hints.push('You requested this ticket; separation of duties means someone else must decide.');

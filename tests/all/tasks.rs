@@ -230,3 +230,80 @@ async fn a_manager_completes_their_task_from_the_inbox_and_the_ticket_moves_on()
     let verified = get_json(&ops, &format!("{base}/v1/audit/verify?ticket={}", ids[1])).await;
     assert_eq!(verified["verified"], true, "{verified}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_and_a_committee_vote_survive_a_kill_and_the_ticket_finishes_after_restart() {
+    let home = tempfile::tempdir().unwrap();
+    install_signed(home.path(), "testing/scripted", "itsm-plugin-test-scripted");
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/leaver.toml"),
+        WORKFLOW.replace(
+            "depends_on = [\"collect\"]\nwhen",
+            "depends_on = [\"collect\"]\napproval = { groups = [\"security\", \"cio\"], quorum = 2 }\nwhen",
+        ),
+    )
+    .unwrap();
+    let boss = client_as(&person_token(home.path(), "manager-1", "boss@example.com"));
+    let sec = client_as(&crate::support::create_token(
+        home.path(),
+        "sec-1",
+        &["approver", "security"],
+    ));
+    let cio = client_as(&crate::support::create_token(
+        home.path(),
+        "cio-1",
+        &["approver", "cio"],
+    ));
+    let mut server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let id = crate::support::create_ticket(
+        &server.client(),
+        &base,
+        json!({ "workflow": "leaver", "subject": "cy@example.com", "inputs": { "manager": "boss@example.com" } }),
+    )
+    .await;
+    let url = format!("{base}/v1/tickets/{id}");
+    wait_for_state(&boss, &url, "waiting_task").await;
+
+    // SIGKILL with the task open: after the restart it is still the manager's.
+    server.child.kill().await.unwrap();
+    let mut server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let url = format!("{base}/v1/tickets/{id}");
+    let mine = tasks(&boss, &base, "mine=true").await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let (status, body) = post(
+        &boss,
+        &format!("{url}/steps/collect/complete"),
+        json!({ "checklist": { "laptop": true, "badge": true } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(&sec, &url, "waiting_approval").await;
+    let (status, _) = post(&sec, &format!("{url}/approve"), json!({ "comment": "ok" })).await;
+    assert_eq!(status, 200);
+
+    // SIGKILL with one vote of two: the vote is kept, the second decides.
+    server.child.kill().await.unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let url = format!("{base}/v1/tickets/{id}");
+    let view = get_json(&sec, &url).await;
+    assert_eq!(
+        view["ticket"]["steps"]["wipe"]["approval"]["votes"][0]["by"],
+        "sec-1"
+    );
+    let (status, body) = post(
+        &sec,
+        &format!("{url}/approve"),
+        json!({ "comment": "again" }),
+    )
+    .await;
+    assert_eq!(status, 409, "one vote each, across a restart too: {body}");
+    let (status, _) = post(&cio, &format!("{url}/approve"), json!({ "comment": "go" })).await;
+    assert_eq!(status, 200);
+    let view = wait_for_state(&sec, &url, "succeeded").await;
+    assert_eq!(view["ticket"]["steps"]["wipe"]["status"], "succeeded");
+    assert_eq!(view["trail_verified"], true);
+}
