@@ -85,6 +85,9 @@ async fn list(
     let tasks = app
         .read(move |store| {
             let mut out = Vec::new();
+            // Tickets share a few pinned definitions: read each once.
+            let mut pinned: std::collections::HashMap<String, Option<crate::workflow::Workflow>> =
+                std::collections::HashMap::new();
             // A task waits in a ticket that is waiting for it, or running
             // other steps beside it.
             for state in [TicketState::WaitingTask, TicketState::Running] {
@@ -100,7 +103,11 @@ async fn list(
                         let Some(t) = store.ticket(&summary.id)? else {
                             continue;
                         };
-                        let Some(wf) = store.workflow(&t.workflow, &t.workflow_hash)? else {
+                        if !pinned.contains_key(&t.workflow_hash) {
+                            let wf = store.workflow(&t.workflow, &t.workflow_hash)?;
+                            pinned.insert(t.workflow_hash.clone(), wf);
+                        }
+                        let Some(Some(wf)) = pinned.get(&t.workflow_hash) else {
                             continue;
                         };
                         for (step, s) in &t.steps {

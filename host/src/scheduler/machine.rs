@@ -1696,9 +1696,7 @@ mod tests {
     fn a_step_waits_for_its_time_on_a_fake_clock_and_the_wait_survives_a_restart() {
         let (wf, mut t) = timed();
         // 17:00 in Paris on 4 December is 16:00 UTC.
-        let five_pm = crate::workflow::time::parse_instant("2026-12-04T16:00:00Z")
-            .unwrap()
-            .as_millisecond() as u64;
+        let five_pm = crate::workflow::time::ms("2026-12-04T16:00:00Z");
         let morning = five_pm - 8 * 3_600_000;
         at(&wf, &mut t, morning, Event::Created { by: "op".into() }).unwrap();
         let tr = done_at(&wf, &mut t, morning + 1_000, "prepare");
@@ -1820,11 +1818,7 @@ mod tests {
             window = "change"
             verify = false
             "#;
-        let ms = |s: &str| {
-            crate::workflow::time::parse_instant(s)
-                .unwrap()
-                .as_millisecond() as u64
-        };
+        let ms = crate::workflow::time::ms;
         // Created on Thursday: it waits for next Wednesday 14:00 Paris.
         let (wf, mut t) = with_inputs(text, json!({}));
         let thursday = ms("2026-12-03 10:00 in Europe/Paris");
@@ -2224,11 +2218,7 @@ mod tests {
             "#,
             json!({}),
         );
-        let ms = |s: &str| {
-            crate::workflow::time::parse_instant(s)
-                .unwrap()
-                .as_millisecond() as u64
-        };
+        let ms = crate::workflow::time::ms;
         let created = ms("2026-12-23 16:00 in Europe/Paris");
         let (deadline, at_risk) = wf.sla_times(created).unwrap().unwrap();
         // 16 working hours: 1.5 Wednesday, 7.5 Thursday, Christmas and the

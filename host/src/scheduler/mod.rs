@@ -814,39 +814,29 @@ impl Scheduler {
                     let _ = r.send(result);
                 }
             }
-            if ticket.state.is_terminal() && calls.is_empty() {
+            // Nothing in flight and nothing due soon: leave, at rest (a
+            // terminal ticket) or parked until its next wake. Every
+            // transition is committed, so the store has it all.
+            let next = machine::next_wake(&ticket);
+            let resting = ticket.state.is_terminal();
+            if calls.is_empty() && (resting || next.is_none_or(|at| at > now_ms() + PARK_BEYOND_MS))
+            {
                 let mut active = self.inner.active.lock().expect("active lock");
                 // A command may have raced in; handle it before leaving.
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        drop(active);
-                        queue.push_back((cmd.event, cmd.reply));
-                        continue;
-                    }
-                    Err(_) => {
-                        active.remove(&ticket.id);
-                        drop(active);
-                        self.close(&ticket);
-                        return;
-                    }
+                if let Ok(cmd) = rx.try_recv() {
+                    drop(active);
+                    queue.push_back((cmd.event, cmd.reply));
+                    continue;
                 }
-            }
-            let next = machine::next_wake(&ticket);
-            if calls.is_empty() && next.is_none_or(|at| at > now_ms() + PARK_BEYOND_MS) {
-                let mut active = self.inner.active.lock().expect("active lock");
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        drop(active);
-                        queue.push_back((cmd.event, cmd.reply));
-                        continue;
-                    }
-                    Err(_) => {
-                        // Durable already: every transition was committed.
-                        active.remove(&ticket.id);
-                        self.park(&ticket, next);
-                        return;
-                    }
+                active.remove(&ticket.id);
+                if resting {
+                    drop(active);
+                    self.close(&ticket);
+                } else {
+                    // Under the lock, so no driver starts for it meanwhile.
+                    self.park(&ticket, next);
                 }
+                return;
             }
             // Draining: timers (retries, SLA) wait for the next start.
             let wake = next.filter(|_| !self.is_draining()).map(|at| {

@@ -28,9 +28,10 @@ impl Scheduler {
         if wf.notify.is_empty() || self.is_draining() {
             return;
         }
+        let set = self.plugin_set();
         for rule in &wf.notify {
             for e in events.iter().filter(|e| rule.on.contains(&e.kind)) {
-                let Some(plugin) = self.plugin_set().plugins.get(&rule.plugin).cloned() else {
+                let Some(plugin) = set.plugins.get(&rule.plugin).cloned() else {
                     tracing::warn!(ticket = %ticket.id, plugin = %rule.plugin, "notification plugin not loaded; not sent");
                     continue;
                 };

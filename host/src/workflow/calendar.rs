@@ -174,11 +174,7 @@ impl Calendar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::time::parse_instant;
-
-    fn ms(text: &str) -> u64 {
-        parse_instant(text).unwrap().as_millisecond() as u64
-    }
+    use crate::workflow::time::ms;
 
     fn emea() -> Calendar {
         Calendar {

@@ -311,10 +311,8 @@ mod tests {
         .unwrap();
         let task = wf.steps[0].task.as_ref().unwrap();
         // Assigned on Friday at 15:00: two hours that day, two on Monday.
-        let friday = time::parse_instant("2026-12-04 15:00 in Europe/Paris").unwrap();
-        let a = task
-            .assign(&wf, &json!({}), friday.as_millisecond() as u64)
-            .unwrap();
+        let friday = time::ms("2026-12-04 15:00 in Europe/Paris");
+        let a = task.assign(&wf, &json!({}), friday).unwrap();
         let due = a.due.unwrap();
         assert_eq!(
             time::utc(due.at_ms),

@@ -183,6 +183,12 @@ fn local(at_ms: u64, zone: &str) -> String {
         .unwrap_or_default()
 }
 
+/// An instant the tests write as text, in ms since the epoch.
+#[cfg(test)]
+pub(crate) fn ms(text: &str) -> u64 {
+    parse_instant(text).expect("an instant").as_millisecond() as u64
+}
+
 /// An instant as UTC RFC 3339, for the trail beside the local form.
 pub fn utc(at_ms: u64) -> String {
     Timestamp::from_millisecond(at_ms as i64)
@@ -195,10 +201,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn ms(text: &str) -> u64 {
-        parse_instant(text).unwrap().as_millisecond() as u64
-    }
 
     #[test]
     fn wall_clock_times_follow_the_zone_in_summer_and_winter() {

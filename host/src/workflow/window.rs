@@ -183,11 +183,7 @@ fn weekday(name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::time::parse_instant;
-
-    fn ms(text: &str) -> u64 {
-        parse_instant(text).unwrap().as_millisecond() as u64
-    }
+    use crate::workflow::time::ms;
 
     fn window(open: &[&str]) -> Window {
         Window {
