@@ -116,6 +116,41 @@ async fn states(client: &reqwest::Client, base: &str) -> Option<BTreeMap<String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
+    crash_test(&[]).await;
+}
+
+/// The same on PostgreSQL: one worker (`itsm serve --store postgres://...`)
+/// killed and restarted against a real server, and `itsm store check` of the
+/// database afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_twenty_times_on_postgres_loses_nothing_either() {
+    let cluster = crate::pg::Cluster::start();
+    let url = cluster.url();
+    let home = crash_test(&["--store", &url]).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["store", "check", "--store", &url, "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("verified {TICKETS} of {TICKETS} trails")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("compared {TICKETS} tickets with the checkpoint")),
+        "{said}"
+    );
+}
+
+/// Run the crash test with `extra` flags for every start; the home, for
+/// checks after.
+async fn crash_test(extra: &[&str]) -> tempfile::TempDir {
     let (sink, sink_url) = start_sink().await;
     let home = tempfile::tempdir().unwrap();
     set_up_home(home.path(), &sink_url);
@@ -134,7 +169,7 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
         lo + seed % (hi - lo)
     };
     for round in 0..KILLS {
-        let mut server = start_server(home.path(), &[]).await;
+        let mut server = start_server(home.path(), extra).await;
         // Feed tickets over the first rounds, so kills also land mid-intake.
         let batch: Vec<usize> = (0..TICKETS)
             .filter(|i| !acknowledged.contains_key(i))
@@ -174,7 +209,7 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
     }
 
     // Last start: post whatever was never acknowledged, then run to the end.
-    let server = start_server(home.path(), &[]).await;
+    let server = start_server(home.path(), extra).await;
     for i in 0..TICKETS {
         if let std::collections::btree_map::Entry::Vacant(slot) = acknowledged.entry(i) {
             let id = post_ticket(&client, &server.base, i)
@@ -239,4 +274,5 @@ async fn kill_9_twenty_times_loses_nothing_and_repeats_no_recorded_success() {
         "crash test: {TICKETS} tickets, {KILLS} kills ({kills_with_work_in_flight} mid-work), {interrupted} calls interrupted and re-run, {repeated} effects delivered more than once (same key), {:?}",
         started.elapsed()
     );
+    home
 }

@@ -26,6 +26,7 @@ mod notify;
 mod oauth;
 mod offboarding;
 mod other_language;
+mod pg;
 mod plugin_new;
 mod scheduler;
 mod scim;

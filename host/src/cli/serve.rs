@@ -29,7 +29,7 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::signing::TrustedKeys;
 use crate::store::checkpoint::{Checkpoint, shortfall};
-use crate::store::{Store, StoreKv, sled::SledStore};
+use crate::store::{Store, StoreKv};
 use crate::workflow::Workflow;
 use itsm_sandbox::world::{Misbehaviour, World};
 
@@ -76,6 +76,12 @@ pub(crate) struct ServeArgs {
 /// How `itsm serve` opens its store.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct StoreArgs {
+    /// Where the tickets live: a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db?sslmode=require`) for several
+    /// workers sharing one database, or unset for the embedded store in the
+    /// home's `data/`.
+    #[arg(long = "store", env = "ITSM_STORE", value_name = "URL")]
+    pub location: Option<String>,
     /// Start even though the store is behind its completeness checkpoint
     /// (it lost acknowledged work: cut, rolled back or replaced), running on
     /// what is left. Recorded in the system trail with what was lost.
@@ -94,6 +100,7 @@ const DEFAULT_RESERVE_MIB: u64 = crate::store::space::DEFAULT_RESERVE >> 20;
 impl Default for StoreArgs {
     fn default() -> Self {
         Self {
+            location: None,
             accept_store_loss: false,
             min_free_mib: DEFAULT_RESERVE_MIB,
         }
@@ -195,8 +202,11 @@ pub(crate) async fn assemble(
         std::fs::create_dir_all(home.join(sub))
             .map_err(|e| Exit::Usage(format!("{}: {e}", home.join(sub).display())))?;
     }
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&home.join("data"))?.with_reserve(store_args.min_free_mib << 20));
+    let store = crate::store::open(
+        store_args.location.as_deref(),
+        &home.join("data"),
+        store_args.min_free_mib << 20,
+    )?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.map_or_else(|| home.join("cache"), |c| c.to_path_buf())),
         max_instances: (workers as u32).clamp(8, 1000),

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::Exit;
-use crate::store::sled::SledStore;
-use crate::store::{Damage, Store};
+use crate::store::Damage;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StoreCommand {
@@ -18,17 +17,21 @@ pub(crate) enum StoreCommand {
         /// The server's home (default: as `itsm serve`).
         #[arg(long)]
         home: Option<PathBuf>,
+        /// The server's store, when not the home's embedded one: its
+        /// PostgreSQL URL (as `itsm serve --store`).
+        #[arg(long = "store", env = "ITSM_STORE", value_name = "URL")]
+        location: Option<String>,
     },
 }
 
 pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
-    let StoreCommand::Check { home } = cmd;
+    let StoreCommand::Check { home, location } = cmd;
     let home = home.unwrap_or_else(super::data_dir);
     let dir = home.join("data");
-    if !dir.join("db").is_file() {
+    if location.is_none() && !dir.join("db").is_file() {
         return Err(Exit::Usage(format!("no store at {}", dir.display())));
     }
-    let store = SledStore::open(&dir).map_err(|e| {
+    let store = crate::store::open(location.as_deref(), &dir, 0).map_err(|e| {
         let text = e.to_string();
         if text.contains("lock") {
             Exit::Refused(format!(
@@ -38,6 +41,10 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
             Exit::Refused(text)
         }
     })?;
+    let place = match &location {
+        Some(_) => "the database given by --store".to_string(),
+        None => dir.display().to_string(),
+    };
     let checked = store.check().map_err(|e| Exit::Refused(e.to_string()))?;
     let mut damage = checked.damage;
     let mut trails = 0;
@@ -63,7 +70,7 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
         let cp = crate::store::checkpoint::Checkpoint::open(&cp_path)
             .map_err(|e| Exit::Refused(e.to_string()))?;
         let heads = cp.heads();
-        for problem in crate::store::checkpoint::shortfall(&heads, &store)
+        for problem in crate::store::checkpoint::shortfall(&heads, store.as_ref())
             .map_err(|e| Exit::Refused(e.to_string()))?
         {
             damage.push(Damage {
@@ -76,7 +83,7 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
     println!(
         "read {} records of {}; verified {trails} of {} trails{compared}",
         checked.records,
-        dir.display(),
+        place,
         checked.tickets.len(),
     );
     if damage.is_empty() {
@@ -89,6 +96,6 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
     Err(Exit::Refused(format!(
         "{} damaged records or trails in {}; restore data/ from a backup",
         damage.len(),
-        dir.display()
+        place
     )))
 }

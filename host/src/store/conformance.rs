@@ -10,7 +10,8 @@ use crate::audit::{AuditKind, ChainHead, Draft, link, verify};
 use crate::ticket::{StepRecord, Ticket, TicketState};
 use crate::workflow::Workflow;
 
-pub(crate) fn ticket(id: &str, state: TicketState) -> Ticket {
+/// A ticket of workflow `wf` with one step `a`, as the checks write them.
+pub fn ticket(id: &str, state: TicketState) -> Ticket {
     Ticket {
         id: id.into(),
         workflow: "wf".into(),

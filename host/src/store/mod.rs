@@ -1,8 +1,9 @@
 //! Durable state behind a trait: tickets, audit events, pinned workflow
 //! versions, idempotency records and plugin key-value state.
 //!
-//! Only `sled.rs` names a database; a PostgreSQL implementation can follow
-//! by passing the same conformance suite ([`conformance`]). Writes go in
+//! Two engines pass the same conformance suite ([`conformance`]): sled,
+//! the embedded default (`sled/`), and PostgreSQL for several workers
+//! sharing one database (`postgres/`); only those modules name them. Writes go in
 //! [`Batch`]es, applied atomically and durably by [`Store::commit`], so a
 //! ticket's new state and its audit events land together or not at all.
 
@@ -12,6 +13,8 @@ pub mod commit;
 pub mod conformance;
 pub mod listing;
 pub mod memory;
+pub mod postgres;
+mod record;
 mod seal;
 pub mod sled;
 pub mod space;
@@ -22,6 +25,25 @@ use crate::audit::AuditEvent;
 use crate::error::Result;
 use crate::ticket::Ticket;
 use crate::workflow::Workflow;
+
+/// Open the store `location` names: a PostgreSQL URL, or (`None`) the
+/// embedded sled store in `dir`, refusing writes under `reserve` bytes free.
+pub fn open(
+    location: Option<&str>,
+    dir: &std::path::Path,
+    reserve: u64,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match location {
+        Some(url) if postgres::is_url(url) => std::sync::Arc::new(postgres::PgStore::open(url)?),
+        Some(other) => {
+            return Err(crate::error::Error::Usage(format!(
+                "--store: `{other}` is not a store this host knows: give a postgres:// URL, \
+                 or leave it unset for the embedded store in the home's data/"
+            )));
+        }
+        None => std::sync::Arc::new(sled::SledStore::open(dir)?.with_reserve(reserve)),
+    })
+}
 
 /// Writes that land together.
 #[derive(Debug, Clone, Default)]

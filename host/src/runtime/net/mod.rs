@@ -469,7 +469,9 @@ fn describe(e: &HttpError) -> String {
     }
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
+/// The TLS client configuration every outbound connection uses: the Mozilla
+/// roots, ring, the safe protocol versions.
+pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use super::{decode, encode, err};
 use crate::error::Result;
 use crate::store::listing::{Field, Listing, Page, TicketSummary};
+use crate::store::record::{decode, encode, err};
 use crate::store::seal::{corrupt, seal, unseal};
 use crate::ticket::Ticket;
 
@@ -153,7 +153,7 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
     let mut indexer = Indexer::new(db);
     for kv in db.scan_prefix(b"t/") {
         let (k, v) = kv.map_err(err)?;
-        let t = super::decode_ticket(&k, &v)?;
+        let t = crate::store::record::decode_ticket(&k, &v)?;
         indexer.ticket(&mut batch, &t)?;
         n += 1;
     }

@@ -32,7 +32,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::seal::{corrupt, guard, seal, unseal, unseal_raw};
+use super::record::{decode, decode_event, decode_ticket, encode, err, event_key};
+use super::seal::{corrupt, guard, seal, unseal_raw};
 use super::space::{self, Space};
 use super::{Batch, Checked, Damage, Listing, Page, Store};
 use crate::audit::AuditEvent;
@@ -146,10 +147,6 @@ impl Durable {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> Error {
-    Error::Store(e.to_string())
-}
-
 /// Exit status when the store met a full disk mid-write (EX_TEMPFAIL).
 pub const EXIT_DISK_FULL: i32 = 75;
 
@@ -175,41 +172,6 @@ fn write_err(dir: &Path, e: sled::Error) -> Error {
         }
         _ => err(e),
     }
-}
-
-/// A sealed JSON record at `key`, decoded.
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
-    let payload = unseal(key, bytes)?;
-    serde_json::from_slice(payload).map_err(|e| corrupt(key, &format!("it does not decode: {e}")))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    Ok(seal(&serde_json::to_vec(value).map_err(err)?))
-}
-
-/// A ticket whose key and content agree (a flipped byte in a key would
-/// otherwise file one ticket under another's id).
-fn decode_ticket(key: &[u8], bytes: &[u8]) -> Result<Ticket> {
-    let t: Ticket = decode(key, bytes)?;
-    if key.strip_prefix(b"t/") != Some(t.id.as_bytes()) {
-        return Err(corrupt(key, &format!("it holds ticket {}", t.id)));
-    }
-    Ok(t)
-}
-
-fn decode_event(key: &[u8], bytes: &[u8]) -> Result<AuditEvent> {
-    let e: AuditEvent = decode(key, bytes)?;
-    if key != event_key(&e.ticket_id, e.seq).as_bytes() {
-        return Err(corrupt(
-            key,
-            &format!("it holds event {} of {}", e.seq, e.ticket_id),
-        ));
-    }
-    Ok(e)
-}
-
-fn event_key(ticket: &str, seq: u64) -> String {
-    format!("a/{ticket}/{seq:016x}")
 }
 
 impl SledStore {

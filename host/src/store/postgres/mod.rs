@@ -1,0 +1,746 @@
+//! The scale-out [`Store`], on PostgreSQL: many `itsm serve` workers, one
+//! database (`itsm serve --store postgres://...`).
+//!
+//! One table per kind of record, in the `itsm` schema (see
+//! `migrations/`), created and upgraded at start-up by [`migrate`]. Ticket,
+//! event and workflow bodies are the same sealed JSON sled keeps, so a
+//! damaged row reads as "corrupt record t/T-..." on either engine.
+//!
+//! Durability: a [`Store::commit`] is one transaction, acknowledged once
+//! PostgreSQL has flushed its WAL. Every connection is opened with
+//! `synchronous_commit=on`, whatever the server's default, and a server
+//! running with `fsync = off` is refused at open.
+//!
+//! The trait is synchronous (sled's calls are) and callers run on the
+//! API's and scheduler's tokio threads, where a nested `block_on` would
+//! panic. So the store keeps its own small runtime with the connection
+//! pool (deadpool) on it; each call is spawned there and the caller waits
+//! for the answer, as it waits for sled's fsync.
+
+mod migrate;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+
+use super::record::{
+    decode, decode_event, decode_ticket, encode, event_key, ticket_key, workflow_key,
+};
+use super::seal::corrupt;
+use super::{Batch, Checked, Damage, Listing, Page, Store, TicketSummary};
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+use crate::ticket::{Ticket, TicketState};
+use crate::workflow::Workflow;
+
+/// Whether `location` names a PostgreSQL database.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// PostgreSQL-backed store.
+pub struct PgStore {
+    pool: Pool,
+    /// The runtime the pool lives on (taken on drop, which may happen on
+    /// an async thread, where a runtime cannot be dropped in place).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The database, for messages: host, port and name, never the password.
+    target: String,
+}
+
+/// A PostgreSQL error as a store error: the server's own message and code
+/// when it sent one, and a full disk as [`Error::StorageFull`].
+pub(crate) fn pg(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::DISK_FULL => {
+            Error::StorageFull(format!(
+                "PostgreSQL's disk is full ({}); free space and retry",
+                db.message()
+            ))
+        }
+        Some(db) => Error::Store(format!(
+            "PostgreSQL: {} (SQLSTATE {}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        )),
+        None => {
+            let mut message = format!("PostgreSQL: {e}");
+            if let Some(source) = std::error::Error::source(&e) {
+                message.push_str(&format!(": {source}"));
+            }
+            Error::Store(message)
+        }
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => Error::Store(format!("PostgreSQL connection pool: {other}")),
+    }
+}
+
+/// Connections in the pool: the committer holds one, API reads and
+/// plugin key-value calls share the rest.
+const POOL_SIZE: usize = 16;
+
+impl PgStore {
+    /// Connect to the database at `url` (a libpq URL: `postgres://user:pw@host:port/db?sslmode=require`),
+    /// refuse a server that does not make commits durable, and migrate its
+    /// schema to this version.
+    pub fn open(url: &str) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::Usage(format!(
+                "--store: `{}` is not a PostgreSQL URL: {e}",
+                redact(url)
+            ))
+        })?;
+        // Our acknowledgement means durable: ask for the WAL flush on every
+        // commit, whatever the server's default.
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_string(),
+        };
+        config.options(&options);
+        if config.get_application_name().is_none() {
+            config.application_name("itsm");
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        let target = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("itsm-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+            crate::runtime::net::tls_config().as_ref().clone(),
+        );
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| Error::Store(format!("PostgreSQL connection pool: {e}")))?
+        };
+        let store = Self {
+            pool,
+            runtime: Some(runtime),
+            target,
+        };
+        let applied = store.run("open the store", |pool| async move {
+            let mut client = pool.get().await.map_err(pool_err)?;
+            let fsync: String = client
+                .query_one("SHOW fsync", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if fsync != "on" {
+                return Err(Error::Store(
+                    "the server runs with fsync = off, so a commit would not survive a power \
+                     loss; turn fsync on (postgresql.conf) before pointing itsm at it"
+                        .into(),
+                ));
+            }
+            migrate::migrate(&mut client).await
+        })?;
+        if !applied.is_empty() {
+            tracing::info!(target = %store.target, ?applied, "migrated the PostgreSQL schema");
+        }
+        Ok(store)
+    }
+
+    /// Run `f` on the store's runtime with a handle on the pool and wait
+    /// for its answer (from any thread, async or not).
+    fn run<T, Fut>(&self, what: &str, f: impl FnOnce(Pool) -> Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let work = f(self.pool.clone());
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .spawn(async move {
+                let _ = tx.send(work.await);
+            });
+        rx.recv()
+            .map_err(|_| {
+                Error::Store(format!("{}: cannot {what}: the call was lost", self.target))
+            })?
+            .map_err(|e| match e {
+                Error::Store(m) => Error::Store(format!("{}: cannot {what}: {m}", self.target)),
+                other => other,
+            })
+    }
+
+    /// Run one query for rows, on a pooled connection.
+    fn query(
+        &self,
+        what: &str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.run(what, move |pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let statement = client.prepare_cached(sql).await.map_err(pg)?;
+            client.query(&statement, &refs(&params)).await.map_err(pg)
+        })
+    }
+
+    /// Run one statement, on a pooled connection.
+    fn execute(&self, what: &str, sql: &'static str, params: Vec<Param>) -> Result<u64> {
+        self.run(what, move |pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let statement = client.prepare_cached(sql).await.map_err(pg)?;
+            client.execute(&statement, &refs(&params)).await.map_err(pg)
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A query parameter, owned (it travels to the store's runtime).
+type Param = Box<dyn ToSql + Send + Sync>;
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unreadable)".into(),
+    }
+}
+
+/// "PostgreSQL at HOST:PORT/DB", from a parsed config.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("PostgreSQL at {host}:{port}/{db}")
+}
+
+/// A ticket as its row: the summary columns and the sealed body.
+struct TicketRow {
+    id: String,
+    workflow: String,
+    subject: String,
+    state: &'static str,
+    requested_by: String,
+    batch: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+    in_flight: bool,
+    body: Vec<u8>,
+}
+
+impl TicketRow {
+    fn of(t: &Ticket) -> Result<Self> {
+        Ok(Self {
+            id: t.id.clone(),
+            workflow: t.workflow.clone(),
+            subject: t.subject.clone(),
+            state: t.state.as_str(),
+            requested_by: t.requested_by.clone(),
+            batch: t.batch.clone(),
+            created_ms: t.created_ms as i64,
+            updated_ms: t.updated_ms as i64,
+            in_flight: !t.state.is_terminal(),
+            body: encode(t)?,
+        })
+    }
+}
+
+/// One commit's writes, encoded: the last version of each ticket (a group
+/// may carry one ticket twice, and one statement cannot write a row twice),
+/// and every event, workflow and idempotency key.
+#[derive(Default)]
+struct Rows {
+    tickets: BTreeMap<String, TicketRow>,
+    events: Vec<(String, i64, Vec<u8>)>,
+    workflows: BTreeMap<(String, String), Vec<u8>>,
+    idempotency: BTreeMap<String, String>,
+}
+
+impl Rows {
+    fn of(batches: &[Batch]) -> Result<Self> {
+        let mut rows = Rows::default();
+        for b in batches {
+            for t in &b.tickets {
+                rows.tickets.insert(t.id.clone(), TicketRow::of(t)?);
+            }
+            for e in &b.events {
+                rows.events
+                    .push((e.ticket_id.clone(), e.seq as i64, encode(e)?));
+            }
+            for (name, hash, wf) in &b.workflows {
+                rows.workflows
+                    .insert((name.clone(), hash.clone()), encode(wf)?);
+            }
+            for (key, id) in &b.idempotency {
+                rows.idempotency
+                    .entry(key.clone())
+                    .or_insert_with(|| id.clone());
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Write `rows` in one transaction: one statement per kind of record,
+/// whatever the number of tickets (arrays, unnested).
+async fn write(pool: Pool, rows: Rows) -> Result<()> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    if !rows.tickets.is_empty() {
+        let t: Vec<&TicketRow> = rows.tickets.values().collect();
+        let ids: Vec<&str> = t.iter().map(|r| r.id.as_str()).collect();
+        let workflows: Vec<&str> = t.iter().map(|r| r.workflow.as_str()).collect();
+        let subjects: Vec<&str> = t.iter().map(|r| r.subject.as_str()).collect();
+        let states: Vec<&str> = t.iter().map(|r| r.state).collect();
+        let requested: Vec<&str> = t.iter().map(|r| r.requested_by.as_str()).collect();
+        let batches: Vec<Option<&str>> = t.iter().map(|r| r.batch.as_deref()).collect();
+        let created: Vec<i64> = t.iter().map(|r| r.created_ms).collect();
+        let updated: Vec<i64> = t.iter().map(|r| r.updated_ms).collect();
+        let flight: Vec<bool> = t.iter().map(|r| r.in_flight).collect();
+        let bodies: Vec<&[u8]> = t.iter().map(|r| r.body.as_slice()).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.tickets
+                   (id, workflow, subject, state, requested_by, batch, created_ms,
+                    updated_ms, in_flight, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                    $5::text[], $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::bytea[])
+                 ON CONFLICT (id) DO UPDATE SET
+                   workflow = EXCLUDED.workflow, subject = EXCLUDED.subject,
+                   state = EXCLUDED.state, requested_by = EXCLUDED.requested_by,
+                   batch = EXCLUDED.batch, created_ms = EXCLUDED.created_ms,
+                   updated_ms = EXCLUDED.updated_ms, in_flight = EXCLUDED.in_flight,
+                   body = EXCLUDED.body",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            &statement,
+            &[
+                &ids, &workflows, &subjects, &states, &requested, &batches, &created, &updated,
+                &flight, &bodies,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    if !rows.events.is_empty() {
+        let ids: Vec<&str> = rows.events.iter().map(|e| e.0.as_str()).collect();
+        let seqs: Vec<i64> = rows.events.iter().map(|e| e.1).collect();
+        let bodies: Vec<&[u8]> = rows.events.iter().map(|e| e.2.as_slice()).collect();
+        // No ON CONFLICT: an event is never rewritten, so a second one at a
+        // seq fails the whole commit rather than replacing history.
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.events (ticket_id, seq, body)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[])",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&statement, &[&ids, &seqs, &bodies])
+            .await
+            .map_err(pg)?;
+    }
+    if !rows.workflows.is_empty() {
+        let names: Vec<&str> = rows.workflows.keys().map(|k| k.0.as_str()).collect();
+        let hashes: Vec<&str> = rows.workflows.keys().map(|k| k.1.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.workflows.values().map(|b| b.as_slice()).collect();
+        // A (name, hash) is one content: pinning it again changes nothing.
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.workflows (name, hash, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&statement, &[&names, &hashes, &bodies])
+            .await
+            .map_err(pg)?;
+    }
+    if !rows.idempotency.is_empty() {
+        let keys: Vec<&str> = rows.idempotency.keys().map(|k| k.as_str()).collect();
+        let ids: Vec<&str> = rows.idempotency.values().map(|v| v.as_str()).collect();
+        // The first ticket a key created stays its ticket.
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.idempotency (key, ticket_id)
+                 SELECT * FROM unnest($1::text[], $2::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&statement, &[&keys, &ids]).await.map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)
+}
+
+/// The summary columns of `itsm.tickets`, in [`summary`]'s order.
+const SUMMARY: &str = "id, workflow, subject, state, requested_by, batch, created_ms, updated_ms";
+
+fn summary(row: &tokio_postgres::Row) -> Result<TicketSummary> {
+    let id: String = row.get(0);
+    let state: String = row.get(3);
+    Ok(TicketSummary {
+        state: parse_state(&id, &state)?,
+        id,
+        workflow: row.get(1),
+        subject: row.get(2),
+        requested_by: row.get(4),
+        batch: row.get(5),
+        created_ms: row.get::<_, i64>(6) as u64,
+        updated_ms: row.get::<_, i64>(7) as u64,
+    })
+}
+
+fn parse_state(id: &str, state: &str) -> Result<TicketState> {
+    serde_json::from_value(serde_json::Value::String(state.to_string())).map_err(|_| {
+        corrupt(
+            ticket_key(id).as_bytes(),
+            &format!("its state column holds `{state}`, which is no ticket state"),
+        )
+    })
+}
+
+/// The WHERE clause and parameters of a listing's filters (and, with
+/// `cursor`, its keyset cursor).
+fn filters(q: &Listing, cursor: bool) -> (String, Vec<Param>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
+    let mut push = |clause: &str, p: Param| {
+        params.push(p);
+        clauses.push(clause.replace('?', &format!("${}", params.len())));
+    };
+    if let Some(v) = &q.subject {
+        push("subject = ?", Box::new(v.clone()));
+    }
+    if let Some(v) = &q.batch {
+        push("batch = ?", Box::new(v.clone()));
+    }
+    if let Some(v) = &q.workflow {
+        push("workflow = ?", Box::new(v.clone()));
+    }
+    if let Some(v) = q.state {
+        push("state = ?", Box::new(v.as_str()));
+    }
+    if let Some(v) = q.created_from_ms {
+        push("created_ms >= ?", Box::new(v as i64));
+    }
+    if let Some(v) = q.created_before_ms {
+        push("created_ms < ?", Box::new(v as i64));
+    }
+    if cursor && let Some(after) = &q.after {
+        let clause = if q.newest_first { "id < ?" } else { "id > ?" };
+        push(clause, Box::new(after.clone()));
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    (sql, params)
+}
+
+impl Store for PgStore {
+    fn commit(&self, batches: &[Batch]) -> Result<()> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(());
+        }
+        let rows = Rows::of(batches)?;
+        self.run("commit", move |pool| write(pool, rows))
+    }
+
+    fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
+        let rows = self.query(
+            "read a ticket",
+            "SELECT body FROM itsm.tickets WHERE id = $1",
+            vec![Box::new(id.to_string())],
+        )?;
+        rows.first()
+            .map(|r| decode_ticket(ticket_key(id).as_bytes(), r.get(0)))
+            .transpose()
+    }
+
+    fn tickets(&self) -> Result<Vec<Ticket>> {
+        self.query(
+            "read the tickets",
+            "SELECT id, body FROM itsm.tickets ORDER BY id",
+            vec![],
+        )?
+        .iter()
+        .map(|r| decode_ticket(ticket_key(r.get(0)).as_bytes(), r.get(1)))
+        .collect()
+    }
+
+    fn list(&self, q: &Listing) -> Result<Page> {
+        let (clause, mut params) = filters(q, true);
+        params.push(Box::new(q.limit as i64 + 1));
+        let sql = format!(
+            "SELECT {SUMMARY} FROM itsm.tickets{clause} ORDER BY id {} LIMIT ${}",
+            if q.newest_first { "DESC" } else { "ASC" },
+            params.len()
+        );
+        let rows = self.run("list tickets", move |pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            client.query(&sql, &refs(&params)).await.map_err(pg)
+        })?;
+        let mut tickets = rows.iter().map(summary).collect::<Result<Vec<_>>>()?;
+        let next = if tickets.len() > q.limit {
+            tickets.truncate(q.limit);
+            tickets.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { tickets, next })
+    }
+
+    fn count(&self, q: &Listing) -> Result<usize> {
+        let (clause, params) = filters(q, false);
+        let sql = format!("SELECT count(*) FROM itsm.tickets{clause}");
+        let n: i64 = self.run("count tickets", move |pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            Ok(client
+                .query_one(&sql, &refs(&params))
+                .await
+                .map_err(pg)?
+                .get(0))
+        })?;
+        Ok(n as usize)
+    }
+
+    fn in_flight(&self) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "read the in-flight tickets",
+                "SELECT id FROM itsm.tickets WHERE in_flight ORDER BY id",
+                vec![],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn events(&self, ticket_id: &str) -> Result<Vec<AuditEvent>> {
+        self.query(
+            "read a trail",
+            "SELECT seq, body FROM itsm.events WHERE ticket_id = $1 ORDER BY seq",
+            vec![Box::new(ticket_id.to_string())],
+        )?
+        .iter()
+        .map(|r| {
+            let key = event_key(ticket_id, r.get::<_, i64>(0) as u64);
+            decode_event(key.as_bytes(), r.get(1))
+        })
+        .collect()
+    }
+
+    fn workflow(&self, name: &str, hash: &str) -> Result<Option<Workflow>> {
+        let rows = self.query(
+            "read a workflow",
+            "SELECT body FROM itsm.workflows WHERE name = $1 AND hash = $2",
+            vec![Box::new(name.to_string()), Box::new(hash.to_string())],
+        )?;
+        rows.first()
+            .map(|r| decode(workflow_key(name, hash).as_bytes(), r.get(0)))
+            .transpose()
+    }
+
+    fn workflow_versions(&self, name: &str) -> Result<Vec<(String, Workflow)>> {
+        self.query(
+            "read workflow versions",
+            "SELECT hash, body FROM itsm.workflows WHERE name = $1 ORDER BY hash",
+            vec![Box::new(name.to_string())],
+        )?
+        .iter()
+        .map(|r| {
+            let hash: String = r.get(0);
+            let wf = decode(workflow_key(name, &hash).as_bytes(), r.get(1))?;
+            Ok((hash, wf))
+        })
+        .collect()
+    }
+
+    fn idempotency(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .query(
+                "read an idempotency key",
+                "SELECT ticket_id FROM itsm.idempotency WHERE key = $1",
+                vec![Box::new(key.to_string())],
+            )?
+            .first()
+            .map(|r| r.get(0)))
+    }
+
+    fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .query(
+                "read plugin state",
+                "SELECT value FROM itsm.plugin_kv WHERE plugin = $1 AND key = $2",
+                vec![Box::new(plugin.to_string()), Box::new(key.to_string())],
+            )?
+            .first()
+            .map(|r| r.get(0)))
+    }
+
+    fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.execute(
+            "write plugin state",
+            "INSERT INTO itsm.plugin_kv (plugin, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (plugin, key) DO UPDATE SET value = EXCLUDED.value",
+            vec![
+                Box::new(plugin.to_string()),
+                Box::new(key.to_string()),
+                Box::new(value.to_vec()),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn kv_delete(&self, plugin: &str, key: &str) -> Result<()> {
+        self.execute(
+            "write plugin state",
+            "DELETE FROM itsm.plugin_kv WHERE plugin = $1 AND key = $2",
+            vec![Box::new(plugin.to_string()), Box::new(key.to_string())],
+        )
+        .map(drop)
+    }
+
+    fn kv_usage(&self, plugin: &str) -> Result<(u64, u64)> {
+        let rows = self.query(
+            "read plugin state",
+            "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0)::int8
+             FROM itsm.plugin_kv WHERE plugin = $1",
+            vec![Box::new(plugin.to_string())],
+        )?;
+        let row = rows.first().expect("an aggregate returns one row");
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    fn check(&self) -> Result<Checked> {
+        let mut checked = Checked::default();
+        let mut found: Vec<Damage> = Vec::new();
+        let tickets = self.query(
+            "read every ticket",
+            "SELECT id, workflow, subject, state, requested_by, batch, created_ms, updated_ms,
+                    in_flight, body FROM itsm.tickets ORDER BY id",
+            vec![],
+        )?;
+        for row in &tickets {
+            checked.records += 1;
+            let id: String = row.get(0);
+            let key = ticket_key(&id);
+            let result = decode_ticket(key.as_bytes(), row.get(9)).and_then(|t| {
+                // The summary columns answer listings: they must say what
+                // the body says.
+                let columns = summary(row)?;
+                if columns != TicketSummary::from(&t) {
+                    return Err(corrupt(
+                        key.as_bytes(),
+                        "its listing columns disagree with the ticket it holds",
+                    ));
+                }
+                if row.get::<_, bool>(8) == t.state.is_terminal() {
+                    return Err(corrupt(
+                        key.as_bytes(),
+                        "its in-flight mark disagrees with its state",
+                    ));
+                }
+                Ok(t)
+            });
+            match result {
+                Ok(t) => checked.tickets.push(t),
+                Err(e) => found.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let events = self.query(
+            "read every event",
+            "SELECT ticket_id, seq, body FROM itsm.events ORDER BY ticket_id, seq",
+            vec![],
+        )?;
+        for row in &events {
+            checked.records += 1;
+            let key = event_key(row.get(0), row.get::<_, i64>(1) as u64);
+            if let Err(e) = decode_event(key.as_bytes(), row.get(2)) {
+                found.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                });
+            }
+        }
+        let workflows = self.query(
+            "read every workflow",
+            "SELECT name, hash, body FROM itsm.workflows ORDER BY name, hash",
+            vec![],
+        )?;
+        for row in &workflows {
+            checked.records += 1;
+            let key = workflow_key(row.get(0), row.get(1));
+            if let Err(e) = decode::<Workflow>(key.as_bytes(), row.get(2)) {
+                found.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                });
+            }
+        }
+        // Idempotency keys and plugin values are plain columns: the
+        // server's own checks (page checksums) are all there is to run.
+        let counted = self.query(
+            "count the other records",
+            "SELECT (SELECT count(*) FROM itsm.idempotency) + (SELECT count(*) FROM itsm.plugin_kv)",
+            vec![],
+        )?;
+        checked.records += counted[0].get::<_, i64>(0) as usize;
+        checked.damage = found;
+        Ok(checked)
+    }
+}
