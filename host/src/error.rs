@@ -38,6 +38,11 @@ pub enum Error {
     /// was written, reads go on, and writes resume once space is freed.
     #[error("store: {0}")]
     StorageFull(String),
+    /// This worker no longer holds the ticket's lease (it was paused or cut
+    /// off past the lease, and another worker took the ticket over): the
+    /// store refused the write, so nothing of it landed.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -80,6 +85,7 @@ impl Error {
         match self {
             Self::StorageFull(m) => Self::StorageFull(m.clone()),
             Self::Store(m) => Self::Store(m.clone()),
+            Self::Fenced(m) => Self::Fenced(m.clone()),
             other => Self::Store(other.to_string()),
         }
     }

@@ -17,20 +17,27 @@ use serde_json::Value;
 
 use crate::support::{client_as, create_token, get_json, install_signed, start_server};
 
-const TICKETS: usize = 500;
-const KILLS: usize = 20;
-const STEPS: [&str; 4] = ["directory", "mail", "saas", "assets"];
+pub(crate) const TICKETS: usize = 500;
+pub(crate) const KILLS: usize = 20;
+pub(crate) const STEPS: [&str; 4] = ["directory", "mail", "saas", "assets"];
 
 /// Effects seen, by idempotency key.
-type Sink = Arc<Mutex<HashMap<String, u32>>>;
+pub(crate) type Sink = Arc<Mutex<HashMap<String, u32>>>;
 
-async fn start_sink() -> (Sink, String) {
+pub(crate) async fn start_sink() -> (Sink, String) {
+    start_slow_sink(Duration::ZERO).await
+}
+
+/// [`start_sink`] taking `delay` to answer each effect, as a real API
+/// takes its time (so tickets stay in flight for a while).
+pub(crate) async fn start_slow_sink(delay: Duration) -> (Sink, String) {
     let sink: Sink = Arc::default();
     let app = Router::new()
         .route(
             "/effects",
             post(
-                |State(s): State<Sink>, Json(body): Json<Value>| async move {
+                move |State(s): State<Sink>, Json(body): Json<Value>| async move {
+                    tokio::time::sleep(delay).await;
                     let key = body["key"].as_str().unwrap_or_default().to_string();
                     *s.lock().unwrap().entry(key).or_default() += 1;
                     StatusCode::NO_CONTENT
@@ -56,7 +63,7 @@ async fn start_sink() -> (Sink, String) {
     (sink, url)
 }
 
-fn set_up_home(home: &Path, sink: &str) {
+pub(crate) fn set_up_home(home: &Path, sink: &str) {
     install_signed(home, "testing/scripted", "itsm-plugin-test-scripted");
     std::fs::create_dir_all(home.join("workflows")).unwrap();
     let step = |name: &str, deps: &str| {
@@ -75,7 +82,7 @@ fn set_up_home(home: &Path, sink: &str) {
 }
 
 /// POST a ticket; `Some(id)` once acknowledged.
-async fn post_ticket(client: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+pub(crate) async fn post_ticket(client: &reqwest::Client, base: &str, i: usize) -> Option<String> {
     let resp = client
         .post(format!("{base}/v1/tickets"))
         .header("Idempotency-Key", format!("leaver-{i}"))
@@ -91,7 +98,10 @@ async fn post_ticket(client: &reqwest::Client, base: &str, i: usize) -> Option<S
         .map(str::to_string)
 }
 
-async fn states(client: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) async fn states(
+    client: &reqwest::Client,
+    base: &str,
+) -> Option<BTreeMap<String, String>> {
     let list: Value = client
         .get(format!("{base}/v1/tickets"))
         .send()

@@ -39,3 +39,4 @@ mod tasks;
 mod timers;
 mod ui;
 mod wait;
+mod workers;

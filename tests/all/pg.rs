@@ -202,13 +202,13 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     }
     assert_eq!(
         cluster.sql("SELECT version, name FROM itsm.schema_migrations ORDER BY version"),
-        "1|initial"
+        "1|initial\n2|leases"
     );
     // A second open (another worker starting) finds the schema done.
     let reopened = PgStore::open(&cluster.url()).unwrap();
     assert_eq!(
         cluster.sql("SELECT count(*) FROM itsm.schema_migrations"),
-        "1"
+        "2"
     );
     let open: Vec<String> = reopened
         .tickets()
@@ -260,6 +260,14 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     assert!(e.contains("duplicate key"), "{e}");
     assert_eq!(reopened.events("T-e").unwrap()[0], first);
     assert!(reopened.ticket("T-new").unwrap().is_none());
+
+    // A worker older than the database's schema does not write to it.
+    cluster.sql("INSERT INTO itsm.schema_migrations (version, name) VALUES (99, 'future')");
+    let e = PgStore::open(&cluster.url()).err().unwrap().to_string();
+    assert!(
+        e.contains("schema is at version 99, newer than this itsm knows (2)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -276,4 +284,107 @@ fn a_server_without_fsync_and_a_bad_url_are_refused_by_name() {
         .to_string();
     assert!(e.contains("not a PostgreSQL URL"), "{e}");
     assert!(!e.contains("secret"), "the password is not repeated: {e}");
+}
+
+#[test]
+fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
+    use itsm_host::store::{Batch, LeaseConfig, Leases};
+    use itsm_host::ticket::TicketState;
+    let cluster = Cluster::start();
+    let worker = |name: &str| {
+        PgStore::open_as(
+            &cluster.url(),
+            LeaseConfig {
+                worker: name.into(),
+                ttl: std::time::Duration::from_millis(800),
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    let mut t = itsm_host::store::conformance::ticket("T-lease", TicketState::Running);
+    let fa = a.fence_for_new().unwrap();
+    a.commit(&[Batch {
+        tickets: vec![t.clone()],
+        fence: Some(fa),
+        ..Batch::default()
+    }])
+    .unwrap();
+    let owner = || cluster.sql("SELECT owner FROM itsm.tickets WHERE id = 'T-lease'");
+    assert_eq!(owner(), "a");
+    // Live: nobody else takes it, by decision or by looking for work.
+    assert_eq!(b.acquire("T-lease").unwrap(), None);
+    assert!(b.claim_due(u64::MAX, 10).unwrap().is_empty());
+    // A renewal keeps it past one lease length.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        a.renew(&["T-lease".into()]).unwrap(),
+        vec!["T-lease".to_string()]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(b.claim_due(u64::MAX, 10).unwrap().is_empty());
+    // a stops renewing: once its lease runs out, b takes the ticket over.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let taken = b.claim_due(u64::MAX, 10).unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let (id, fb) = taken[0].clone();
+    assert_eq!(id, "T-lease");
+    assert!(fb > fa);
+    assert_eq!(owner(), "b");
+    // a wakes up and writes under its old token: refused, nothing lands.
+    t.updated_ms = 99;
+    let zombie = Batch {
+        tickets: vec![t.clone()],
+        fence: Some(fa),
+        ..Batch::default()
+    };
+    let other = itsm_host::store::conformance::ticket("T-other", TicketState::Running);
+    let fresh = Batch {
+        tickets: vec![other],
+        fence: Some(a.fence_for_new().unwrap()),
+        ..Batch::default()
+    };
+    // In one group with a batch that is a's to write: only the stale one is left out.
+    assert_eq!(a.commit_fenced(&[zombie.clone(), fresh]).unwrap(), vec![0]);
+    assert!(a.ticket("T-other").unwrap().is_some());
+    assert_eq!(a.ticket("T-lease").unwrap().unwrap().updated_ms, 1);
+    let e = a.commit(&[zombie]).unwrap_err().to_string();
+    assert!(e.starts_with("fenced:"), "{e}");
+    assert!(a.renew(&["T-lease".into()]).unwrap().is_empty());
+    // b writes under its token, then releases it with a wake in an hour:
+    // not due for anyone, but a decision on a takes it at once.
+    t.updated_ms = 100;
+    b.commit(&[Batch {
+        tickets: vec![t.clone()],
+        fence: Some(fb),
+        ..Batch::default()
+    }])
+    .unwrap();
+    let hour = itsm_host::ticket::now_ms() + 3_600_000;
+    b.release("T-lease", fb, Some(hour)).unwrap();
+    assert!(
+        a.claim_due(itsm_host::ticket::now_ms(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.claim_due(hour, 10).unwrap().len(), 1, "due at its wake");
+    // A stale release is a no-op.
+    b.release("T-lease", fb, None).unwrap();
+    assert_eq!(owner(), "a");
+    // The duplicate check sees every worker's open tickets.
+    assert_eq!(
+        b.open_for("wf", "alice@example.com").unwrap().as_deref(),
+        Some("T-lease")
+    );
+    assert_eq!(b.open_for("wf", "bob@example.com").unwrap(), None);
+    // Restarted under the same name, a takes back what its name holds.
+    let again = worker("a");
+    let mut own: Vec<String> = again
+        .reclaim_own()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
+    own.sort();
+    assert_eq!(own, vec!["T-lease".to_string(), "T-other".to_string()]);
 }

@@ -365,3 +365,20 @@ pub async fn wait_for_state(client: &reqwest::Client, url: &str, state: &str) ->
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A counter or gauge from `GET {base}/metrics`.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}

@@ -64,22 +64,10 @@ async fn create(http: &reqwest::Client, base: &str, subject: &str, cut_at: &str)
 
 /// `itsm_tickets_active` and `itsm_tickets_parked` from `/metrics`.
 async fn tickets_gauges(http: &reqwest::Client, base: &str) -> (u64, u64) {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let gauge = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .parse()
-            .unwrap()
-    };
-    (gauge("itsm_tickets_active"), gauge("itsm_tickets_parked"))
+    (
+        crate::support::metric(http, base, "itsm_tickets_active").await,
+        crate::support::metric(http, base, "itsm_tickets_parked").await,
+    )
 }
 
 /// Wait (a few seconds at most) for `(active, parked)` tickets.

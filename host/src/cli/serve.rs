@@ -82,6 +82,16 @@ pub(crate) struct StoreArgs {
     /// home's `data/`.
     #[arg(long = "store", env = "ITSM_STORE", value_name = "URL")]
     pub location: Option<String>,
+    /// On a shared store: this worker's name, unique among the workers
+    /// (default: the host name and the home directory, so a restarted
+    /// worker takes its own tickets back at once).
+    #[arg(long, env = "ITSM_WORKER_NAME")]
+    pub worker_name: Option<String>,
+    /// On a shared store: how long a worker's lease on a ticket lasts
+    /// unrenewed; a worker that dies (or is paused) has its tickets taken
+    /// over by the others this long after its last renewal.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
     /// Start even though the store is behind its completeness checkpoint
     /// (it lost acknowledged work: cut, rolled back or replaced), running on
     /// what is left. Recorded in the system trail with what was lost.
@@ -95,12 +105,27 @@ pub(crate) struct StoreArgs {
     pub min_free_mib: u64,
 }
 
+impl StoreArgs {
+    /// This worker's lease settings.
+    pub(crate) fn lease(&self, home: &std::path::Path) -> crate::store::LeaseConfig {
+        crate::store::LeaseConfig {
+            worker: self.worker_name.clone().unwrap_or_else(|| {
+                let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+                format!("{}:{}", crate::store::hostname(), home.display())
+            }),
+            ttl: self.lease_ttl,
+        }
+    }
+}
+
 const DEFAULT_RESERVE_MIB: u64 = crate::store::space::DEFAULT_RESERVE >> 20;
 
 impl Default for StoreArgs {
     fn default() -> Self {
         Self {
             location: None,
+            worker_name: None,
+            lease_ttl: crate::store::DEFAULT_TTL,
             accept_store_loss: false,
             min_free_mib: DEFAULT_RESERVE_MIB,
         }
@@ -206,6 +231,7 @@ pub(crate) async fn assemble(
         store_args.location.as_deref(),
         &home.join("data"),
         store_args.min_free_mib << 20,
+        store_args.lease(home),
     )?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.map_or_else(|| home.join("cache"), |c| c.to_path_buf())),

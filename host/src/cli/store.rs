@@ -31,7 +31,13 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
     if location.is_none() && !dir.join("db").is_file() {
         return Err(Exit::Usage(format!("no store at {}", dir.display())));
     }
-    let store = crate::store::open(location.as_deref(), &dir, 0).map_err(|e| {
+    let store = crate::store::open(
+        location.as_deref(),
+        &dir,
+        0,
+        crate::store::LeaseConfig::default(),
+    )
+    .map_err(|e| {
         let text = e.to_string();
         if text.contains("lock") {
             Exit::Refused(format!(

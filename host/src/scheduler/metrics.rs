@@ -29,6 +29,10 @@ pub struct Metrics {
     retries: AtomicU64,
     sla_breaches: AtomicU64,
     tickets_created: AtomicU64,
+    /// Commits the store refused because this worker's lease was gone.
+    fenced: AtomicU64,
+    /// Tickets taken from the store: due, or left by a worker that stopped.
+    leases_taken: AtomicU64,
 }
 
 impl Metrics {
@@ -49,6 +53,16 @@ impl Metrics {
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// Count a commit refused for a lost lease.
+    pub fn fenced(&self) {
+        self.fenced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a ticket taken over from the store.
+    pub fn lease_taken(&self) {
+        self.leases_taken.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count what a committed transition recorded.
@@ -127,6 +141,16 @@ impl Metrics {
                 "itsm_tickets_created_total",
                 "Tickets created.",
                 &self.tickets_created,
+            ),
+            (
+                "itsm_fencing_refusals_total",
+                "Commits refused because this worker had lost the ticket's lease to another.",
+                &self.fenced,
+            ),
+            (
+                "itsm_leases_taken_total",
+                "Tickets taken from the shared store: fallen due, or left by a worker that stopped.",
+                &self.leases_taken,
             ),
         ];
         for (name, help, value) in counters {

@@ -7,6 +7,7 @@
 //! call that was running when the host died is found `running` on restart
 //! and made again with the same idempotency key.
 
+mod leasing;
 pub mod machine;
 pub mod metrics;
 mod notify;
@@ -343,8 +344,20 @@ impl Scheduler {
         };
         let open_key = (wf.name.clone(), subject_key(&req.subject));
         let _subject_guard = self.inner.subject_locks[stripe(&open_key)].lock().await;
+        let open = match self.leases() {
+            // Shared by several workers: the database knows every open ticket.
+            Some(leases) if !req.allow_duplicate => leases.open_for(&open_key.0, &open_key.1)?,
+            Some(_) => None,
+            None => self
+                .inner
+                .open
+                .lock()
+                .expect("open lock")
+                .get(&open_key)
+                .cloned(),
+        };
         if !req.allow_duplicate
-            && let Some(id) = self.inner.open.lock().expect("open lock").get(&open_key)
+            && let Some(id) = open
         {
             return Err(Error::Conflict(format!(
                 "{} already has an open {} ticket, {id}; finish or cancel it first, \
@@ -406,7 +419,9 @@ impl Scheduler {
             idempotency: idempotency_key
                 .map(|k| vec![(k.to_string(), ticket.id.clone())])
                 .unwrap_or_default(),
+            fence: self.leases().map(|l| l.fence_for_new()).transpose()?,
         };
+        let fence = batch.fence;
         let counted: Vec<AuditKind> = batch.events.iter().map(|e| e.kind).collect();
         let announced = if wf.notify.is_empty() {
             Vec::new()
@@ -425,7 +440,7 @@ impl Scheduler {
         }
         self.inner.metrics.events(&counted);
         self.notify(&ticket, &wf, &announced);
-        self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls);
+        self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls, fence);
         Ok((ticket, true))
     }
 
@@ -434,6 +449,16 @@ impl Scheduler {
     /// may have loaded this time) get a driver now; the rest are parked
     /// until their next wake, costing no task and no copy in memory.
     pub async fn recover(&self) -> Result<usize> {
+        if self.leases().is_some() {
+            // Shared with other workers: take back this worker's own, then
+            // look for work as it falls due or is left by a worker that died.
+            let n = self.reclaim_own()?;
+            self.start_claimer();
+            self.inner
+                .recovered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(n);
+        }
         let ids = self.inner.store.in_flight()?;
         let mut n = 0;
         for id in ids {
@@ -449,7 +474,7 @@ impl Scheduler {
             });
             if must_drive {
                 let queue = VecDeque::from([(Event::Recovered, None)]);
-                self.spawn_driver(ticket, wf, queue, Vec::new());
+                self.spawn_driver(ticket, wf, queue, Vec::new(), None);
             } else {
                 self.inner.open.lock().expect("open lock").insert(
                     (ticket.workflow.clone(), subject_key(&ticket.subject)),
@@ -470,13 +495,23 @@ impl Scheduler {
     /// Approve, reject, cancel or retry a ticket. Returns once the decision
     /// is durable, or with why it does not apply.
     pub async fn send(&self, id: &str, event: Event) -> Result<()> {
+        // Another worker driving the ticket lets it go once nothing is in
+        // flight (or its lease runs out): wait that long at most.
+        let patience = self.leases().map(|l| l.ttl() + Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
         loop {
             let (tx, rx) = oneshot::channel();
             let cmd = Command {
                 event: event.clone(),
                 reply: Some(tx),
             };
-            let sender = self.driver(id)?;
+            let Some(sender) = self.driver(id)? else {
+                if patience.is_some_and(|p| started.elapsed() > p) {
+                    return Err(leasing::busy_elsewhere(id));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             if sender.send(cmd).is_err() {
                 // A driver that stopped without leaving (it failed): forget it.
                 let mut active = self.inner.active.lock().expect("active lock");
@@ -496,19 +531,36 @@ impl Scheduler {
     }
 
     /// The ticket's driver, started from the store if it has none (it is
-    /// parked, or at rest).
-    fn driver(&self, id: &str) -> Result<mpsc::UnboundedSender<Command>> {
+    /// parked, or at rest). `None`: another worker drives it now.
+    fn driver(&self, id: &str) -> Result<Option<mpsc::UnboundedSender<Command>>> {
         let mut active = self.inner.active.lock().expect("active lock");
         if let Some(sender) = active.get(id) {
-            return Ok(sender.clone());
+            return Ok(Some(sender.clone()));
         }
+        let fence = match self.leases() {
+            Some(leases) => match leases.acquire(id)? {
+                Some(fence) => Some(fence),
+                None if self.inner.store.ticket(id)?.is_none() => {
+                    return Err(Error::NotFound(format!("no ticket {id}")));
+                }
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let ticket = self
             .inner
             .store
             .ticket(id)?
             .ok_or_else(|| Error::NotFound(format!("no ticket {id}")))?;
         let wf = self.pinned(&ticket)?;
-        Ok(self.spawn_driver_in(&mut active, ticket, wf, VecDeque::new(), Vec::new()))
+        Ok(Some(self.spawn_driver_in(
+            &mut active,
+            ticket,
+            wf,
+            VecDeque::new(),
+            Vec::new(),
+            fence,
+        )))
     }
 
     /// Give a parked ticket its tick: start its driver from the store.
@@ -516,10 +568,12 @@ impl Scheduler {
         match self.driver(id) {
             // A driver that has just stopped takes no tick; the ticket is
             // then at rest or parked again by it.
-            Ok(d) => drop(d.send(Command {
+            Ok(Some(d)) => drop(d.send(Command {
                 event: Event::Tick,
                 reply: None,
             })),
+            // Another worker has it: that one ticks it.
+            Ok(None) => {}
             Err(e) => {
                 tracing::error!(ticket = %id, error = %e, "could not wake the ticket; it resumes on restart");
             }
@@ -528,6 +582,10 @@ impl Scheduler {
 
     /// Park a ticket with nothing in flight until `wake` (or an event).
     fn park(&self, ticket: &Ticket, wake: Option<u64>) {
+        if self.leases().is_some() && wake.is_none() {
+            // Released in the store: a decision reaches it from any worker.
+            return;
+        }
         let wants_plugin = ticket
             .steps
             .values()
@@ -741,13 +799,21 @@ impl Scheduler {
         }
     }
 
-    fn spawn_driver(&self, ticket: Ticket, wf: Arc<Workflow>, queue: Queue, calls: Vec<Call>) {
+    fn spawn_driver(
+        &self,
+        ticket: Ticket,
+        wf: Arc<Workflow>,
+        queue: Queue,
+        calls: Vec<Call>,
+        fence: Option<i64>,
+    ) {
         let mut active = self.inner.active.lock().expect("active lock");
-        self.spawn_driver_in(&mut active, ticket, wf, queue, calls);
+        self.spawn_driver_in(&mut active, ticket, wf, queue, calls, fence);
     }
 
     /// Start a ticket's driver, registering it in `active` (held by the
-    /// caller, so no second driver can start for it meanwhile).
+    /// caller, so no second driver can start for it meanwhile). `fence`:
+    /// the lease it drives the ticket under, on a shared store.
     fn spawn_driver_in(
         &self,
         active: &mut HashMap<String, mpsc::UnboundedSender<Command>>,
@@ -755,11 +821,12 @@ impl Scheduler {
         wf: Arc<Workflow>,
         queue: Queue,
         calls: Vec<Call>,
+        fence: Option<i64>,
     ) -> mpsc::UnboundedSender<Command> {
         let (tx, rx) = mpsc::unbounded_channel();
         active.insert(ticket.id.clone(), tx.clone());
         self.inner.parking.unpark(&ticket.id);
-        if !ticket.state.is_terminal() {
+        if !ticket.state.is_terminal() && fence.is_none() {
             self.inner.open.lock().expect("open lock").insert(
                 (ticket.workflow.clone(), subject_key(&ticket.subject)),
                 ticket.id.clone(),
@@ -768,7 +835,7 @@ impl Scheduler {
         let this = self.clone();
         // Short work: a ticket's step must not wait behind long plugin calls.
         tokio::spawn(cpu::short(async move {
-            this.drive(ticket, wf, queue, calls, rx).await
+            this.drive(ticket, wf, queue, calls, rx, fence).await
         }));
         tx
     }
@@ -780,6 +847,7 @@ impl Scheduler {
         mut queue: Queue,
         initial: Vec<Call>,
         mut rx: mpsc::UnboundedReceiver<Command>,
+        fence: Option<i64>,
     ) {
         let mut calls = Calls::new();
         for call in initial {
@@ -788,14 +856,21 @@ impl Scheduler {
         loop {
             while let Some((event, reply)) = queue.pop_front() {
                 let finishing = is_call_result(&event);
-                let result = self.transition(&mut ticket, &wf, event, &mut calls).await;
+                let result = self
+                    .transition(&mut ticket, &wf, event, &mut calls, fence)
+                    .await;
                 if finishing {
                     self.call_closed(1);
                 }
                 if let Err(e) = &result
-                    && matches!(e, Error::Store(_))
+                    && matches!(e, Error::Store(_) | Error::Fenced(_))
                 {
-                    tracing::error!(ticket = %ticket.id, error = %e, "commit failed; the ticket resumes on restart");
+                    if matches!(e, Error::Fenced(_)) {
+                        self.inner.metrics.fenced();
+                        tracing::warn!(ticket = %ticket.id, error = %e, "lease lost: this worker stops driving the ticket and commits nothing more of it");
+                    } else {
+                        tracing::error!(ticket = %ticket.id, error = %e, "commit failed; the ticket resumes on restart");
+                    }
                     // Calls still running are dropped with this driver.
                     self.call_closed(
                         calls.len() + queue.iter().filter(|(e, _)| is_call_result(e)).count(),
@@ -835,6 +910,10 @@ impl Scheduler {
                 } else {
                     // Under the lock, so no driver starts for it meanwhile.
                     self.park(&ticket, next);
+                    drop(active);
+                    if let Some(fence) = fence {
+                        self.release(&ticket.id, fence, next);
+                    }
                 }
                 return;
             }
@@ -878,6 +957,7 @@ impl Scheduler {
         wf: &Arc<Workflow>,
         event: Event,
         calls: &mut Calls,
+        fence: Option<i64>,
     ) -> Result<()> {
         // A tick with nothing due (or an interruption with nothing
         // running) changes nothing worth a write.
@@ -906,6 +986,7 @@ impl Scheduler {
         self.commit_waiting_for_space(Batch {
             tickets: vec![ticket.clone()],
             events,
+            fence,
             ..Batch::default()
         })
         .await?;

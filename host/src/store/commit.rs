@@ -42,12 +42,34 @@ impl CommitQueue {
                         }
                     }
                     let (batches, waiters): (Vec<Batch>, Vec<_>) = jobs.into_iter().unzip();
-                    let result = store.commit(&batches).and_then(|()| match &checkpoint {
-                        Some(c) => c.record(&batches),
-                        None => Ok(()),
+                    let result = store.commit_fenced(&batches).and_then(|refused| {
+                        if let Some(c) = &checkpoint {
+                            // Only what landed is acknowledged, so only that is witnessed.
+                            if refused.is_empty() {
+                                c.record(&batches)?;
+                            } else {
+                                let landed: Vec<Batch> = batches
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(i, _)| !refused.contains(i))
+                                    .map(|(_, b)| b.clone())
+                                    .collect();
+                                c.record(&landed)?;
+                            }
+                        }
+                        Ok(refused)
                     });
-                    for w in waiters {
-                        let _ = w.send(result.as_ref().map(|_| ()).map_err(Error::copy));
+                    for (i, w) in waiters.into_iter().enumerate() {
+                        let answer = match &result {
+                            Ok(refused) if refused.contains(&i) => Err(Error::Fenced(format!(
+                                "ticket {} is no longer this worker's: another worker took it \
+                                 over when this one's lease ran out, so this write was refused",
+                                batches[i].tickets.first().map_or("?", |t| t.id.as_str())
+                            ))),
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e.copy()),
+                        };
+                        let _ = w.send(answer);
                     }
                 }
             })

@@ -21,6 +21,8 @@ pub mod space;
 
 pub use listing::{Listing, Page, TicketSummary};
 
+use std::time::Duration;
+
 use crate::audit::AuditEvent;
 use crate::error::Result;
 use crate::ticket::Ticket;
@@ -28,13 +30,17 @@ use crate::workflow::Workflow;
 
 /// Open the store `location` names: a PostgreSQL URL, or (`None`) the
 /// embedded sled store in `dir`, refusing writes under `reserve` bytes free.
+/// On a shared store this worker is `lease`.
 pub fn open(
     location: Option<&str>,
     dir: &std::path::Path,
     reserve: u64,
+    lease: LeaseConfig,
 ) -> Result<std::sync::Arc<dyn Store>> {
     Ok(match location {
-        Some(url) if postgres::is_url(url) => std::sync::Arc::new(postgres::PgStore::open(url)?),
+        Some(url) if postgres::is_url(url) => {
+            std::sync::Arc::new(postgres::PgStore::open_as(url, lease)?)
+        }
         Some(other) => {
             return Err(crate::error::Error::Usage(format!(
                 "--store: `{other}` is not a store this host knows: give a postgres:// URL, \
@@ -56,6 +62,11 @@ pub struct Batch {
     pub workflows: Vec<(String, String, Workflow)>,
     /// Idempotency keys to record, with the ticket id each created.
     pub idempotency: Vec<(String, String)>,
+    /// The fencing token of the lease these tickets are written under, on
+    /// a store shared by several workers ([`Leases`]): the batch lands only
+    /// while that lease is the ticket's current one. `None`: unfenced (a
+    /// single-process store, or a tool).
+    pub fence: Option<i64>,
 }
 
 impl Batch {
@@ -73,6 +84,16 @@ pub trait Store: Send + Sync + 'static {
     /// Apply batches atomically, in order, and durably: on `Ok` they survive
     /// a crash. Many batches per call is the group commit.
     fn commit(&self, batches: &[Batch]) -> Result<()>;
+    /// [`Store::commit`], except that a batch whose fence is no longer its
+    /// ticket's lease is left out (the rest land): the indexes left out.
+    /// Stores without leases leave nothing out.
+    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<usize>> {
+        self.commit(batches).map(|()| Vec::new())
+    }
+    /// Ticket leases, when several workers share this store.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
     /// A ticket by id.
     fn ticket(&self, id: &str) -> Result<Option<Ticket>>;
     /// All tickets, oldest first (whole: for audits and checks; listings
@@ -106,6 +127,78 @@ pub trait Store: Send + Sync + 'static {
     /// content): how many records, each damaged one, and the tickets that
     /// read back whole (for their trails to be verified).
     fn check(&self) -> Result<Checked>;
+}
+
+/// Who drives which ticket, when several workers share one store.
+///
+/// A ticket with work in flight (a call, or a tick due within a second) is
+/// driven by one worker, under a lease that worker renews; each lease has a
+/// fencing token, and a write under any other token is refused
+/// ([`Store::commit_fenced`]), so a worker that lost its lease (paused,
+/// cut off) cannot commit over the new owner. A ticket with nothing in
+/// flight is released, with when it next wants a tick, for whichever worker
+/// is free then. A lease that is not renewed runs out after [`Leases::ttl`]
+/// and the ticket is taken over.
+pub trait Leases: Send + Sync {
+    /// This worker's name, as leases record it.
+    fn worker(&self) -> &str;
+    /// How long a lease lasts unrenewed.
+    fn ttl(&self) -> std::time::Duration;
+    /// A fencing token for a ticket this worker is creating.
+    fn fence_for_new(&self) -> Result<i64>;
+    /// Take ticket `id` unless another worker's lease on it is live: its
+    /// new token, or `None` (being worked on elsewhere).
+    fn acquire(&self, id: &str) -> Result<Option<i64>>;
+    /// Take up to `limit` open tickets that are due (released with a wake
+    /// at or before `now_ms`) or whose lease ran out, skipping those another
+    /// worker is taking at the same moment: each with its new token.
+    fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, i64)>>;
+    /// At start-up: take back the tickets this worker's name still holds
+    /// (it was killed and restarted), each with a new token.
+    fn reclaim_own(&self) -> Result<Vec<(String, i64)>>;
+    /// Let `id` go (nothing in flight), to be taken at `wake_ms` or by the
+    /// next decision; a no-op unless `fence` is still its lease.
+    fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>) -> Result<()>;
+    /// Extend this worker's leases on `ids`: those it still holds.
+    fn renew(&self, ids: &[String]) -> Result<Vec<String>>;
+    /// The open ticket of `workflow` for a subject (as
+    /// [`crate::scheduler::subject_key`] folds it), across every worker.
+    fn open_for(&self, workflow: &str, subject_key: &str) -> Result<Option<String>>;
+}
+
+/// Who this worker is, and how long its leases last unrenewed.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Unique among the workers sharing a database; stable across restarts
+    /// of one worker, so a restarted worker takes its own tickets back at
+    /// once rather than after their leases run out.
+    pub worker: String,
+    /// A worker that stops renewing (dead, paused, cut off) has its tickets
+    /// taken over this long after its last renewal.
+    pub ttl: Duration,
+}
+
+/// The lease length unless told otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            worker: format!("{}:{}", hostname(), std::process::id()),
+            ttl: DEFAULT_TTL,
+        }
+    }
+}
+
+/// This machine's name, for worker names (`HOSTNAME`, else
+/// `/etc/hostname`, else `localhost`).
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What [`Store::check`] found.

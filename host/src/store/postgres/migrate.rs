@@ -14,8 +14,10 @@ use crate::error::{Error, Result};
 
 /// Every migration: (version, name, SQL). Append only; never edit one that
 /// has shipped.
-pub(super) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "leases", include_str!("migrations/0002_leases.sql")),
+];
 
 /// Key of the advisory lock migrations run under ("itsm" in ASCII).
 const LOCK: i64 = 0x6974_736d;

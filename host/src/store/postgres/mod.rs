@@ -17,6 +17,7 @@
 //! pool (deadpool) on it; each call is spawned there and the caller waits
 //! for the answer, as it waits for sled's fsync.
 
+mod leases;
 mod migrate;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use super::record::{
     decode, decode_event, decode_ticket, encode, event_key, ticket_key, workflow_key,
 };
 use super::seal::corrupt;
-use super::{Batch, Checked, Damage, Listing, Page, Store, TicketSummary};
+use super::{Batch, Checked, Damage, LeaseConfig, Listing, Page, Store, TicketSummary};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::ticket::{Ticket, TicketState};
@@ -49,6 +50,8 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// The database, for messages: host, port and name, never the password.
     target: String,
+    /// This worker's name and lease length.
+    lease: LeaseConfig,
 }
 
 /// A PostgreSQL error as a store error: the server's own message and code
@@ -93,6 +96,12 @@ impl PgStore {
     /// refuse a server that does not make commits durable, and migrate its
     /// schema to this version.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_as(url, LeaseConfig::default())
+    }
+
+    /// [`PgStore::open`] as the worker `lease` names, its leases lasting
+    /// `lease.ttl` unrenewed.
+    pub fn open_as(url: &str, lease: LeaseConfig) -> Result<Self> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::Usage(format!(
                 "--store: `{}` is not a PostgreSQL URL: {e}",
@@ -101,9 +110,15 @@ impl PgStore {
         })?;
         // Our acknowledgement means durable: ask for the WAL flush on every
         // commit, whatever the server's default.
+        // And a worker paused inside a transaction (its locks blocking the
+        // ticket's next owner) has it ended by the server within half a lease.
+        let ours = format!(
+            "-c synchronous_commit=on -c idle_in_transaction_session_timeout={}",
+            (lease.ttl.as_millis() / 2).max(500)
+        );
         let options = match config.get_options() {
-            Some(o) => format!("{o} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_string(),
+            Some(o) => format!("{o} {ours}"),
+            None => ours,
         };
         config.options(&options);
         if config.get_application_name().is_none() {
@@ -141,6 +156,7 @@ impl PgStore {
             pool,
             runtime: Some(runtime),
             target,
+            lease,
         };
         let applied = store.run("open the store", |pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;
@@ -273,10 +289,13 @@ struct TicketRow {
     updated_ms: i64,
     in_flight: bool,
     body: Vec<u8>,
+    subject_key: String,
+    /// The lease it is written under (0: unfenced).
+    fence: i64,
 }
 
 impl TicketRow {
-    fn of(t: &Ticket) -> Result<Self> {
+    fn of(t: &Ticket, fence: Option<i64>) -> Result<Self> {
         Ok(Self {
             id: t.id.clone(),
             workflow: t.workflow.clone(),
@@ -288,51 +307,66 @@ impl TicketRow {
             updated_ms: t.updated_ms as i64,
             in_flight: !t.state.is_terminal(),
             body: encode(t)?,
+            subject_key: crate::scheduler::subject_key(&t.subject),
+            fence: fence.unwrap_or(0),
         })
     }
 }
 
 /// One commit's writes, encoded: the last version of each ticket (a group
 /// may carry one ticket twice, and one statement cannot write a row twice),
-/// and every event, workflow and idempotency key.
+/// and, by batch, every event, workflow and idempotency key (written only
+/// for the batches whose tickets' fences held).
 #[derive(Default)]
 struct Rows {
     tickets: BTreeMap<String, TicketRow>,
+    /// By batch: the batch's ticket ids and its other records.
+    batches: Vec<(Vec<String>, BatchRows)>,
+}
+
+#[derive(Default)]
+struct BatchRows {
     events: Vec<(String, i64, Vec<u8>)>,
-    workflows: BTreeMap<(String, String), Vec<u8>>,
-    idempotency: BTreeMap<String, String>,
+    workflows: Vec<(String, String, Vec<u8>)>,
+    idempotency: Vec<(String, String)>,
 }
 
 impl Rows {
     fn of(batches: &[Batch]) -> Result<Self> {
         let mut rows = Rows::default();
         for b in batches {
+            let mut ids = Vec::new();
             for t in &b.tickets {
-                rows.tickets.insert(t.id.clone(), TicketRow::of(t)?);
+                rows.tickets
+                    .insert(t.id.clone(), TicketRow::of(t, b.fence)?);
+                ids.push(t.id.clone());
             }
+            let mut other = BatchRows::default();
             for e in &b.events {
-                rows.events
+                other
+                    .events
                     .push((e.ticket_id.clone(), e.seq as i64, encode(e)?));
             }
             for (name, hash, wf) in &b.workflows {
-                rows.workflows
-                    .insert((name.clone(), hash.clone()), encode(wf)?);
+                other
+                    .workflows
+                    .push((name.clone(), hash.clone(), encode(wf)?));
             }
-            for (key, id) in &b.idempotency {
-                rows.idempotency
-                    .entry(key.clone())
-                    .or_insert_with(|| id.clone());
-            }
+            other.idempotency.extend(b.idempotency.iter().cloned());
+            rows.batches.push((ids, other));
         }
         Ok(rows)
     }
 }
 
-/// Write `rows` in one transaction: one statement per kind of record,
-/// whatever the number of tickets (arrays, unnested).
-async fn write(pool: Pool, rows: Rows) -> Result<()> {
+/// Write `rows` in one transaction, one statement per kind of record
+/// whatever the number of tickets (arrays, unnested). A ticket written
+/// under a fence that is no longer its lease is not written, nor is
+/// anything else of its batch: the indexes of those batches.
+async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Vec<usize>> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg)?;
+    let mut landed = std::collections::HashSet::new();
     if !rows.tickets.is_empty() {
         let t: Vec<&TicketRow> = rows.tickets.values().collect();
         let ids: Vec<&str> = t.iter().map(|r| r.id.as_str()).collect();
@@ -345,32 +379,69 @@ async fn write(pool: Pool, rows: Rows) -> Result<()> {
         let updated: Vec<i64> = t.iter().map(|r| r.updated_ms).collect();
         let flight: Vec<bool> = t.iter().map(|r| r.in_flight).collect();
         let bodies: Vec<&[u8]> = t.iter().map(|r| r.body.as_slice()).collect();
+        let keys: Vec<&str> = t.iter().map(|r| r.subject_key.as_str()).collect();
+        let fences: Vec<i64> = t.iter().map(|r| r.fence).collect();
+        // A new ticket is inserted under its creator's lease; an existing
+        // one is updated only while the fence is its lease's (an unfenced
+        // write, fence 0, leaves the lease as it is, and a new unfenced
+        // ticket is left for the first worker free).
         let statement = tx
             .prepare_cached(
                 "INSERT INTO itsm.tickets
                    (id, workflow, subject, state, requested_by, batch, created_ms,
-                    updated_ms, in_flight, body)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                    $5::text[], $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::bytea[])
+                    updated_ms, in_flight, body, subject_key, fence, owner, lease_until, wake_ms)
+                 SELECT u.id, u.workflow, u.subject, u.state, u.requested_by, u.batch,
+                    u.created_ms, u.updated_ms, u.in_flight, u.body, u.subject_key, u.fence,
+                    CASE WHEN u.fence = 0 THEN NULL ELSE $13 END,
+                    CASE WHEN u.fence = 0 THEN NULL
+                         ELSE now() + $14::int8 * interval '1 millisecond' END,
+                    CASE WHEN u.fence = 0 THEN 0 END
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                    $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::bytea[], $11::text[],
+                    $12::int8[])
+                   AS u(id, workflow, subject, state, requested_by, batch, created_ms,
+                        updated_ms, in_flight, body, subject_key, fence)
                  ON CONFLICT (id) DO UPDATE SET
                    workflow = EXCLUDED.workflow, subject = EXCLUDED.subject,
                    state = EXCLUDED.state, requested_by = EXCLUDED.requested_by,
                    batch = EXCLUDED.batch, created_ms = EXCLUDED.created_ms,
                    updated_ms = EXCLUDED.updated_ms, in_flight = EXCLUDED.in_flight,
-                   body = EXCLUDED.body",
+                   body = EXCLUDED.body, subject_key = EXCLUDED.subject_key
+                 WHERE EXCLUDED.fence = 0 OR itsm.tickets.fence = EXCLUDED.fence
+                 RETURNING id",
             )
             .await
             .map_err(pg)?;
-        tx.execute(
-            &statement,
-            &[
-                &ids, &workflows, &subjects, &states, &requested, &batches, &created, &updated,
-                &flight, &bodies,
-            ],
-        )
-        .await
-        .map_err(pg)?;
+        let written = tx
+            .query(
+                &statement,
+                &[
+                    &ids, &workflows, &subjects, &states, &requested, &batches, &created, &updated,
+                    &flight, &bodies, &keys, &fences, &worker, &ttl_ms,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        landed.extend(written.iter().map(|r| r.get::<_, String>(0)));
     }
+    let mut refused = Vec::new();
+    let mut kept = BatchRows::default();
+    for (i, (ids, other)) in rows.batches.into_iter().enumerate() {
+        if ids.iter().all(|id| landed.contains(id)) {
+            kept.events.extend(other.events);
+            kept.workflows.extend(other.workflows);
+            kept.idempotency.extend(other.idempotency);
+        } else {
+            refused.push(i);
+        }
+    }
+    // One (name, hash) and one key once each: a statement writes a row once.
+    kept.workflows
+        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    kept.workflows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    let mut seen = std::collections::HashSet::new();
+    kept.idempotency.retain(|(k, _)| seen.insert(k.clone()));
+    let rows = kept;
     if !rows.events.is_empty() {
         let ids: Vec<&str> = rows.events.iter().map(|e| e.0.as_str()).collect();
         let seqs: Vec<i64> = rows.events.iter().map(|e| e.1).collect();
@@ -389,9 +460,9 @@ async fn write(pool: Pool, rows: Rows) -> Result<()> {
             .map_err(pg)?;
     }
     if !rows.workflows.is_empty() {
-        let names: Vec<&str> = rows.workflows.keys().map(|k| k.0.as_str()).collect();
-        let hashes: Vec<&str> = rows.workflows.keys().map(|k| k.1.as_str()).collect();
-        let bodies: Vec<&[u8]> = rows.workflows.values().map(|b| b.as_slice()).collect();
+        let names: Vec<&str> = rows.workflows.iter().map(|w| w.0.as_str()).collect();
+        let hashes: Vec<&str> = rows.workflows.iter().map(|w| w.1.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.workflows.iter().map(|w| w.2.as_slice()).collect();
         // A (name, hash) is one content: pinning it again changes nothing.
         let statement = tx
             .prepare_cached(
@@ -406,8 +477,8 @@ async fn write(pool: Pool, rows: Rows) -> Result<()> {
             .map_err(pg)?;
     }
     if !rows.idempotency.is_empty() {
-        let keys: Vec<&str> = rows.idempotency.keys().map(|k| k.as_str()).collect();
-        let ids: Vec<&str> = rows.idempotency.values().map(|v| v.as_str()).collect();
+        let keys: Vec<&str> = rows.idempotency.iter().map(|k| k.0.as_str()).collect();
+        let ids: Vec<&str> = rows.idempotency.iter().map(|k| k.1.as_str()).collect();
         // The first ticket a key created stays its ticket.
         let statement = tx
             .prepare_cached(
@@ -419,7 +490,8 @@ async fn write(pool: Pool, rows: Rows) -> Result<()> {
             .map_err(pg)?;
         tx.execute(&statement, &[&keys, &ids]).await.map_err(pg)?;
     }
-    tx.commit().await.map_err(pg)
+    tx.commit().await.map_err(pg)?;
+    Ok(refused)
 }
 
 /// The summary columns of `itsm.tickets`, in [`summary`]'s order.
@@ -490,11 +562,26 @@ fn filters(q: &Listing, cursor: bool) -> (String, Vec<Param>) {
 
 impl Store for PgStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
+        match self.commit_fenced(batches)?.first() {
+            None => Ok(()),
+            Some(&i) => Err(Error::Fenced(format!(
+                "batch {i} was written under a lease its ticket no longer has"
+            ))),
+        }
+    }
+
+    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<usize>> {
         if batches.iter().all(Batch::is_empty) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let rows = Rows::of(batches)?;
-        self.run("commit", move |pool| write(pool, rows))
+        let worker = self.lease.worker.clone();
+        let ttl_ms = self.lease.ttl.as_millis() as i64;
+        self.run("commit", move |pool| write(pool, worker, ttl_ms, rows))
+    }
+
+    fn leases(&self) -> Option<&dyn super::Leases> {
+        Some(self)
     }
 
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {

@@ -1,0 +1,397 @@
+//! Several `itsm serve` workers on one PostgreSQL database: tickets shared
+//! through leases, taken over when a worker dies, and a paused worker
+//! fenced out when it comes back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::crash::{KILLS, STEPS, TICKETS, post_ticket, set_up_home, start_slow_sink, states};
+use crate::pg::Cluster;
+use crate::support::{Server, client_as, get_json, metric, start_server, start_server_piped};
+
+/// Homes for `n` workers: the first set up (plugins, workflow, an operator
+/// token) and started once, so the bundled plugins are compiled into its
+/// cache; the others copies of it, as configuration management would make.
+async fn homes(n: usize, sink: &str) -> (Vec<tempfile::TempDir>, String) {
+    let first = tempfile::tempdir().unwrap();
+    set_up_home(first.path(), sink);
+    let mut warm = start_server(first.path(), &[]).await;
+    warm.child.start_kill().unwrap();
+    warm.child.wait().await.unwrap();
+    let operator = std::fs::read_to_string(first.path().join("operator-1.token")).unwrap();
+    let mut homes = vec![first];
+    for _ in 1..n {
+        let copy = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", homes[0].path().display()))
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        homes.push(copy);
+    }
+    (homes, operator)
+}
+
+fn signal(server: &Server, sig: &str) {
+    let pid = server.child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// `itsm store check --store URL --home HOME`: what it printed, after
+/// asserting it found everything whole.
+fn store_check(url: &str, home: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["store", "check", "--store", url, "--home"])
+        .arg(home)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// Each ticket succeeded, its trail verifies, and each step succeeded and
+/// was verified exactly once in it.
+async fn each_step_once(client: &reqwest::Client, base: &str, ids: &BTreeSet<String>) {
+    for id in ids {
+        let detail = get_json(client, &format!("{base}/v1/tickets/{id}")).await;
+        assert_eq!(detail["ticket"]["state"], "succeeded", "{id}");
+        assert_eq!(
+            detail["trail_verified"], true,
+            "{id}: {}",
+            detail["trail_error"]
+        );
+        let trail = detail["trail"].as_array().unwrap();
+        for step in STEPS {
+            for kind in ["step_succeeded", "step_verified"] {
+                let n = trail
+                    .iter()
+                    .filter(|e| e["kind"] == kind && e["step"] == step)
+                    .count();
+                assert_eq!(n, 1, "{id} {step} {kind}");
+            }
+        }
+    }
+}
+
+/// A sink whose `POST /effects` holds every request until the gate opens.
+#[derive(Clone, Default)]
+struct Gated {
+    effects: Arc<Mutex<HashMap<String, u32>>>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<tokio::sync::Notify>,
+    opened: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn start_gated_sink() -> (Gated, String) {
+    use std::sync::atomic::Ordering;
+    let gated = Gated::default();
+    let app = Router::new()
+        .route(
+            "/effects",
+            post(
+                |State(g): State<Gated>, Json(body): Json<Value>| async move {
+                    g.held.fetch_add(1, Ordering::SeqCst);
+                    while !g.opened.load(Ordering::SeqCst) {
+                        let notified = g.open.notified();
+                        if g.opened.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        notified.await;
+                    }
+                    let key = body["key"].as_str().unwrap_or_default().to_string();
+                    *g.effects.lock().unwrap().entry(key).or_default() += 1;
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/effects/{key}",
+            get(
+                |State(g): State<Gated>, UrlPath(key): UrlPath<String>| async move {
+                    if g.effects.lock().unwrap().contains_key(&key) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    }
+                },
+            ),
+        )
+        .with_state(gated.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (gated, url)
+}
+
+/// Poll `what` every 100 ms until it holds, for `limit` at most.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_is_fenced_out_and_commits_nothing() {
+    use std::sync::atomic::Ordering;
+    const N: usize = 4;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let client = client_as(&operator);
+    let flags = ["--store", &url, "--lease-ttl", "2s"];
+    let mut a = start_server_piped(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let said = Arc::new(Mutex::new(String::new()));
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(a.child.stderr.take().unwrap()).lines();
+        let said = said.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                said.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+
+    // A creates the tickets and calls the sink for each first step, which
+    // holds the calls: A drives them, under leases it renews.
+    let mut ids = BTreeSet::new();
+    for i in 0..N {
+        ids.insert(
+            post_ticket(&client, &a.base, i)
+                .await
+                .expect("created on A"),
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "A's calls reach the sink",
+        || async { gate.held.load(Ordering::SeqCst) == N },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        metric(&client, &b.base, "itsm_leases_taken_total").await,
+        0,
+        "B takes nothing while A renews"
+    );
+
+    // A is paused past its lease: B takes its tickets over and runs them.
+    signal(&a, "-STOP");
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(20), "B takes A's tickets", || async {
+        metric(&client, &b.base, "itsm_leases_taken_total").await >= N as u64
+    })
+    .await;
+    let takeover = stopped.elapsed();
+    gate.opened.store(true, Ordering::SeqCst);
+    gate.open.notify_waiters();
+    eventually(
+        Duration::from_secs(60),
+        "B finishes every ticket",
+        || async {
+            let s = states(&client, &b.base).await.unwrap_or_default();
+            s.len() == N && s.values().all(|st| st == "succeeded")
+        },
+    )
+    .await;
+
+    // A wakes: its held calls return, and every commit of theirs is refused.
+    signal(&a, "-CONT");
+    eventually(
+        Duration::from_secs(30),
+        "A's commits are refused",
+        || async { metric(&client, &a.base, "itsm_fencing_refusals_total").await >= N as u64 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = said.lock().unwrap().clone();
+    assert!(log.contains("lease lost"), "A says so: {log}");
+    assert!(log.contains("fenced"), "{log}");
+    // Each step once in each trail (A's results never landed), though A's
+    // calls reached the sink: the effect was made twice under one key.
+    each_step_once(&client, &a.base, &ids).await;
+    let effects = gate.effects.lock().unwrap().clone();
+    for id in &ids {
+        assert!(
+            effects[&format!("{id}/directory")] >= 2,
+            "{id}: A's and B's calls"
+        );
+    }
+    for home in &homes {
+        store_check(&url, home.path());
+    }
+    eprintln!(
+        "zombie: {N} tickets taken over {:?} after A stopped (lease 2 s); A's {} commits refused after it resumed",
+        takeover,
+        metric(&client, &a.base, "itsm_fencing_refusals_total").await
+    );
+}
+
+/// The crash test's lease length.
+const LEASE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_killed_twenty_times_lose_nothing_and_repeat_no_success() {
+    const WORKERS: usize = 3;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (sink, sink_url) = start_slow_sink(Duration::from_millis(150)).await;
+    let (homes, operator) = homes(WORKERS, &sink_url).await;
+    let client = client_as(&operator);
+    let ttl = format!("{}ms", LEASE.as_millis());
+    let flags = ["--store", &url, "--lease-ttl", &ttl];
+    let mut workers = Vec::new();
+    for home in &homes {
+        workers.push(start_server(home.path(), &flags).await);
+    }
+    let started = Instant::now();
+    let bases: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(workers.iter().map(|w| w.base.clone()).collect()));
+
+    // Post every ticket, each to a worker in turn; one that was killed
+    // meanwhile is retried on the next (same idempotency key).
+    let poster = {
+        let client = client.clone();
+        let bases = bases.clone();
+        tokio::spawn(async move {
+            let mut got: BTreeMap<usize, String> = BTreeMap::new();
+            for i in 0..TICKETS {
+                for attempt in 0.. {
+                    let base = {
+                        let b = bases.lock().unwrap();
+                        b[(i + attempt) % b.len()].clone()
+                    };
+                    if let Some(id) = post_ticket(&client, &base, i).await {
+                        got.insert(i, id);
+                        // Spread over the kills, so they land mid-work.
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        break;
+                    }
+                    assert!(attempt < 200, "ticket {i} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            got
+        })
+    };
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rand = move |lo: u64, hi: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lo + seed % (hi - lo)
+    };
+    let mut kills_mid_work = 0;
+    let mut taken_by_peers = 0;
+    for round in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rand(150, 900))).await;
+        let victim = rand(0, WORKERS as u64) as usize;
+        let peers: Vec<String> = (1..WORKERS)
+            .map(|k| workers[(victim + k) % WORKERS].base.clone())
+            .collect();
+        if let Some(s) = states(&client, &peers[0]).await
+            && s.values().any(|st| st != "succeeded")
+        {
+            kills_mid_work += 1;
+        }
+        let taken = |peers: Vec<String>| {
+            let client = client.clone();
+            async move {
+                let mut n = 0;
+                for base in &peers {
+                    n += metric(&client, base, "itsm_leases_taken_total").await;
+                }
+                n
+            }
+        };
+        let before = taken(peers.clone()).await;
+        workers[victim].child.start_kill().unwrap(); // SIGKILL
+        workers[victim].child.wait().await.unwrap();
+        // Every fourth victim stays down past its leases: its peers take
+        // its tickets over. The others come straight back and take their
+        // own back.
+        if round % 4 == 3 {
+            tokio::time::sleep(LEASE + Duration::from_millis(1500)).await;
+            taken_by_peers += taken(peers).await - before;
+        }
+        workers[victim] = start_server(homes[victim].path(), &flags).await;
+        bases.lock().unwrap()[victim] = workers[victim].base.clone();
+        eprintln!(
+            "round {round}: killed worker {victim}, {:?}",
+            started.elapsed()
+        );
+    }
+    let acknowledged = poster.await.unwrap();
+    let ids: BTreeSet<String> = acknowledged.values().cloned().collect();
+    assert_eq!(ids.len(), TICKETS, "every acknowledged ticket is distinct");
+    eventually(
+        Duration::from_secs(300),
+        "every ticket succeeds",
+        || async {
+            let s = states(&client, &workers[0].base).await.unwrap_or_default();
+            assert!(
+                s.values().all(|st| st != "failed" && st != "cancelled"),
+                "{s:?}"
+            );
+            s.len() == TICKETS && s.values().all(|st| st == "succeeded")
+        },
+    )
+    .await;
+    assert!(
+        kills_mid_work >= KILLS / 2,
+        "only {kills_mid_work} kills hit work in flight"
+    );
+    each_step_once(&client, &workers[1].base, &ids).await;
+    let effects = sink.lock().unwrap().clone();
+    for id in &ids {
+        for step in STEPS {
+            assert!(
+                effects.contains_key(&format!("{id}/{step}")),
+                "{id} {step}: effect missing at the sink"
+            );
+        }
+    }
+    for home in &homes {
+        let said = store_check(&url, home.path());
+        assert!(
+            said.contains(&format!("verified {TICKETS} of {TICKETS} trails")),
+            "{said}"
+        );
+    }
+    assert!(
+        taken_by_peers > 0,
+        "no worker took over a dead worker's tickets"
+    );
+    let repeated: u32 = effects.values().map(|n| n - 1).sum();
+    eprintln!(
+        "workers: {TICKETS} tickets on {WORKERS} workers, {KILLS} kills ({kills_mid_work} mid-work), {repeated} effects repeated (same key), {taken_by_peers} tickets taken over by the peers of the 5 workers kept down past their leases, {:?}",
+        started.elapsed()
+    );
+}
