@@ -6,20 +6,17 @@
 //! It drives the same store, scheduler and runtime `itsm serve` uses, in
 //! process: the HTTP intake is left out so the figure is the engine's.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use itsm_host::runtime::{Grants, Op, Runtime, RuntimeConfig, StepInput};
-use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
+use itsm_host::scheduler::{NewTicket, Scheduler};
+use itsm_host::store::Store;
 use itsm_host::store::sled::SledStore;
-use itsm_host::store::{Store, StoreKv};
 use itsm_host::ticket::TicketState;
-use itsm_host::workflow::Workflow;
 use serde_json::json;
 
 mod common;
-use common::{create_all, noop};
+use common::{bare_calls, create_all, percentile, scheduler, workflow};
 
 const TICKETS: usize = 10_000;
 
@@ -36,52 +33,15 @@ fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn percentile(mut v: Vec<Duration>, q: f64) -> Duration {
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn workflow(approval: bool) -> Workflow {
-    let mut text = String::from("name = \"bench\"\nversion = \"1\"\n");
-    let mut prev: Option<&str> = None;
-    for step in ["a", "b", "c", "d"] {
-        text += &format!("[[steps]]\nname = \"{step}\"\nplugin = \"noop\"\nverify = false\n");
-        if let Some(p) = prev {
-            text += &format!("depends_on = [\"{p}\"]\n");
-        }
-        if approval && step == "b" {
-            text += "approval = { role = \"security\" }\n";
-        }
-        prev = Some(step);
-    }
-    Workflow::parse(&text, "bench").expect("workflow")
-}
-
 struct Engine {
     scheduler: Scheduler,
 }
 
 fn engine(dir: &std::path::Path, cache: &std::path::Path, approval: bool) -> Engine {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).expect("sled"));
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(cache.to_path_buf()),
-        max_instances: 128,
-        kv: Arc::new(StoreKv(store.clone())),
-    })
-    .expect("runtime");
-    let plugins = BTreeMap::from([("noop".to_string(), noop(&runtime))]);
-    let workflows = BTreeMap::from([("bench".to_string(), workflow(approval))]);
-    let scheduler = Scheduler::new(
-        store,
-        plugins,
-        workflows,
-        SchedulerConfig {
-            workers: 64,
-            ..SchedulerConfig::default()
-        },
-    )
-    .expect("scheduler");
-    Engine { scheduler }
+    Engine {
+        scheduler: scheduler(store, cache, vec![workflow(approval)]),
+    }
 }
 
 /// The restart phase, run in a child process: open the store of 10,000
@@ -154,32 +114,7 @@ fn main() {
     drop(raw);
 
     // Limit 2: bare fresh instance + call of the no-op plugin.
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(cache.clone()),
-        max_instances: 16,
-        ..RuntimeConfig::default()
-    })
-    .expect("runtime");
-    let plugin = noop(&runtime);
-    let input = StepInput {
-        ticket_id: "T".into(),
-        step: "a".into(),
-        subject: "s".into(),
-        attempt: 1,
-        ..StepInput::default()
-    };
-    let grants = Grants::default();
-    let mut bare = Vec::new();
-    rt.block_on(async {
-        for i in 0..3000 {
-            let t = Instant::now();
-            let r = plugin.call(Op::Run, &input, &grants).await.expect("call");
-            if i >= 1000 {
-                bare.push(t.elapsed());
-            }
-            assert!(r.failure().is_none());
-        }
-    });
+    let bare = bare_calls(&rt, &cache);
     let bare_median = percentile(bare.clone(), 0.5);
 
     // Throughput: 10,000 tickets x 4 steps, durable.

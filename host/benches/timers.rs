@@ -12,21 +12,19 @@
 //! 3. The timer index alone: taking 100 due entries off it beside 0,
 //!    10,000 and 1,000,000 parked ones.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use itsm_host::runtime::{Runtime, RuntimeConfig};
+use itsm_host::scheduler::Scheduler;
 use itsm_host::scheduler::parking::Parking;
-use itsm_host::scheduler::{Scheduler, SchedulerConfig};
+use itsm_host::store::Store;
 use itsm_host::store::sled::SledStore;
-use itsm_host::store::{Store, StoreKv};
 use itsm_host::ticket::TicketState;
 use itsm_host::workflow::Workflow;
 
 mod common;
-use common::{create_all, noop};
+use common::{create_all, scheduler};
 
 const WAITING: usize = 10_000;
 const DUE: usize = 100;
@@ -54,18 +52,11 @@ fn workflow(name: &str, delay: &str) -> Workflow {
 
 fn engine(dir: &Path, cache: &Path) -> Scheduler {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).expect("sled"));
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(cache.to_path_buf()),
-        max_instances: 128,
-        kv: Arc::new(StoreKv(store.clone())),
-    })
-    .expect("runtime");
-    let plugins = BTreeMap::from([("noop".to_string(), noop(&runtime))]);
-    let workflows = BTreeMap::from([
-        ("later".to_string(), workflow("later", "1h")),
-        ("soon".to_string(), workflow("soon", "2s")),
-    ]);
-    Scheduler::new(store, plugins, workflows, SchedulerConfig::default()).expect("scheduler")
+    scheduler(
+        store,
+        cache,
+        vec![workflow("later", "1h"), workflow("soon", "2s")],
+    )
 }
 
 /// Wait until `n` tickets are parked and none has a driver.

@@ -136,19 +136,28 @@ impl TokenFile {
         let Some(text) = crate::error::read_optional(path)? else {
             return Ok(Self::default());
         };
-        let file: Self = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse the file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let file: Self = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", e.message())))?;
         for t in &file.tokens {
             validate_name(&t.name)?;
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(Error::Config(format!(
-                    "{}: token `{}`: sha256 must be 64 hex digits",
-                    path.display(),
+                    "{origin}: token `{}`: sha256 must be 64 hex digits",
                     t.name
                 )));
             }
         }
         Ok(file)
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))
     }
 
     /// Write it atomically (temp file, then rename), readable by the owner only.
@@ -157,7 +166,7 @@ impl TokenFile {
             path: path.into(),
             source,
         };
-        let text = toml::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        let text = self.text()?;
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).map_err(io)?;
         #[cfg(unix)]
@@ -219,6 +228,77 @@ impl TokenFile {
     }
 }
 
+/// The name of the token document in a shared store.
+pub const TOKENS_DOCUMENT: &str = "tokens.toml";
+
+/// Where the tokens live: the home's `tokens.toml`, or, when several
+/// workers share a store, its `tokens.toml` document, so a token created or
+/// revoked once holds on every worker.
+#[derive(Clone)]
+pub enum TokenPlace {
+    /// A file in the home.
+    File(PathBuf),
+    /// The shared store's document.
+    Shared(std::sync::Arc<dyn crate::store::Store>),
+}
+
+impl std::fmt::Debug for TokenPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl TokenPlace {
+    /// Where, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Shared(_) => "the shared store's tokens.toml".into(),
+        }
+    }
+
+    fn documents(store: &dyn crate::store::Store) -> Result<&dyn crate::store::Documents> {
+        store
+            .documents()
+            .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))
+    }
+
+    /// The tokens now, and the shared document's version (`None` for a
+    /// file, or a document not written yet).
+    pub fn read(&self) -> Result<(TokenFile, Option<i64>)> {
+        match self {
+            Self::File(path) => Ok((TokenFile::read(path)?, None)),
+            Self::Shared(store) => match Self::documents(store.as_ref())?.get(TOKENS_DOCUMENT)? {
+                Some((text, version)) => {
+                    Ok((TokenFile::parse(&text, &self.describe())?, Some(version)))
+                }
+                None => Ok((TokenFile::default(), None)),
+            },
+        }
+    }
+
+    /// Change the tokens with `change` and write them back: for a shared
+    /// document, compare-and-set, read again and retried when another
+    /// writer came first.
+    pub fn update<T>(&self, mut change: impl FnMut(&mut TokenFile) -> Result<T>) -> Result<T> {
+        match self {
+            Self::File(path) => {
+                let mut file = TokenFile::read(path)?;
+                let out = change(&mut file)?;
+                file.write(path)?;
+                Ok(out)
+            }
+            Self::Shared(store) => loop {
+                let (mut file, version) = self.read()?;
+                let out = change(&mut file)?;
+                if Self::documents(store.as_ref())?.put(TOKENS_DOCUMENT, &file.text()?, version)? {
+                    return Ok(out);
+                }
+            },
+        }
+    }
+}
+
 /// Principal and role names: short, printable, no spaces (they land in the trail).
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -262,32 +342,51 @@ pub enum Unauthenticated {
     Unreadable,
 }
 
-/// The server's view of `tokens.toml`, re-read when the file changes so
+/// The server's view of `tokens.toml`, re-read when the file changes (or,
+/// in a shared store, at most a second after the document does) so
 /// `itsm token create` and `revoke` take effect without a restart.
 #[derive(Debug)]
 pub struct Tokens {
-    path: PathBuf,
+    place: TokenPlace,
     cache: RwLock<Cached>,
 }
 
 #[derive(Debug, Default)]
 struct Cached {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     by_hash: BTreeMap<String, Principal>,
 }
+
+/// What says the cached tokens are current.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stamp {
+    /// The file's modification time and size.
+    File(SystemTime, u64),
+    /// When the shared document was last read, and its version then.
+    Shared(std::time::Instant, Option<i64>),
+}
+
+/// How stale the view of a shared token document may be: a revocation on
+/// one worker holds on every other within this.
+const SHARED_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Tokens {
     /// Tokens from `path` (it need not exist yet).
     pub fn new(path: PathBuf) -> Self {
+        Self::at(TokenPlace::File(path))
+    }
+
+    /// Tokens from `place`.
+    pub fn at(place: TokenPlace) -> Self {
         Self {
-            path,
+            place,
             cache: RwLock::new(Cached::default()),
         }
     }
 
-    /// The token file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the tokens live.
+    pub fn place(&self) -> &TokenPlace {
+        &self.place
     }
 
     /// The principal behind an `Authorization` header value.
@@ -311,18 +410,37 @@ impl Tokens {
             .ok_or(Unauthenticated::Unknown)
     }
 
-    /// Re-read the file if its modification time or size changed.
+    /// Re-read the file if its modification time or size changed; the
+    /// shared document once its last read is a second old.
     fn refresh(&self) -> Result<(), Unauthenticated> {
-        let stamp = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        if self.cache.read().expect("token cache lock").stamp == stamp && stamp.is_some() {
-            return Ok(());
-        }
-        let file = TokenFile::read(&self.path).map_err(|e| {
-            tracing::error!(error = %e, "cannot read the token file");
+        let cached = self.cache.read().expect("token cache lock").stamp;
+        let unreadable = |e: Error| {
+            tracing::error!(error = %e, "cannot read the tokens");
             Unauthenticated::Unreadable
-        })?;
+        };
+        let (file, stamp) = match &self.place {
+            TokenPlace::File(path) => {
+                let stamp = std::fs::metadata(path)
+                    .ok()
+                    .map(|m| Stamp::File(m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+                if cached == stamp && stamp.is_some() {
+                    return Ok(());
+                }
+                (TokenFile::read(path).map_err(unreadable)?, stamp)
+            }
+            TokenPlace::Shared(_) => {
+                if let Some(Stamp::Shared(at, _)) = cached
+                    && at.elapsed() < SHARED_REFRESH
+                {
+                    return Ok(());
+                }
+                let (file, version) = self.place.read().map_err(unreadable)?;
+                (
+                    file,
+                    Some(Stamp::Shared(std::time::Instant::now(), version)),
+                )
+            }
+        };
         let by_hash = file
             .tokens
             .into_iter()

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod faults;
 #[allow(clippy::result_large_err)]
 pub mod graph;
+pub mod postgres;
 #[allow(clippy::result_large_err)]
 pub mod salesforce;
 #[allow(clippy::result_large_err)]

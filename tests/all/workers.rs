@@ -247,6 +247,58 @@ async fn a_worker_paused_past_its_lease_is_fenced_out_and_commits_nothing() {
     for home in &homes {
         store_check(&url, home.path());
     }
+
+    // Tokens are the database's: one created against the store works on
+    // both workers, and once revoked, on neither.
+    let token = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+            .arg("token")
+            .args(args)
+            .args(["--store", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let auditor = client_as(&token(&[
+        "create",
+        "--name",
+        "auditor-2",
+        "--role",
+        "auditor",
+    ]));
+    let status = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/v1/tickets"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for base in [&a.base, &b.base] {
+        eventually(Duration::from_secs(5), "the new token works", || {
+            let (http, base) = (auditor.clone(), base.clone());
+            async move { status(http, base).await == 200 }
+        })
+        .await;
+    }
+    assert!(token(&["list"]).contains("auditor-2"));
+    token(&["revoke", "auditor-2"]);
+    for base in [&a.base, &b.base] {
+        eventually(
+            Duration::from_secs(5),
+            "the revoked token is refused",
+            || {
+                let (http, base) = (auditor.clone(), base.clone());
+                async move { status(http, base).await == 401 }
+            },
+        )
+        .await;
+    }
     eprintln!(
         "zombie: {N} tickets taken over {:?} after A stopped (lease 2 s); A's {} commits refused after it resumed",
         takeover,

@@ -22,7 +22,7 @@ use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, HookSet, serve};
 use crate::audit::system::SystemTrail;
 use crate::audit::{AuditKind, Draft};
-use crate::auth::Tokens;
+use crate::auth::{TOKENS_DOCUMENT, TokenPlace, Tokens};
 use crate::bundled::OFFBOARDING_WORKFLOW;
 use crate::hooks::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -313,7 +313,7 @@ pub(crate) async fn assemble(
         },
     )?;
     let resumed = scheduler.recover().await?;
-    let tokens = Arc::new(Tokens::new(home.join(TOKENS_FILE)));
+    let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));
     Ok(Assembled {
         state: AppState::new(scheduler, tokens, admin)
             .with_hooks(hooks)
@@ -323,6 +323,30 @@ pub(crate) async fn assemble(
         workflows: workflows.into_keys().collect(),
         resumed,
     })
+}
+
+/// Where the tokens are: the home's file, or the shared store's document,
+/// into which the home's file is copied by the first worker to start on a
+/// store that has none (the others' copies are then left unread).
+fn token_place(home: &std::path::Path, store: &Arc<dyn Store>) -> Result<TokenPlace, Exit> {
+    let file = home.join(TOKENS_FILE);
+    let Some(documents) = store.documents() else {
+        return Ok(TokenPlace::File(file));
+    };
+    if documents.get(TOKENS_DOCUMENT)?.is_none()
+        && let Some(text) = crate::error::read_optional(&file)?
+    {
+        crate::auth::TokenFile::parse(&text, &file.display().to_string())?;
+        if documents.put(TOKENS_DOCUMENT, &text, None)? {
+            tracing::info!("copied {} into the shared store's tokens", file.display());
+        }
+    } else if file.exists() {
+        tracing::info!(
+            "{} is not read: the tokens are the shared store's (itsm token --store)",
+            file.display()
+        );
+    }
+    Ok(TokenPlace::Shared(store.clone()))
 }
 
 /// The completeness checkpoint beside the store: what it records of every

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::Exit;
 use super::serve::TOKENS_FILE;
-use crate::auth::{BUILTIN_ROLES, TokenFile};
+use crate::auth::{BUILTIN_ROLES, TokenPlace};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
@@ -43,20 +43,35 @@ pub(crate) enum TokenCommand {
     },
 }
 
-/// Where the server's home is.
+/// Where the server's tokens are.
 #[derive(Debug, Args)]
 pub(crate) struct Home {
     /// The server's home directory (default `$ITSM_HOME`, else `~/.local/share/itsm`).
     #[arg(long)]
     home: Option<PathBuf>,
+    /// The shared store of several workers (as `itsm serve --store`): the
+    /// tokens are the database's, for every worker at once.
+    #[arg(long = "store", env = "ITSM_STORE", value_name = "URL")]
+    location: Option<String>,
 }
 
 impl Home {
-    fn tokens_file(&self) -> Result<PathBuf, Exit> {
+    fn place(&self) -> Result<TokenPlace, Exit> {
         let home = self.home.clone().unwrap_or_else(super::data_dir);
+        if let Some(url) = &self.location {
+            let store = crate::store::open(
+                Some(url),
+                &home.join("data"),
+                0,
+                crate::store::LeaseConfig::default(),
+            )?;
+            if store.documents().is_some() {
+                return Ok(TokenPlace::Shared(store));
+            }
+        }
         std::fs::create_dir_all(&home)
             .map_err(|e| Exit::Usage(format!("{}: {e}", home.display())))?;
-        Ok(home.join(TOKENS_FILE))
+        Ok(TokenPlace::File(home.join(TOKENS_FILE)))
     }
 }
 
@@ -68,10 +83,8 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
             email,
             home,
         } => {
-            let path = home.tokens_file()?;
-            let mut file = TokenFile::read(&path)?;
-            let token = file.issue_for(&name, &roles, email.as_deref())?;
-            file.write(&path)?;
+            let place = home.place()?;
+            let token = place.update(|file| file.issue_for(&name, &roles, email.as_deref()))?;
             for r in roles
                 .iter()
                 .filter(|r| !BUILTIN_ROLES.contains(&r.as_str()))
@@ -81,12 +94,12 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
             eprintln!(
                 "token for {name} ({}); shown once, only its hash is kept in {}:",
                 roles.join(", "),
-                path.display()
+                place.describe()
             );
             println!("{token}");
         }
         TokenCommand::List { home } => {
-            let file = TokenFile::read(&home.tokens_file()?)?;
+            let (file, _) = home.place()?.read()?;
             println!("{:<24} {:<32} {:<28} CREATED", "NAME", "ROLES", "EMAIL");
             for t in file.tokens {
                 println!(
@@ -99,12 +112,9 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
             }
         }
         TokenCommand::Revoke { name, home } => {
-            let path = home.tokens_file()?;
-            let mut file = TokenFile::read(&path)?;
-            if !file.revoke(&name) {
+            if !home.place()?.update(|file| Ok(file.revoke(&name)))? {
                 return Err(Exit::Usage(format!("no token for {name}")));
             }
-            file.write(&path)?;
             eprintln!("revoked {name}");
         }
     }

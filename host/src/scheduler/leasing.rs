@@ -18,7 +18,10 @@ use super::machine::Event;
 use super::{Scheduler, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Leases;
-use crate::ticket::StepStatus;
+use crate::ticket::{StepStatus, Ticket};
+
+/// How often a released ticket waiting for a plugin is looked at again.
+const PLUGIN_RECHECK: Duration = Duration::from_secs(30);
 
 /// Due tickets taken per look, at most (the next look follows at once
 /// when a look took this many).
@@ -84,13 +87,26 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Let a ticket with nothing in flight go, to be woken at `wake`.
-    pub(super) fn release(&self, id: &str, fence: i64, wake: Option<u64>) {
+    /// Let a ticket with nothing in flight go, to be woken at `wake`. One
+    /// waiting for a plugin this worker lacks is looked at again every
+    /// [`PLUGIN_RECHECK`] by whichever worker is free: one that has the
+    /// plugin (installed there, or started since with it) runs the step.
+    pub(super) fn release(&self, ticket: &Ticket, fence: i64, wake: Option<u64>) {
+        let wants_plugin = ticket
+            .steps
+            .values()
+            .any(|s| s.status == StepStatus::WaitingPlugin);
+        let wake = if wants_plugin {
+            let again = now_ms() + PLUGIN_RECHECK.as_millis() as u64;
+            Some(wake.map_or(again, |w| w.min(again)))
+        } else {
+            wake
+        };
         if let Some(leases) = self.leases()
-            && let Err(e) = leases.release(id, fence, wake)
+            && let Err(e) = leases.release(&ticket.id, fence, wake)
         {
             // Its lease runs out instead, and another look takes it then.
-            tracing::warn!(ticket = %id, error = %e, "could not release the ticket");
+            tracing::warn!(ticket = %ticket.id, error = %e, "could not release the ticket");
         }
     }
 

@@ -912,7 +912,7 @@ impl Scheduler {
                     self.park(&ticket, next);
                     drop(active);
                     if let Some(fence) = fence {
-                        self.release(&ticket.id, fence, next);
+                        self.release(&ticket, fence, next);
                     }
                 }
                 return;

@@ -43,6 +43,24 @@ pub fn run(store: &dyn Store) {
     listings_page_filter_and_count_like_the_reference(store);
 }
 
+/// Checks for a store reopened after [`run`] (a restart, another worker):
+/// what `run` left is all there, and the in-flight index agrees with it.
+pub fn after_reopen(store: &dyn Store) {
+    let open: Vec<String> = store
+        .tickets()
+        .unwrap()
+        .into_iter()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(store.in_flight().unwrap(), open);
+    assert!(open.contains(&"T-b".to_string()) && open.contains(&"T-e".to_string()));
+    assert_eq!(store.events("T-e").unwrap().len(), 20);
+    let checked = store.check().unwrap();
+    assert!(checked.damage.is_empty(), "{:?}", checked.damage);
+    assert_eq!(checked.tickets.len(), store.tickets().unwrap().len());
+}
+
 fn tickets_round_trip_and_in_flight_tracks_state(store: &dyn Store) {
     assert!(store.ticket("T-a").unwrap().is_none());
     let a = ticket("T-a", TicketState::Running);
@@ -327,16 +345,7 @@ mod tests {
             run(&store);
         }
         let reopened = super::super::sled::SledStore::open(&dir).unwrap();
-        let open: Vec<String> = reopened
-            .tickets()
-            .unwrap()
-            .into_iter()
-            .filter(|t| !t.state.is_terminal())
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(reopened.in_flight().unwrap(), open);
-        assert!(open.contains(&"T-b".to_string()) && open.contains(&"T-e".to_string()));
-        assert_eq!(reopened.events("T-e").unwrap().len(), 20);
+        after_reopen(&reopened);
         let everything = crate::store::Listing {
             limit: 1000,
             ..Default::default()

@@ -94,6 +94,10 @@ pub trait Store: Send + Sync + 'static {
     fn leases(&self) -> Option<&dyn Leases> {
         None
     }
+    /// Configuration documents every worker shares, when several do.
+    fn documents(&self) -> Option<&dyn Documents> {
+        None
+    }
     /// A ticket by id.
     fn ticket(&self, id: &str) -> Result<Option<Ticket>>;
     /// All tickets, oldest first (whole: for audits and checks; listings
@@ -127,6 +131,16 @@ pub trait Store: Send + Sync + 'static {
     /// content): how many records, each damaged one, and the tickets that
     /// read back whole (for their trails to be verified).
     fn check(&self) -> Result<Checked>;
+}
+
+/// Configuration kept in a shared store rather than in each worker's home
+/// (`tokens.toml`): named texts with versions, written compare-and-set.
+pub trait Documents: Send + Sync {
+    /// A document's text and version.
+    fn get(&self, name: &str) -> Result<Option<(String, i64)>>;
+    /// Write `text` if the document is still at `version` (`None`: it does
+    /// not exist yet): whether it was, so the caller reads again and retries.
+    fn put(&self, name: &str, text: &str, version: Option<i64>) -> Result<bool>;
 }
 
 /// Who drives which ticket, when several workers share one store.

@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "leases", include_str!("migrations/0002_leases.sql")),
+    (
+        3,
+        "documents",
+        include_str!("migrations/0003_documents.sql"),
+    ),
 ];
 
 /// Key of the advisory lock migrations run under ("itsm" in ASCII).

@@ -17,6 +17,7 @@
 //! pool (deadpool) on it; each call is spawned there and the caller waits
 //! for the answer, as it waits for sled's fsync.
 
+mod documents;
 mod leases;
 mod migrate;
 
@@ -581,6 +582,10 @@ impl Store for PgStore {
     }
 
     fn leases(&self) -> Option<&dyn super::Leases> {
+        Some(self)
+    }
+
+    fn documents(&self) -> Option<&dyn super::Documents> {
         Some(self)
     }
 
