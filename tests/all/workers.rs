@@ -447,3 +447,53 @@ async fn three_workers_killed_twenty_times_lose_nothing_and_repeat_no_success() 
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_hands_its_tickets_over_at_once() {
+    use std::sync::atomic::Ordering;
+    const N: usize = 2;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let client = client_as(&operator);
+    // Leases of a minute: only the release explains a quick take-over.
+    let flags = ["--store", &url, "--lease-ttl", "60s", "--grace", "500ms"];
+    let mut a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let mut ids = BTreeSet::new();
+    for i in 0..N {
+        ids.insert(
+            post_ticket(&client, &a.base, i)
+                .await
+                .expect("created on A"),
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "A's calls reach the sink",
+        || async { gate.held.load(Ordering::SeqCst) == N },
+    )
+    .await;
+    signal(&a, "-TERM");
+    let stopping = Instant::now();
+    let status = a.child.wait().await.unwrap();
+    assert!(status.success(), "A drains and exits 0: {status}");
+    eventually(Duration::from_secs(10), "B takes A's tickets", || async {
+        metric(&client, &b.base, "itsm_leases_taken_total").await >= N as u64
+    })
+    .await;
+    let handed = stopping.elapsed();
+    gate.opened.store(true, Ordering::SeqCst);
+    gate.open.notify_waiters();
+    eventually(Duration::from_secs(60), "B finishes them", || async {
+        let s = states(&client, &b.base).await.unwrap_or_default();
+        s.len() == N && s.values().all(|st| st == "succeeded")
+    })
+    .await;
+    each_step_once(&client, &b.base, &ids).await;
+    assert!(handed < Duration::from_secs(10), "{handed:?}");
+    eprintln!(
+        "drain: {N} tickets taken by B {handed:?} after A was told to stop (lease 60 s, grace 0.5 s)"
+    );
+}

@@ -673,6 +673,17 @@ impl Scheduler {
                 }
             }
         }
+        // On a shared store, the others take this worker's tickets now.
+        if let Some(leases) = self.leases() {
+            match leases.release_all(now_ms()) {
+                Ok(n) => {
+                    tracing::info!(tickets = n, "released this worker's tickets to the others")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the tickets; their leases run out instead")
+                }
+            }
+        }
         Drained {
             abandoned_calls: abandoned,
         }

@@ -173,6 +173,10 @@ pub trait Leases: Send + Sync {
     /// Let `id` go (nothing in flight), to be taken at `wake_ms` or by the
     /// next decision; a no-op unless `fence` is still its lease.
     fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>) -> Result<()>;
+    /// Shutting down: let every ticket this worker holds go, due at
+    /// `now_ms`, so the others take them at once rather than after the
+    /// leases run out. How many.
+    fn release_all(&self, now_ms: u64) -> Result<usize>;
     /// Extend this worker's leases on `ids`: those it still holds.
     fn renew(&self, ids: &[String]) -> Result<Vec<String>>;
     /// The open ticket of `workflow` for a subject (as

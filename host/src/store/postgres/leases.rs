@@ -121,6 +121,16 @@ impl Leases for PgStore {
         .map(drop)
     }
 
+    fn release_all(&self, now_ms: u64) -> Result<usize> {
+        self.execute(
+            "release this worker's tickets",
+            "UPDATE itsm.tickets SET owner = NULL, lease_until = NULL, wake_ms = $2
+             WHERE owner = $1 AND in_flight",
+            vec![Box::new(self.lease.worker.clone()), Box::new(now_ms as i64)],
+        )
+        .map(|n| n as usize)
+    }
+
     fn renew(&self, ids: &[String]) -> Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
