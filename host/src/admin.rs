@@ -394,6 +394,10 @@ impl Admin {
         }
         all.insert(name.to_string(), wf.clone());
         scheduler.set_workflows(all)?;
+        if scheduler.store().documents().is_some() {
+            // Every worker of the shared store follows.
+            crate::workflow::shared::publish(scheduler.store().as_ref(), &wf)?;
+        }
         let path = self.workflows_dir.join(format!("{name}.toml"));
         let tmp = path.with_extension("toml.tmp");
         let io = |source| Error::Io {

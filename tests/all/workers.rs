@@ -92,6 +92,22 @@ async fn each_step_once(client: &reqwest::Client, base: &str, ids: &BTreeSet<Str
     }
 }
 
+/// `itsm token ARGS --store URL`: what it printed.
+fn itsm_token(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .arg("token")
+        .args(args)
+        .args(["--store", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A sink whose `POST /effects` holds every request until the gate opens.
 #[derive(Clone, Default)]
 struct Gated {
@@ -250,20 +266,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_out_and_commits_nothing() {
 
     // Tokens are the database's: one created against the store works on
     // both workers, and once revoked, on neither.
-    let token = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
-            .arg("token")
-            .args(args)
-            .args(["--store", &url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let token = |args: &[&str]| itsm_token(&url, args);
     let auditor = client_as(&token(&[
         "create",
         "--name",
@@ -449,7 +452,7 @@ async fn three_workers_killed_twenty_times_lose_nothing_and_repeat_no_success() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_shutting_down_hands_its_tickets_over_at_once() {
+async fn a_worker_shutting_down_hands_its_tickets_over_at_once_and_workflows_are_shared() {
     use std::sync::atomic::Ordering;
     const N: usize = 2;
     let cluster = Cluster::start();
@@ -461,6 +464,32 @@ async fn a_worker_shutting_down_hands_its_tickets_over_at_once() {
     let flags = ["--store", &url, "--lease-ttl", "60s", "--grace", "500ms"];
     let mut a = start_server(homes[0].path(), &flags).await;
     let b = start_server(homes[1].path(), &flags).await;
+
+    // A workflow changed through one worker is the current one on both.
+    let admin = client_as(&itsm_token(
+        &url,
+        &["create", "--name", "admin-1", "--role", "admin"],
+    ));
+    let text = std::fs::read_to_string(homes[0].path().join("workflows/offboarding.toml"))
+        .unwrap()
+        .replace("crash-1", "crash-2");
+    let put = admin
+        .put(format!("{}/v1/workflows/offboarding", a.base))
+        .header("content-type", "application/toml")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    eventually(Duration::from_secs(5), "B follows the new version", || {
+        let (http, base) = (client.clone(), b.base.clone());
+        async move {
+            get_json(&http, &format!("{base}/v1/workflows/offboarding")).await["current"]["version"]
+                == "crash-2"
+        }
+    })
+    .await;
+
     let mut ids = BTreeSet::new();
     for i in 0..N {
         ids.insert(
@@ -492,6 +521,10 @@ async fn a_worker_shutting_down_hands_its_tickets_over_at_once() {
     })
     .await;
     each_step_once(&client, &b.base, &ids).await;
+    for id in &ids {
+        let detail = get_json(&client, &format!("{}/v1/tickets/{id}", b.base)).await;
+        assert_eq!(detail["ticket"]["workflow_version"], "crash-2", "{id}");
+    }
     assert!(handed < Duration::from_secs(10), "{handed:?}");
     eprintln!(
         "drain: {N} tickets taken by B {handed:?} after A was told to stop (lease 60 s, grace 0.5 s)"

@@ -281,6 +281,10 @@ pub(crate) async fn assemble(
     }
     let settings = Workflow::load_settings(&home.join("settings.toml"))?;
     let mut workflows = Workflow::load_dir_with(&home.join("workflows"), &settings)?;
+    let shared = store.documents().is_some();
+    if shared {
+        workflows = crate::workflow::shared::adopt(store.as_ref(), workflows)?;
+    }
     let mut secrets = secrets_from_env();
     if let Some(sandbox) = sandbox {
         for wf in &sandbox.workflows {
@@ -312,6 +316,17 @@ pub(crate) async fn assemble(
             unavailable_plugins: unavailable,
         },
     )?;
+    if shared {
+        let local = sandbox
+            .map(|s| {
+                s.workflows
+                    .iter()
+                    .map(|w| (w.name.clone(), w.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::workflow::shared::follow(scheduler.clone(), local);
+    }
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));
     Ok(Assembled {

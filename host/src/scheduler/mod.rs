@@ -144,6 +144,22 @@ pub struct Scheduler {
     inner: Arc<Inner>,
 }
 
+/// A handle on a scheduler that does not keep it alive (for background
+/// tasks that end with it).
+pub struct WeakScheduler(std::sync::Weak<Inner>);
+
+impl Scheduler {
+    /// A handle that does not keep the scheduler alive.
+    pub fn downgrade(&self) -> WeakScheduler {
+        WeakScheduler(Arc::downgrade(&self.inner))
+    }
+
+    /// The scheduler, while it lives.
+    pub fn upgrade(weak: &WeakScheduler) -> Option<Self> {
+        weak.0.upgrade().map(|inner| Self { inner })
+    }
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     commits: CommitQueue,

@@ -141,6 +141,8 @@ pub trait Documents: Send + Sync {
     /// Write `text` if the document is still at `version` (`None`: it does
     /// not exist yet): whether it was, so the caller reads again and retries.
     fn put(&self, name: &str, text: &str, version: Option<i64>) -> Result<bool>;
+    /// Every document whose name starts with `prefix`: (name, text, version).
+    fn list(&self, prefix: &str) -> Result<Vec<(String, String, i64)>>;
 }
 
 /// Who drives which ticket, when several workers share one store.

@@ -39,6 +39,7 @@ pub mod committee;
 pub mod condition;
 pub mod inputs;
 pub mod notify;
+pub mod shared;
 pub mod task;
 pub mod time;
 pub mod window;

@@ -38,4 +38,17 @@ impl Documents for PgStore {
         };
         Ok(written == 1)
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(self
+            .query(
+                "list shared documents",
+                "SELECT name, body, version FROM itsm.documents
+                 WHERE starts_with(name, $1) ORDER BY name",
+                vec![Box::new(prefix.to_string())],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
 }

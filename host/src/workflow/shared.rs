@@ -1,0 +1,113 @@
+//! The current workflow definitions, shared by the workers of one store.
+//!
+//! Each workflow's current version is a document `workflows/NAME` holding
+//! its content hash; the definition is the pinned version in the store, so
+//! every worker runs the very definition the publishing worker validated
+//! (its home's `settings.toml` applied). A `PUT /v1/workflows/NAME` on any
+//! worker publishes; every worker follows within a second.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Workflow;
+use crate::error::{Error, Result};
+use crate::scheduler::Scheduler;
+use crate::store::{Batch, Documents, Store};
+
+const PREFIX: &str = "workflows/";
+
+/// How often a worker looks for workflows changed through another.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+fn documents(store: &dyn Store) -> Result<&dyn Documents> {
+    store
+        .documents()
+        .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))
+}
+
+/// Make `wf` the current version of its workflow for every worker: pin
+/// it, then point its document at it.
+pub fn publish(store: &dyn Store, wf: &Workflow) -> Result<()> {
+    let hash = wf.hash();
+    store.commit(&[Batch {
+        workflows: vec![(wf.name.clone(), hash.clone(), wf.clone())],
+        ..Batch::default()
+    }])?;
+    let docs = documents(store)?;
+    let name = format!("{PREFIX}{}", wf.name);
+    loop {
+        let version = docs.get(&name)?.map(|(_, v)| v);
+        if docs.put(&name, &hash, version)? {
+            return Ok(());
+        }
+    }
+}
+
+/// The store's current workflows, and the hash each document named.
+fn current(store: &dyn Store) -> Result<(BTreeMap<String, Workflow>, BTreeMap<String, String>)> {
+    let mut workflows = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    for (doc, hash, _) in documents(store)?.list(PREFIX)? {
+        let name = doc[PREFIX.len()..].to_string();
+        let wf = store.workflow(&name, &hash)?.ok_or_else(|| {
+            Error::Store(format!(
+                "the current version of workflow `{name}` ({hash}) is not pinned in the store"
+            ))
+        })?;
+        workflows.insert(name.clone(), wf);
+        hashes.insert(name, hash);
+    }
+    Ok((workflows, hashes))
+}
+
+/// Start-up on a shared store: publish the home's workflows the store has
+/// no current version of (the first worker brings them in), and return the
+/// store's current set, which the other homes' copies give way to.
+pub fn adopt(
+    store: &dyn Store,
+    home: BTreeMap<String, Workflow>,
+) -> Result<BTreeMap<String, Workflow>> {
+    let (known, _) = current(store)?;
+    for (name, wf) in &home {
+        if !known.contains_key(name) {
+            publish(store, wf)?;
+        } else if known[name].hash() != wf.hash() {
+            tracing::info!(workflow = %name, "the home's copy differs from the shared current version, which applies");
+        }
+    }
+    Ok(current(store)?.0)
+}
+
+/// Keep `scheduler`'s workflows the store's current ones (plus `local`,
+/// this worker's own: the sandbox's), looking every second. A set this
+/// worker cannot load (a plugin it lacks) is logged and the last one kept.
+pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
+    let weak = scheduler.downgrade();
+    drop(scheduler);
+    tokio::spawn(async move {
+        let mut seen: Option<BTreeMap<String, String>> = None;
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let Some(scheduler) = Scheduler::upgrade(&weak) else {
+                return;
+            };
+            if scheduler.is_draining() {
+                return;
+            }
+            match current(scheduler.store().as_ref()) {
+                Ok((workflows, hashes)) if seen.as_ref() != Some(&hashes) => {
+                    let mut all = workflows;
+                    all.extend(local.clone());
+                    match scheduler.set_workflows(all) {
+                        Ok(()) => seen = Some(hashes),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot load the shared workflows; keeping the last set")
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the shared workflows"),
+            }
+        }
+    });
+}
