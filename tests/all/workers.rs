@@ -158,6 +158,27 @@ async fn start_gated_sink() -> (Gated, String) {
     (gated, url)
 }
 
+/// Create `n` tickets on the worker at `base` and wait until each one's
+/// first call is held at the gated sink: their ids.
+async fn create_held(
+    client: &reqwest::Client,
+    base: &str,
+    gate: &Gated,
+    n: usize,
+) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for i in 0..n {
+        ids.insert(post_ticket(client, base, i).await.expect("created"));
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the calls reach the sink",
+        || async { gate.held.load(std::sync::atomic::Ordering::SeqCst) == n },
+    )
+    .await;
+    ids
+}
+
 /// Poll `what` every 100 ms until it holds, for `limit` at most.
 async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -197,20 +218,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_out_and_commits_nothing() {
 
     // A creates the tickets and calls the sink for each first step, which
     // holds the calls: A drives them, under leases it renews.
-    let mut ids = BTreeSet::new();
-    for i in 0..N {
-        ids.insert(
-            post_ticket(&client, &a.base, i)
-                .await
-                .expect("created on A"),
-        );
-    }
-    eventually(
-        Duration::from_secs(30),
-        "A's calls reach the sink",
-        || async { gate.held.load(Ordering::SeqCst) == N },
-    )
-    .await;
+    let ids = create_held(&client, &a.base, &gate, N).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         metric(&client, &b.base, "itsm_leases_taken_total").await,
@@ -490,20 +498,7 @@ async fn a_worker_shutting_down_hands_its_tickets_over_at_once_and_workflows_are
     })
     .await;
 
-    let mut ids = BTreeSet::new();
-    for i in 0..N {
-        ids.insert(
-            post_ticket(&client, &a.base, i)
-                .await
-                .expect("created on A"),
-        );
-    }
-    eventually(
-        Duration::from_secs(30),
-        "A's calls reach the sink",
-        || async { gate.held.load(Ordering::SeqCst) == N },
-    )
-    .await;
+    let ids = create_held(&client, &a.base, &gate, N).await;
     signal(&a, "-TERM");
     let stopping = Instant::now();
     let status = a.child.wait().await.unwrap();

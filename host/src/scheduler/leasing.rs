@@ -157,14 +157,7 @@ impl Scheduler {
     /// Renew the leases of every ticket driven here; say which were lost.
     fn renew(&self) {
         let Some(leases) = self.leases() else { return };
-        let held: Vec<String> = self
-            .inner
-            .active
-            .lock()
-            .expect("active lock")
-            .keys()
-            .cloned()
-            .collect();
+        let held = self.active_ids();
         match leases.renew(&held) {
             Ok(kept) if kept.len() < held.len() => {
                 let kept: std::collections::HashSet<&String> = kept.iter().collect();

@@ -674,15 +674,7 @@ impl Scheduler {
         }
         let abandoned = open();
         if abandoned > 0 {
-            let ids: Vec<String> = self
-                .inner
-                .active
-                .lock()
-                .expect("active lock")
-                .keys()
-                .cloned()
-                .collect();
-            for id in ids {
+            for id in self.active_ids() {
                 if let Err(e) = self.send(&id, Event::Interrupted).await {
                     tracing::error!(ticket = %id, error = %e,
                         "could not record the interruption; the next start does");
@@ -720,6 +712,12 @@ impl Scheduler {
     /// How many open tickets are parked: nothing in flight, no driver.
     pub fn parked(&self) -> usize {
         self.inner.parking.len()
+    }
+
+    /// The tickets that have a driver here now.
+    fn active_ids(&self) -> Vec<String> {
+        let active = self.inner.active.lock().expect("active lock");
+        active.keys().cloned().collect()
     }
 
     /// How many tickets have a driver (are being worked on).

@@ -53,6 +53,8 @@ pub struct PgStore {
     target: String,
     /// This worker's name and lease length.
     lease: LeaseConfig,
+    /// Fencing tokens taken from the sequence, not yet given to a ticket.
+    spare_fences: std::sync::Mutex<Vec<i64>>,
 }
 
 /// A PostgreSQL error as a store error: the server's own message and code
@@ -158,6 +160,7 @@ impl PgStore {
             runtime: Some(runtime),
             target,
             lease,
+            spare_fences: Default::default(),
         };
         let applied = store.run("open the store", |pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;
