@@ -15,13 +15,13 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     }
     assert_eq!(
         cluster.sql("SELECT version, name FROM itsm.schema_migrations ORDER BY version"),
-        "1|initial\n2|leases\n3|documents"
+        "1|initial\n2|leases\n3|documents\n4|ticket parts"
     );
     // A second open (another worker starting) finds the schema done.
     let reopened = PgStore::open(&cluster.url()).unwrap();
     assert_eq!(
         cluster.sql("SELECT count(*) FROM itsm.schema_migrations"),
-        "3"
+        "4"
     );
     itsm_host::store::conformance::after_reopen(&reopened);
 
@@ -52,7 +52,7 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     let t = itsm_host::store::conformance::ticket("T-new", itsm_host::ticket::TicketState::Running);
     let e = reopened
         .commit(&[itsm_host::store::Batch {
-            tickets: vec![t],
+            tickets: vec![t.into()],
             events: vec![again],
             ..Default::default()
         }])
@@ -66,7 +66,7 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     cluster.sql("INSERT INTO itsm.schema_migrations (version, name) VALUES (99, 'future')");
     let e = PgStore::open(&cluster.url()).err().unwrap().to_string();
     assert!(
-        e.contains("schema is at version 99, newer than this itsm knows (3)"),
+        e.contains("schema is at version 99, newer than this itsm knows (4)"),
         "{e}"
     );
 }
@@ -106,7 +106,7 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     let mut t = itsm_host::store::conformance::ticket("T-lease", TicketState::Running);
     let fa = a.fence_for_new().unwrap();
     a.commit(&[Batch {
-        tickets: vec![t.clone()],
+        tickets: vec![t.clone().into()],
         fence: Some(fa),
         ..Batch::default()
     }])
@@ -135,13 +135,13 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     // a wakes up and writes under its old token: refused, nothing lands.
     t.updated_ms = 99;
     let zombie = Batch {
-        tickets: vec![t.clone()],
+        tickets: vec![t.clone().into()],
         fence: Some(fa),
         ..Batch::default()
     };
     let other = itsm_host::store::conformance::ticket("T-other", TicketState::Running);
     let fresh = Batch {
-        tickets: vec![other],
+        tickets: vec![other.into()],
         fence: Some(a.fence_for_new().unwrap()),
         ..Batch::default()
     };
@@ -156,7 +156,7 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     // not due for anyone, but a decision on a takes it at once.
     t.updated_ms = 100;
     b.commit(&[Batch {
-        tickets: vec![t.clone()],
+        tickets: vec![t.clone().into()],
         fence: Some(fb),
         ..Batch::default()
     }])

@@ -184,14 +184,75 @@ impl Draft {
 
 impl AuditEvent {
     /// The canonical encoding's hash (with `hash` empty).
+    ///
+    /// The encoding is the event as a JSON object with every map's keys
+    /// sorted (as `serde_json::Value`, whose maps are sorted, writes it),
+    /// compact. It is written straight into the hasher from a borrowed view
+    /// whose fields are declared in sorted order: no copy of the event, no
+    /// intermediate `Value`, the same bytes (a test holds it to the
+    /// `Value` route).
     pub fn compute_hash(&self) -> String {
-        let mut copy = self.clone();
-        copy.hash = String::new();
-        // Through `Value`, whose maps are sorted: one encoding per event.
-        let canonical = serde_json::to_value(&copy)
-            .expect("event serializes")
-            .to_string();
-        crate::runtime::sha256_hex(canonical.as_bytes())
+        use sha2::Digest;
+        struct Hasher(sha2::Sha256);
+        impl std::io::Write for Hasher {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hasher = Hasher(sha2::Sha256::new());
+        serde_json::to_writer(&mut hasher, &Canonical::of(self)).expect("event serializes");
+        hex::encode(hasher.0.finalize())
+    }
+}
+
+/// An event's fields in sorted key order, `hash` empty: serialized, its
+/// canonical encoding. A field added to [`AuditEvent`] goes here too, in
+/// its sorted place.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    at_ms: u64,
+    data: &'a Value,
+    hash: &'a str,
+    kind: AuditKind,
+    plugin: Option<&'a PluginRef>,
+    prev_hash: &'a str,
+    principal: &'a str,
+    seq: u64,
+    step: Option<&'a str>,
+    ticket_id: &'a str,
+}
+
+impl<'a> Canonical<'a> {
+    fn of(e: &'a AuditEvent) -> Self {
+        // Destructured, so a field added to the event fails to compile here.
+        let AuditEvent {
+            ticket_id,
+            seq,
+            at_ms,
+            kind,
+            principal,
+            step,
+            plugin,
+            data,
+            prev_hash,
+            hash: _,
+        } = e;
+        Self {
+            at_ms: *at_ms,
+            data,
+            hash: "",
+            kind: *kind,
+            plugin: plugin.as_ref(),
+            prev_hash,
+            principal,
+            seq: *seq,
+            step: step.as_deref(),
+            ticket_id,
+        }
     }
 }
 
@@ -401,6 +462,45 @@ mod tests {
         );
         // And a cut tail.
         assert!(seen.verify("T-1", &events[..8], &head).is_err());
+    }
+
+    /// The encoding every stored chain was hashed with: through `Value`.
+    fn hash_through_value(e: &AuditEvent) -> String {
+        let mut copy = e.clone();
+        copy.hash = String::new();
+        let canonical = serde_json::to_value(&copy).unwrap().to_string();
+        crate::runtime::sha256_hex(canonical.as_bytes())
+    }
+
+    #[test]
+    fn the_canonical_encoding_is_the_one_stored_chains_were_hashed_with() {
+        let plugin = PluginRef {
+            name: "entra-id".into(),
+            version: "1.2.0".into(),
+            wasm_sha256: "ab".repeat(32),
+        };
+        let mut head = ChainHead::default();
+        let drafts = [
+            Draft::new(AuditKind::Created, json!({})),
+            Draft::new(
+                AuditKind::StepSucceeded,
+                json!({ "z": [1, -2, 3.5, null, true], "a": { "é\"\n\u{1}": "naïve ✓", "b": {} } }),
+            )
+            .step("disable-account")
+            .plugin(Some(plugin)),
+            Draft::new(AuditKind::Approved, json!("ok")).by("ana@example.com"),
+        ];
+        for d in drafts {
+            let e = link("T-0192", &mut head, 1_700_000_000_123, d);
+            assert_eq!(e.hash, hash_through_value(&e), "{e:?}");
+            assert_eq!(e.compute_hash(), e.hash);
+        }
+        // Pinned: a change of encoding would orphan every stored trail.
+        let first = &chain(1).0[0];
+        assert_eq!(
+            first.hash,
+            "3390c9b7f98c0542e28265c477065eb943604a72155131cbc94f55ed7eddfd87"
+        );
     }
 
     #[test]

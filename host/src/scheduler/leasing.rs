@@ -79,6 +79,7 @@ impl Scheduler {
         self.spawn_driver_in(
             &mut active,
             ticket,
+            crate::store::Committed::default(),
             wf,
             VecDeque::from([(first, None)]),
             Vec::new(),

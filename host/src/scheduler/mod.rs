@@ -30,7 +30,7 @@ use crate::intake::IntakeLimits;
 use crate::runtime::cpu;
 use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
 use crate::store::commit::CommitQueue;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Committed, Store};
 use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
 use crate::workflow::Workflow;
 
@@ -424,8 +424,9 @@ impl Scheduler {
             .expect("pinned lock")
             .insert(hash.clone(), wf.clone())
             .is_none();
+        let mut committed = Committed::default();
         let batch = Batch {
-            tickets: vec![ticket.clone()],
+            tickets: vec![committed.changes(&ticket)],
             events,
             workflows: if newly_pinned {
                 vec![(wf.name.clone(), hash, (*wf).clone())]
@@ -456,7 +457,14 @@ impl Scheduler {
         }
         self.inner.metrics.events(&counted);
         self.notify(&ticket, &wf, &announced);
-        self.spawn_driver(ticket.clone(), wf, VecDeque::new(), tr.calls, fence);
+        self.spawn_driver(
+            ticket.clone(),
+            committed,
+            wf,
+            VecDeque::new(),
+            tr.calls,
+            fence,
+        );
         Ok((ticket, true))
     }
 
@@ -490,7 +498,7 @@ impl Scheduler {
             });
             if must_drive {
                 let queue = VecDeque::from([(Event::Recovered, None)]);
-                self.spawn_driver(ticket, wf, queue, Vec::new(), None);
+                self.spawn_driver(ticket, Committed::default(), wf, queue, Vec::new(), None);
             } else {
                 self.inner.open.lock().expect("open lock").insert(
                     (ticket.workflow.clone(), subject_key(&ticket.subject)),
@@ -572,6 +580,7 @@ impl Scheduler {
         Ok(Some(self.spawn_driver_in(
             &mut active,
             ticket,
+            Committed::default(),
             wf,
             VecDeque::new(),
             Vec::new(),
@@ -827,22 +836,28 @@ impl Scheduler {
     fn spawn_driver(
         &self,
         ticket: Ticket,
+        committed: Committed,
         wf: Arc<Workflow>,
         queue: Queue,
         calls: Vec<Call>,
         fence: Option<i64>,
     ) {
         let mut active = self.inner.active.lock().expect("active lock");
-        self.spawn_driver_in(&mut active, ticket, wf, queue, calls, fence);
+        self.spawn_driver_in(&mut active, ticket, committed, wf, queue, calls, fence);
     }
 
     /// Start a ticket's driver, registering it in `active` (held by the
     /// caller, so no second driver can start for it meanwhile). `fence`:
     /// the lease it drives the ticket under, on a shared store.
+    /// `committed`: what the store already has of the ticket as this
+    /// process wrote it (nothing, for a ticket read from the store: its
+    /// first transition writes it whole).
+    #[allow(clippy::too_many_arguments)]
     fn spawn_driver_in(
         &self,
         active: &mut HashMap<String, mpsc::UnboundedSender<Command>>,
         ticket: Ticket,
+        committed: Committed,
         wf: Arc<Workflow>,
         queue: Queue,
         calls: Vec<Call>,
@@ -860,14 +875,17 @@ impl Scheduler {
         let this = self.clone();
         // Short work: a ticket's step must not wait behind long plugin calls.
         tokio::spawn(cpu::short(async move {
-            this.drive(ticket, wf, queue, calls, rx, fence).await
+            this.drive(ticket, committed, wf, queue, calls, rx, fence)
+                .await
         }));
         tx
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         self,
         mut ticket: Ticket,
+        mut committed: Committed,
         wf: Arc<Workflow>,
         mut queue: Queue,
         initial: Vec<Call>,
@@ -882,7 +900,7 @@ impl Scheduler {
             while let Some((event, reply)) = queue.pop_front() {
                 let finishing = is_call_result(&event);
                 let result = self
-                    .transition(&mut ticket, &wf, event, &mut calls, fence)
+                    .transition(&mut ticket, &mut committed, &wf, event, &mut calls, fence)
                     .await;
                 if finishing {
                     self.call_closed(1);
@@ -979,6 +997,7 @@ impl Scheduler {
     async fn transition(
         &self,
         ticket: &mut Ticket,
+        committed: &mut Committed,
         wf: &Arc<Workflow>,
         event: Event,
         calls: &mut Calls,
@@ -1009,7 +1028,7 @@ impl Scheduler {
             events.clone()
         };
         self.commit_waiting_for_space(Batch {
-            tickets: vec![ticket.clone()],
+            tickets: vec![committed.changes(ticket)],
             events,
             fence,
             ..Batch::default()
@@ -1029,13 +1048,18 @@ impl Scheduler {
     /// so a ticket in flight carries on once space is freed rather than
     /// stopping until a restart. No effect starts before the commit lands.
     /// A shutdown ends the wait: the ticket resumes from disk on restart.
-    async fn commit_waiting_for_space(&self, batch: Batch) -> Result<()> {
+    async fn commit_waiting_for_space(&self, mut batch: Batch) -> Result<()> {
         let mut warned = false;
         loop {
-            match self.inner.commits.commit(batch.clone()).await {
+            let (result, back) = self.inner.commits.commit_returning(batch).await;
+            match result {
                 Err(Error::StorageFull(why)) if !self.is_draining() => {
+                    let Some(back) = back else {
+                        return Err(Error::StorageFull(why));
+                    };
+                    batch = back;
                     if !warned {
-                        tracing::warn!(ticket = %batch.tickets.first().map(|t| t.id.as_str()).unwrap_or_default(), %why, "disk full: the ticket waits for space");
+                        tracing::warn!(ticket = %batch.tickets.first().map(|t| t.id()).unwrap_or_default(), %why, "disk full: the ticket waits for space");
                         warned = true;
                     }
                     tokio::time::sleep(SPACE_RETRY).await;

@@ -121,7 +121,7 @@ impl Checkpoint {
     pub fn record(&self, batches: &[Batch]) -> Result<()> {
         let heads: Vec<(String, u64, String)> = batches
             .iter()
-            .flat_map(|b| b.tickets.iter())
+            .flat_map(|b| b.tickets.iter().map(|w| &w.core))
             .map(|t| (t.id.clone(), t.head.len, t.head.hash.clone()))
             .collect();
         if heads.is_empty() {
@@ -300,7 +300,7 @@ mod tests {
 
     fn batch(t: &crate::ticket::Ticket) -> Batch {
         Batch {
-            tickets: vec![t.clone()],
+            tickets: vec![t.clone().into()],
             ..Batch::default()
         }
     }

@@ -14,7 +14,8 @@ use super::checkpoint::Checkpoint;
 use super::{Batch, Store};
 use crate::error::{Error, Result};
 
-type Job = (Batch, oneshot::Sender<Result<()>>);
+/// A batch, and where to send back the result with the batch.
+type Job = (Batch, oneshot::Sender<(Result<()>, Option<Batch>)>);
 
 /// Handle to the committer thread. Cheap to clone.
 #[derive(Clone)]
@@ -59,17 +60,18 @@ impl CommitQueue {
                         }
                         Ok(refused)
                     });
-                    for (i, w) in waiters.into_iter().enumerate() {
+                    for (i, (w, batch)) in waiters.into_iter().zip(batches).enumerate() {
                         let answer = match &result {
                             Ok(refused) if refused.contains(&i) => Err(Error::Fenced(format!(
                                 "ticket {} is no longer this worker's: another worker took it \
                                  over when this one's lease ran out, so this write was refused",
-                                batches[i].tickets.first().map_or("?", |t| t.id.as_str())
+                                batch.tickets.first().map_or("?", |t| t.id())
                             ))),
                             Ok(_) => Ok(()),
                             Err(e) => Err(e.copy()),
                         };
-                        let _ = w.send(answer);
+                        // Freed by its driver, not on the committer's thread.
+                        let _ = w.send((answer, Some(batch)));
                     }
                 }
             })
@@ -79,17 +81,23 @@ impl CommitQueue {
 
     /// Commit `batch` with whatever else is queued; returns once durable.
     pub async fn commit(&self, batch: Batch) -> Result<()> {
+        self.commit_returning(batch).await.0
+    }
+
+    /// [`CommitQueue::commit`], handing the batch back (to try it again
+    /// after a full disk, say, without a copy kept meanwhile).
+    pub async fn commit_returning(&self, batch: Batch) -> (Result<()>, Option<Batch>) {
         if batch.is_empty() {
-            return Ok(());
+            return (Ok(()), Some(batch));
         }
         // The committer thread needs a core, and the waiter runs on as soon
         // as it is durable: long plugin calls give way meanwhile.
         let _held = crate::runtime::cpu::hold();
+        let stopped = || Error::Store("the committer has stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((batch, tx))
-            .map_err(|_| Error::Store("the committer has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Store("the committer has stopped".into()))?
+        if let Err(mpsc::SendError((batch, _))) = self.tx.send((batch, tx)) {
+            return (Err(stopped()), Some(batch));
+        }
+        rx.await.unwrap_or_else(|_| (Err(stopped()), None))
     }
 }

@@ -41,6 +41,7 @@ pub fn run(store: &dyn Store) {
     workflows_idempotency_and_kv(store);
     an_empty_commit_is_fine(store);
     listings_page_filter_and_count_like_the_reference(store);
+    tickets_are_written_in_parts(store);
 }
 
 /// Checks for a store reopened after [`run`] (a restart, another worker):
@@ -59,6 +60,98 @@ pub fn after_reopen(store: &dyn Store) {
     let checked = store.check().unwrap();
     assert!(checked.damage.is_empty(), "{:?}", checked.damage);
     assert_eq!(checked.tickets.len(), store.tickets().unwrap().len());
+    let parted = store.ticket("T-parts").unwrap().unwrap();
+    assert_eq!(parted.steps["a"].attempts.len(), RETRIES);
+    assert!(checked.tickets.contains(&parted));
+}
+
+/// Attempts [`tickets_are_written_in_parts`] makes.
+const RETRIES: usize = 30;
+
+/// A ticket whose step is retried many times, written as the scheduler
+/// writes it (what changed since the last commit, sometimes twice in one
+/// group), reads back whole, and each write carries one step and one
+/// attempt however many attempts came before.
+fn tickets_are_written_in_parts(store: &dyn Store) {
+    use crate::runtime::Op;
+    use crate::ticket::{Attempt, AttemptResult, StepStatus};
+    let mut t = ticket("T-parts", TicketState::Running);
+    t.steps.insert("b".into(), StepRecord::new());
+    let mut committed = super::Committed::default();
+    let first = committed.changes(&t);
+    assert_eq!((first.steps.len(), first.attempts.len()), (2, 0));
+    store
+        .commit(&[Batch {
+            tickets: vec![first],
+            ..Batch::default()
+        }])
+        .unwrap();
+    for n in 1..=RETRIES as u32 {
+        let s = t.steps.get_mut("a").unwrap();
+        s.status = StepStatus::Running;
+        s.attempts.push(Attempt {
+            n,
+            op: Op::Run,
+            started_ms: u64::from(n),
+            ended_ms: None,
+            result: AttemptResult::Running,
+            log: Vec::new(),
+            requests: Vec::new(),
+        });
+        t.updated_ms = u64::from(n);
+        let started = committed.changes(&t);
+        let s = t.steps.get_mut("a").unwrap();
+        s.status = StepStatus::RetryWait;
+        s.retry_at_ms = Some(u64::from(n) + 10);
+        let last = s.attempts.last_mut().unwrap();
+        last.ended_ms = Some(u64::from(n) + 1);
+        last.result = AttemptResult::Interrupted;
+        let ended = committed.changes(&t);
+        for w in [&started, &ended] {
+            assert_eq!((w.steps.len(), w.attempts.len()), (1, 1), "attempt {n}");
+            assert_eq!(w.attempts[0].1.n, n);
+            assert!(w.core.steps.is_empty());
+        }
+        // Every third round, both transitions land in one group.
+        if n % 3 == 0 {
+            store
+                .commit(&[
+                    Batch {
+                        tickets: vec![started],
+                        ..Batch::default()
+                    },
+                    Batch {
+                        tickets: vec![ended],
+                        ..Batch::default()
+                    },
+                ])
+                .unwrap();
+        } else {
+            for w in [started, ended] {
+                store
+                    .commit(&[Batch {
+                        tickets: vec![w],
+                        ..Batch::default()
+                    }])
+                    .unwrap();
+            }
+        }
+    }
+    // A transition that changes nothing of the steps writes the core alone.
+    t.updated_ms += 1;
+    let quiet = committed.changes(&t);
+    assert_eq!((quiet.steps.len(), quiet.attempts.len()), (0, 0));
+    store
+        .commit(&[Batch {
+            tickets: vec![quiet],
+            ..Batch::default()
+        }])
+        .unwrap();
+    assert_eq!(store.ticket("T-parts").unwrap().as_ref(), Some(&t));
+    assert!(store.tickets().unwrap().contains(&t));
+    let checked = store.check().unwrap();
+    assert!(checked.damage.is_empty(), "{:?}", checked.damage);
+    assert!(checked.tickets.contains(&t));
 }
 
 fn tickets_round_trip_and_in_flight_tracks_state(store: &dyn Store) {
@@ -68,11 +161,11 @@ fn tickets_round_trip_and_in_flight_tracks_state(store: &dyn Store) {
     store
         .commit(&[
             Batch {
-                tickets: vec![a.clone()],
+                tickets: vec![a.clone().into()],
                 ..Batch::default()
             },
             Batch {
-                tickets: vec![b.clone()],
+                tickets: vec![b.clone().into()],
                 ..Batch::default()
             },
         ])
@@ -86,7 +179,7 @@ fn tickets_round_trip_and_in_flight_tracks_state(store: &dyn Store) {
     done.state = TicketState::Succeeded;
     store
         .commit(&[Batch {
-            tickets: vec![done.clone()],
+            tickets: vec![done.clone().into()],
             ..Batch::default()
         }])
         .unwrap();
@@ -119,7 +212,7 @@ fn events_come_back_in_seq_order_and_verify(store: &dyn Store) {
         .commit(&[
             Batch {
                 events: events[10..].to_vec(),
-                tickets: vec![t],
+                tickets: vec![t.into()],
                 ..Batch::default()
             },
             Batch {
@@ -205,7 +298,7 @@ fn listings_page_filter_and_count_like_the_reference(store: &dyn Store) {
         }
     };
     for chunk in [0..15, 15..30] {
-        let tickets = chunk.map(|i| make(i, state(i))).collect();
+        let tickets = chunk.map(|i| make(i, state(i)).into()).collect();
         store
             .commit(&[Batch {
                 tickets,
@@ -217,11 +310,15 @@ fn listings_page_filter_and_count_like_the_reference(store: &dyn Store) {
     store
         .commit(&[
             Batch {
-                tickets: (0..6).map(|i| make(i, TicketState::Running)).collect(),
+                tickets: (0..6)
+                    .map(|i| make(i, TicketState::Running).into())
+                    .collect(),
                 ..Batch::default()
             },
             Batch {
-                tickets: (0..6).map(|i| make(i, TicketState::Succeeded)).collect(),
+                tickets: (0..6)
+                    .map(|i| make(i, TicketState::Succeeded).into())
+                    .collect(),
                 ..Batch::default()
             },
         ])

@@ -34,8 +34,10 @@ impl Store for MemoryStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
         let mut s = self.lock();
         for b in batches {
-            for t in &b.tickets {
-                s.tickets.insert(t.id.clone(), t.clone());
+            for w in &b.tickets {
+                let base = s.tickets.remove(w.id());
+                let t = w.clone().apply(base)?;
+                s.tickets.insert(t.id.clone(), t);
             }
             for e in &b.events {
                 s.events.insert((e.ticket_id.clone(), e.seq), e.clone());

@@ -6,6 +6,8 @@
 //! sharing one database (`postgres/`); only those modules name them. Writes go in
 //! [`Batch`]es, applied atomically and durably by [`Store::commit`], so a
 //! ticket's new state and its audit events land together or not at all.
+//! A ticket is kept in parts ([`parts`]): a transition writes its core
+//! and what changed, not the whole ticket.
 
 pub mod checkpoint;
 pub mod commit;
@@ -13,6 +15,7 @@ pub mod commit;
 pub mod conformance;
 pub mod listing;
 pub mod memory;
+pub mod parts;
 pub mod postgres;
 mod record;
 mod seal;
@@ -20,6 +23,7 @@ pub mod sled;
 pub mod space;
 
 pub use listing::{Listing, Page, TicketSummary};
+pub use parts::{Committed, TicketWrite};
 
 use std::time::Duration;
 
@@ -54,8 +58,9 @@ pub fn open(
 /// Writes that land together.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    /// Tickets to write whole.
-    pub tickets: Vec<Ticket>,
+    /// Tickets to write: each one's core and the parts that changed
+    /// ([`TicketWrite::whole`] for all of it).
+    pub tickets: Vec<TicketWrite>,
     /// Audit events to append.
     pub events: Vec<AuditEvent>,
     /// Workflow definitions to pin, by (name, hash).

@@ -2,6 +2,10 @@
 //! key they are filed under. sled keys are these strings; PostgreSQL rows
 //! name the same key in errors, so damage reads the same on either.
 
+use std::collections::HashMap;
+
+use super::Damage;
+use super::parts::{AttemptRow, StepRow, attempt_key, put_attempt, put_step, step_key};
 use super::seal::{corrupt, seal, unseal};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -56,4 +60,81 @@ pub(crate) fn event_key(ticket: &str, seq: u64) -> String {
 /// A pinned workflow's key.
 pub(crate) fn workflow_key(name: &str, hash: &str) -> String {
     format!("w/{name}/{hash}")
+}
+
+/// A step record whose key and content agree.
+pub(crate) fn decode_step(key: &[u8], bytes: &[u8]) -> Result<StepRow> {
+    let r: StepRow = decode(key, bytes)?;
+    if key != step_key(&r.ticket, &r.step).as_bytes() {
+        return Err(corrupt(
+            key,
+            &format!("it holds step {} of {}", r.step, r.ticket),
+        ));
+    }
+    Ok(r)
+}
+
+/// An attempt record whose key and content agree.
+pub(crate) fn decode_attempt(key: &[u8], bytes: &[u8]) -> Result<AttemptRow> {
+    let r: AttemptRow = decode(key, bytes)?;
+    if key != attempt_key(&r.ticket, &r.step, r.attempt.n).as_bytes() {
+        return Err(corrupt(
+            key,
+            &format!(
+                "it holds attempt {} of step {} of {}",
+                r.attempt.n, r.step, r.ticket
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// The tickets that read back whole from their cores and parts (each
+/// list in key order); every part that fits no ticket is `damage`, and so
+/// is a part of a ticket that is not `stored` at all (the parts of one
+/// whose core is damaged are left to that damage).
+pub(crate) fn check_parts(
+    cores: Vec<Ticket>,
+    mut steps: HashMap<String, Vec<StepRow>>,
+    mut attempts: HashMap<String, Vec<AttemptRow>>,
+    stored: &dyn Fn(&str) -> bool,
+    damage: &mut Vec<Damage>,
+) -> Vec<Ticket> {
+    let mut whole = Vec::new();
+    for mut t in cores {
+        for row in steps.remove(&t.id).unwrap_or_default() {
+            put_step(&mut t, row.step, row.record);
+        }
+        let mut intact = true;
+        for row in attempts.remove(&t.id).unwrap_or_default() {
+            let key = attempt_key(&row.ticket, &row.step, row.attempt.n);
+            if let Err(e) = put_attempt(&mut t, &row.step, row.attempt) {
+                intact = false;
+                damage.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                });
+            }
+        }
+        if intact {
+            whole.push(t);
+        }
+    }
+    let orphans = steps
+        .into_values()
+        .flatten()
+        .filter(|r| !stored(&r.ticket))
+        .map(|r| step_key(&r.ticket, &r.step))
+        .chain(
+            attempts
+                .into_values()
+                .flatten()
+                .filter(|r| !stored(&r.ticket))
+                .map(|r| attempt_key(&r.ticket, &r.step, r.attempt.n)),
+        );
+    for key in orphans {
+        let problem = corrupt(key.as_bytes(), "its ticket is not stored").to_string();
+        damage.push(Damage { key, problem });
+    }
+    whole
 }

@@ -22,6 +22,11 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "documents",
         include_str!("migrations/0003_documents.sql"),
     ),
+    (
+        4,
+        "ticket parts",
+        include_str!("migrations/0004_ticket_parts.sql"),
+    ),
 ];
 
 /// Key of the advisory lock migrations run under ("itsm" in ASCII).

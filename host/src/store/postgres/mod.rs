@@ -21,15 +21,17 @@ mod documents;
 mod leases;
 mod migrate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
+use super::parts::{self, AttemptRow, OfTicket, StepRow, assemble, attempt_key, step_key};
 use super::record::{
-    decode, decode_event, decode_ticket, encode, event_key, ticket_key, workflow_key,
+    check_parts, decode, decode_attempt, decode_event, decode_step, decode_ticket, encode,
+    event_key, ticket_key, workflow_key,
 };
 use super::seal::corrupt;
 use super::{Batch, Checked, Damage, LeaseConfig, Listing, Page, Store, TicketSummary};
@@ -330,6 +332,10 @@ struct Rows {
 
 #[derive(Default)]
 struct BatchRows {
+    /// (ticket, step, body).
+    steps: Vec<(String, String, Vec<u8>)>,
+    /// (ticket, step, n, body).
+    attempts: Vec<(String, String, i64, Vec<u8>)>,
     events: Vec<(String, i64, Vec<u8>)>,
     workflows: Vec<(String, String, Vec<u8>)>,
     idempotency: Vec<(String, String)>,
@@ -340,12 +346,36 @@ impl Rows {
         let mut rows = Rows::default();
         for b in batches {
             let mut ids = Vec::new();
-            for t in &b.tickets {
+            let mut other = BatchRows::default();
+            for w in &b.tickets {
+                let t = &w.core;
                 rows.tickets
                     .insert(t.id.clone(), TicketRow::of(t, b.fence)?);
                 ids.push(t.id.clone());
+                for (step, record) in &w.steps {
+                    let row = parts::StepRowRef {
+                        ticket: &t.id,
+                        step,
+                        record,
+                    };
+                    other
+                        .steps
+                        .push((t.id.clone(), step.clone(), encode(&row)?));
+                }
+                for (step, attempt) in &w.attempts {
+                    let row = parts::AttemptRowRef {
+                        ticket: &t.id,
+                        step,
+                        attempt,
+                    };
+                    other.attempts.push((
+                        t.id.clone(),
+                        step.clone(),
+                        i64::from(attempt.n),
+                        encode(&row)?,
+                    ));
+                }
             }
-            let mut other = BatchRows::default();
             for e in &b.events {
                 other
                     .events
@@ -432,6 +462,8 @@ async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Ve
     let mut kept = BatchRows::default();
     for (i, (ids, other)) in rows.batches.into_iter().enumerate() {
         if ids.iter().all(|id| landed.contains(id)) {
+            kept.steps.extend(other.steps);
+            kept.attempts.extend(other.attempts);
             kept.events.extend(other.events);
             kept.workflows.extend(other.workflows);
             kept.idempotency.extend(other.idempotency);
@@ -445,7 +477,43 @@ async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Ve
     kept.workflows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     let mut seen = std::collections::HashSet::new();
     kept.idempotency.retain(|(k, _)| seen.insert(k.clone()));
+    // A part written twice in one group: its last version.
+    last_of_each(&mut kept.steps, |s| (s.0.clone(), s.1.clone(), 0));
+    last_of_each(&mut kept.attempts, |a| (a.0.clone(), a.1.clone(), a.2));
     let rows = kept;
+    if !rows.steps.is_empty() {
+        let ids: Vec<&str> = rows.steps.iter().map(|s| s.0.as_str()).collect();
+        let steps: Vec<&str> = rows.steps.iter().map(|s| s.1.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.steps.iter().map(|s| s.2.as_slice()).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.steps (ticket_id, step, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
+                 ON CONFLICT (ticket_id, step) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&statement, &[&ids, &steps, &bodies])
+            .await
+            .map_err(pg)?;
+    }
+    if !rows.attempts.is_empty() {
+        let ids: Vec<&str> = rows.attempts.iter().map(|a| a.0.as_str()).collect();
+        let steps: Vec<&str> = rows.attempts.iter().map(|a| a.1.as_str()).collect();
+        let ns: Vec<i64> = rows.attempts.iter().map(|a| a.2).collect();
+        let bodies: Vec<&[u8]> = rows.attempts.iter().map(|a| a.3.as_slice()).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO itsm.attempts (ticket_id, step, n, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[])
+                 ON CONFLICT (ticket_id, step, n) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&statement, &[&ids, &steps, &ns, &bodies])
+            .await
+            .map_err(pg)?;
+    }
     if !rows.events.is_empty() {
         let ids: Vec<&str> = rows.events.iter().map(|e| e.0.as_str()).collect();
         let seqs: Vec<i64> = rows.events.iter().map(|e| e.1).collect();
@@ -498,8 +566,67 @@ async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Ve
     Ok(refused)
 }
 
+/// Keep only the last row of each key, in order (one statement writes a
+/// row once).
+fn last_of_each<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<T> = Vec::with_capacity(rows.len());
+    for row in rows.drain(..).rev() {
+        if seen.insert(key(&row)) {
+            kept.push(row);
+        }
+    }
+    kept.reverse();
+    *rows = kept;
+}
+
 /// The summary columns of `itsm.tickets`, in [`summary`]'s order.
 const SUMMARY: &str = "id, workflow, subject, state, requested_by, batch, created_ms, updated_ms";
+
+/// Part records grouped by their ticket, each group in order.
+fn by_ticket<T: OfTicket>(rows: Vec<T>) -> HashMap<String, Vec<T>> {
+    let mut by = HashMap::<String, Vec<T>>::new();
+    for row in rows {
+        by.entry(row.ticket().to_string()).or_default().push(row);
+    }
+    by
+}
+
+impl PgStore {
+    /// The step and attempt records of ticket `id` (`None`: of every
+    /// ticket), in key order.
+    fn parts(&self, id: Option<&str>) -> Result<(Vec<StepRow>, Vec<AttemptRow>)> {
+        let (steps_sql, attempts_sql, params): (_, _, fn(&str) -> Vec<Param>) = match id {
+            Some(_) => (
+                "SELECT ticket_id, step, body FROM itsm.steps WHERE ticket_id = $1
+                 ORDER BY step",
+                "SELECT ticket_id, step, n, body FROM itsm.attempts WHERE ticket_id = $1
+                 ORDER BY step, n",
+                |id| vec![Box::new(id.to_string())],
+            ),
+            None => (
+                "SELECT ticket_id, step, body FROM itsm.steps ORDER BY ticket_id, step",
+                "SELECT ticket_id, step, n, body FROM itsm.attempts ORDER BY ticket_id, step, n",
+                |_| Vec::new(),
+            ),
+        };
+        let id = id.unwrap_or_default();
+        let steps = self
+            .query("read steps", steps_sql, params(id))?
+            .iter()
+            .map(|r| decode_step(step_key(r.get(0), r.get(1)).as_bytes(), r.get(2)))
+            .collect::<Result<Vec<_>>>()?;
+        let attempts = self
+            .query("read attempts", attempts_sql, params(id))?
+            .iter()
+            .map(|r| {
+                let key = attempt_key(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
+                decode_attempt(key.as_bytes(), r.get(3))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((steps, attempts))
+    }
+}
 
 fn summary(row: &tokio_postgres::Row) -> Result<TicketSummary> {
     let id: String = row.get(0);
@@ -598,19 +725,30 @@ impl Store for PgStore {
             "SELECT body FROM itsm.tickets WHERE id = $1",
             vec![Box::new(id.to_string())],
         )?;
-        rows.first()
-            .map(|r| decode_ticket(ticket_key(id).as_bytes(), r.get(0)))
-            .transpose()
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let core = decode_ticket(ticket_key(id).as_bytes(), row.get(0))?;
+        let (steps, attempts) = self.parts(Some(id))?;
+        assemble(core, steps, attempts).map(Some)
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
+        let (steps, attempts) = self.parts(None)?;
+        let mut steps = by_ticket(steps);
+        let mut attempts = by_ticket(attempts);
         self.query(
             "read the tickets",
             "SELECT id, body FROM itsm.tickets ORDER BY id",
             vec![],
         )?
         .iter()
-        .map(|r| decode_ticket(ticket_key(r.get(0)).as_bytes(), r.get(1)))
+        .map(|r| {
+            let core = decode_ticket(ticket_key(r.get(0)).as_bytes(), r.get(1))?;
+            let s = steps.remove(&core.id).unwrap_or_default();
+            let a = attempts.remove(&core.id).unwrap_or_default();
+            assemble(core, s, a)
+        })
         .collect()
     }
 
@@ -767,6 +905,7 @@ impl Store for PgStore {
                     in_flight, body FROM itsm.tickets ORDER BY id",
             vec![],
         )?;
+        let mut cores = Vec::new();
         for row in &tickets {
             checked.records += 1;
             let id: String = row.get(0);
@@ -790,13 +929,54 @@ impl Store for PgStore {
                 Ok(t)
             });
             match result {
-                Ok(t) => checked.tickets.push(t),
+                Ok(t) => cores.push(t),
                 Err(e) => found.push(Damage {
                     key,
                     problem: e.to_string(),
                 }),
             }
         }
+        let mut steps: HashMap<String, Vec<StepRow>> = HashMap::new();
+        for row in &self.query(
+            "read every step",
+            "SELECT ticket_id, step, body FROM itsm.steps ORDER BY ticket_id, step",
+            vec![],
+        )? {
+            checked.records += 1;
+            let key = step_key(row.get(0), row.get(1));
+            match decode_step(key.as_bytes(), row.get(2)) {
+                Ok(r) => steps.entry(r.ticket.clone()).or_default().push(r),
+                Err(e) => found.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let mut attempts: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+        for row in &self.query(
+            "read every attempt",
+            "SELECT ticket_id, step, n, body FROM itsm.attempts ORDER BY ticket_id, step, n",
+            vec![],
+        )? {
+            checked.records += 1;
+            let key = attempt_key(row.get(0), row.get(1), row.get::<_, i64>(2) as u32);
+            match decode_attempt(key.as_bytes(), row.get(3)) {
+                Ok(r) => attempts.entry(r.ticket.clone()).or_default().push(r),
+                Err(e) => found.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let ids: std::collections::HashSet<String> =
+            tickets.iter().map(|r| r.get::<_, String>(0)).collect();
+        checked.tickets = check_parts(
+            cores,
+            steps,
+            attempts,
+            &|id: &str| ids.contains(id),
+            &mut found,
+        );
         let events = self.query(
             "read every event",
             "SELECT ticket_id, seq, body FROM itsm.events ORDER BY ticket_id, seq",

@@ -83,7 +83,12 @@ impl<'a> Indexer<'a> {
         }
     }
 
-    pub(super) fn ticket(&mut self, batch: &mut sled::Batch, t: &Ticket) -> Result<()> {
+    /// Index `t`; its state as stored before (none: a new ticket).
+    pub(super) fn ticket(
+        &mut self,
+        batch: &mut sled::Batch,
+        t: &Ticket,
+    ) -> Result<Option<crate::ticket::TicketState>> {
         let new = TicketSummary::from(t);
         let old = match self.seen.get(&t.id) {
             Some(s) => Some(s.clone()),
@@ -95,8 +100,9 @@ impl<'a> Indexer<'a> {
                 }
             }
         };
+        let was = old.as_ref().map(|o| o.state);
         if old.as_ref() == Some(&new) {
-            return Ok(());
+            return Ok(was);
         }
         if old.is_none() {
             *self.deltas.entry(ALL.into()).or_default() += 1;
@@ -125,7 +131,7 @@ impl<'a> Indexer<'a> {
         }
         batch.insert(summary_key(&t.id).as_bytes(), encode(&new)?);
         self.seen.insert(t.id.clone(), new);
-        Ok(())
+        Ok(was)
     }
 
     /// The counters, updated. Called once per group, by the one committer
@@ -154,7 +160,7 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
     for kv in db.scan_prefix(b"t/") {
         let (k, v) = kv.map_err(err)?;
         let t = crate::store::record::decode_ticket(&k, &v)?;
-        indexer.ticket(&mut batch, &t)?;
+        let _ = indexer.ticket(&mut batch, &t)?;
         n += 1;
     }
     indexer.finish(&mut batch)?;

@@ -4,7 +4,9 @@
 //!
 //! | prefix | key | value |
 //! | --- | --- | --- |
-//! | `t/` | ticket id | ticket JSON |
+//! | `t/` | ticket id | ticket JSON, its steps left out ([`super::parts`]) |
+//! | `p/` | ticket id `/` step | the step's JSON, its attempts left out |
+//! | `c/` | ticket id `/` step `/` n (8 hex digits) | an attempt's JSON |
 //! | `f/` | ticket id | empty: the in-flight index |
 //! | `a/` | ticket id `/` seq (16 hex digits) | audit event JSON |
 //! | `w/` | name `/` hash | workflow JSON |
@@ -28,11 +30,16 @@
 
 mod listing;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::record::{decode, decode_event, decode_ticket, encode, err, event_key};
+use super::parts::{self, AttemptRow, StepRow, assemble, attempt_key, step_key};
+use super::record::{
+    check_parts, decode, decode_attempt, decode_event, decode_step, decode_ticket, encode, err,
+    event_key, ticket_key,
+};
 use super::seal::{corrupt, guard, seal, unseal_raw};
 use super::space::{self, Space};
 use super::{Batch, Checked, Damage, Listing, Page, Store};
@@ -266,6 +273,20 @@ impl SledStore {
     }
 }
 
+/// A scan of step or attempt records, grouped by their ticket.
+fn parts_by_ticket<T: parts::OfTicket>(
+    scan: sled::Iter,
+    decode: fn(&[u8], &[u8]) -> Result<T>,
+) -> Result<HashMap<String, Vec<T>>> {
+    let mut by = HashMap::<String, Vec<T>>::new();
+    for kv in scan {
+        let (k, v) = kv.map_err(err)?;
+        let row = decode(&k, &v)?;
+        by.entry(row.ticket().to_string()).or_default().push(row);
+    }
+    Ok(by)
+}
+
 impl Store for SledStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
         self.space.check()?;
@@ -274,15 +295,40 @@ impl Store for SledStore {
             let mut batch = sled::Batch::default();
             let mut indexer = listing::Indexer::new(&self.db);
             for b in batches {
-                for t in &b.tickets {
+                for w in &b.tickets {
+                    let t = &w.core;
                     batch.insert(format!("t/{}", t.id).as_bytes(), encode(t)?);
-                    let flight = format!("f/{}", t.id);
-                    if t.state.is_terminal() {
-                        batch.remove(flight.as_bytes());
-                    } else {
-                        batch.insert(flight.as_bytes(), &[] as &[u8]);
+                    let was = indexer.ticket(&mut batch, t)?;
+                    // The in-flight mark changes only when the ticket
+                    // starts, ends, or is retried out of an end.
+                    if was.is_none_or(|s| s.is_terminal() != t.state.is_terminal()) {
+                        let flight = format!("f/{}", t.id);
+                        if t.state.is_terminal() {
+                            batch.remove(flight.as_bytes());
+                        } else {
+                            batch.insert(flight.as_bytes(), &[] as &[u8]);
+                        }
                     }
-                    indexer.ticket(&mut batch, t)?;
+                    for (step, record) in &w.steps {
+                        batch.insert(
+                            step_key(&t.id, step).as_bytes(),
+                            encode(&parts::StepRowRef {
+                                ticket: &t.id,
+                                step,
+                                record,
+                            })?,
+                        );
+                    }
+                    for (step, attempt) in &w.attempts {
+                        batch.insert(
+                            attempt_key(&t.id, step, attempt.n).as_bytes(),
+                            encode(&parts::AttemptRowRef {
+                                ticket: &t.id,
+                                step,
+                                attempt,
+                            })?,
+                        );
+                    }
                 }
                 for e in &b.events {
                     batch.insert(event_key(&e.ticket_id, e.seq).as_bytes(), encode(e)?);
@@ -305,20 +351,42 @@ impl Store for SledStore {
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
         let key = format!("t/{id}");
         self.g("read a ticket", || {
-            match self.db.get(&key).map_err(err)? {
-                Some(v) => decode_ticket(key.as_bytes(), &v).map(Some),
-                None => Ok(None),
-            }
+            let Some(v) = self.db.get(&key).map_err(err)? else {
+                return Ok(None);
+            };
+            let core = decode_ticket(key.as_bytes(), &v)?;
+            let steps = self
+                .db
+                .scan_prefix(format!("p/{id}/"))
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_step(&k, &v)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let attempts = self
+                .db
+                .scan_prefix(format!("c/{id}/"))
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_attempt(&k, &v)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            assemble(core, steps, attempts).map(Some)
         })
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
         self.g("read the tickets", || {
+            let mut steps = parts_by_ticket(self.db.scan_prefix(b"p/"), decode_step)?;
+            let mut attempts = parts_by_ticket(self.db.scan_prefix(b"c/"), decode_attempt)?;
             self.db
                 .scan_prefix(b"t/")
                 .map(|kv| {
                     let (k, v) = kv.map_err(err)?;
-                    decode_ticket(&k, &v)
+                    let core = decode_ticket(&k, &v)?;
+                    let s = steps.remove(&core.id).unwrap_or_default();
+                    let a = attempts.remove(&core.id).unwrap_or_default();
+                    assemble(core, s, a)
                 })
                 .collect()
         })
@@ -438,12 +506,18 @@ impl Store for SledStore {
         self.g("read every record", || {
             let mut records = 0;
             let mut damage = Vec::new();
-            let mut tickets = Vec::new();
+            let mut cores = Vec::new();
+            let mut steps: HashMap<String, Vec<StepRow>> = HashMap::new();
+            let mut attempts: HashMap<String, Vec<AttemptRow>> = HashMap::new();
             for kv in self.db.iter() {
                 let (k, v) = kv.map_err(err)?;
                 records += 1;
                 let checked = match k.get(..2) {
-                    Some(b"t/") => decode_ticket(&k, &v).map(|t| tickets.push(t)),
+                    Some(b"t/") => decode_ticket(&k, &v).map(|t| cores.push(t)),
+                    Some(b"p/") => decode_step(&k, &v)
+                        .map(|r| steps.entry(r.ticket.clone()).or_default().push(r)),
+                    Some(b"c/") => decode_attempt(&k, &v)
+                        .map(|r| attempts.entry(r.ticket.clone()).or_default().push(r)),
                     Some(b"a/") => decode_event(&k, &v).map(drop),
                     Some(b"w/") => decode::<Workflow>(&k, &v).map(drop),
                     Some(b"i/") | Some(b"k/") => unseal_raw(&k, &v).map(drop),
@@ -466,6 +540,9 @@ impl Store for SledStore {
                     });
                 }
             }
+            let stored = |id: &str| matches!(self.db.contains_key(ticket_key(id)), Ok(true));
+            let tickets = check_parts(cores, steps, attempts, &stored, &mut damage);
+            damage.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(Checked {
                 records,
                 damage,
@@ -486,7 +563,7 @@ mod tests {
         let t = crate::store::conformance::ticket("T-sealed", crate::ticket::TicketState::Pending);
         store
             .commit(&[Batch {
-                tickets: vec![t.clone()],
+                tickets: vec![t.clone().into()],
                 ..Batch::default()
             }])
             .unwrap();
@@ -512,5 +589,82 @@ mod tests {
                 .problem
                 .contains("it holds ticket T-sealed")
         );
+    }
+
+    #[test]
+    fn a_ticket_stored_whole_by_an_earlier_version_reads_back_and_is_split_on_its_next_write() {
+        use crate::store::TicketWrite;
+        use crate::ticket::{Attempt, AttemptResult};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut t = crate::store::conformance::ticket("T-old", crate::ticket::TicketState::Running);
+        t.steps.get_mut("a").unwrap().attempts.push(Attempt {
+            n: 1,
+            op: crate::runtime::Op::Run,
+            started_ms: 5,
+            ended_ms: None,
+            result: AttemptResult::Running,
+            log: Vec::new(),
+            requests: Vec::new(),
+        });
+        // As the host wrote tickets before they were kept in parts.
+        store.db.insert("t/T-old", encode(&t).unwrap()).unwrap();
+        assert_eq!(store.ticket("T-old").unwrap().as_ref(), Some(&t));
+        assert_eq!(store.tickets().unwrap(), vec![t.clone()]);
+        assert!(store.check().unwrap().damage.is_empty());
+        // A driver's first write of a ticket it read is whole: the parts
+        // are written and the core loses its inline steps.
+        t.steps.get_mut("a").unwrap().attempts[0].result = AttemptResult::Interrupted;
+        store
+            .commit(&[Batch {
+                tickets: vec![TicketWrite::whole(&t)],
+                ..Batch::default()
+            }])
+            .unwrap();
+        let core: Ticket = decode(b"t/T-old", &store.db.get("t/T-old").unwrap().unwrap()).unwrap();
+        assert!(core.steps.is_empty());
+        assert_eq!(store.ticket("T-old").unwrap().as_ref(), Some(&t));
+        // An attempt record with a gap before it, and one of a ticket
+        // that is not stored, are damage, named by key.
+        let gap = crate::store::parts::AttemptRowRef {
+            ticket: "T-old",
+            step: "a",
+            attempt: &Attempt {
+                n: 3,
+                ..t.steps["a"].attempts[0].clone()
+            },
+        };
+        store
+            .db
+            .insert(attempt_key("T-old", "a", 3), encode(&gap).unwrap())
+            .unwrap();
+        let orphan = crate::store::parts::AttemptRowRef {
+            ticket: "T-gone",
+            ..gap
+        };
+        store
+            .db
+            .insert(attempt_key("T-gone", "a", 3), encode(&orphan).unwrap())
+            .unwrap();
+        let checked = store.check().unwrap();
+        let keys: Vec<&str> = checked.damage.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["c/T-gone/a/00000003", "c/T-old/a/00000003"],
+            "{:?}",
+            checked.damage
+        );
+        assert!(
+            checked.damage[0]
+                .problem
+                .contains("its ticket is not stored")
+        );
+        assert!(
+            checked.damage[1]
+                .problem
+                .contains("the step has 1 attempts stored before it, not 2")
+        );
+        assert!(checked.tickets.is_empty());
+        assert!(store.ticket("T-old").is_err());
     }
 }
