@@ -282,8 +282,37 @@ impl Admin {
     }
 
     /// Check, compile, write to `plugins/<name>/`, record, and hand the
-    /// plugin to the scheduler.
+    /// plugin to the scheduler; on a shared store, publish it for the
+    /// other workers to install too ([`crate::shared_plugins`]).
     pub async fn install(
+        &self,
+        scheduler: &Scheduler,
+        bundle: Bundle,
+        by: &str,
+    ) -> Result<Installed> {
+        let published = bundle.clone();
+        let installed = self.install_here(scheduler, bundle, by).await?;
+        if scheduler.store().documents().is_some() {
+            let store = scheduler.store().clone();
+            let name = installed.name.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::shared_plugins::publish(store.as_ref(), &name, &published)
+            })
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?
+            .map_err(|e| {
+                Error::Store(format!(
+                    "plugin {} is installed on this worker, but publishing it to the others \
+                     failed: {e}; install it again to retry",
+                    installed.name
+                ))
+            })?;
+        }
+        Ok(installed)
+    }
+
+    /// [`Admin::install`] on this worker alone.
+    pub async fn install_here(
         &self,
         scheduler: &Scheduler,
         bundle: Bundle,

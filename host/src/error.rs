@@ -43,6 +43,11 @@ pub enum Error {
     /// store refused the write, so nothing of it landed.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A shared store refused a create because another worker's create
+    /// stands against it (the same idempotency key, or an open ticket for
+    /// the same subject); the creating side turns it into its answer.
+    #[error("refused: {0}")]
+    Refused(crate::store::Refusal),
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -86,6 +91,7 @@ impl Error {
             Self::StorageFull(m) => Self::StorageFull(m.clone()),
             Self::Store(m) => Self::Store(m.clone()),
             Self::Fenced(m) => Self::Fenced(m.clone()),
+            Self::Refused(r) => Self::Refused(r.clone()),
             other => Self::Store(other.to_string()),
         }
     }

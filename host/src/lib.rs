@@ -19,6 +19,7 @@ pub mod intake;
 pub mod manifest;
 pub mod runtime;
 pub mod scheduler;
+pub mod shared_plugins;
 pub mod signing;
 pub mod store;
 pub mod ticket;

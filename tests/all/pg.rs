@@ -146,7 +146,10 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
         ..Batch::default()
     };
     // In one group with a batch that is a's to write: only the stale one is left out.
-    assert_eq!(a.commit_fenced(&[zombie.clone(), fresh]).unwrap(), vec![0]);
+    assert_eq!(
+        a.commit_fenced(&[zombie.clone(), fresh]).unwrap(),
+        vec![(0, itsm_host::store::Refusal::Fenced)]
+    );
     assert!(a.ticket("T-other").unwrap().is_some());
     assert_eq!(a.ticket("T-lease").unwrap().unwrap().updated_ms, 1);
     let e = a.commit(&[zombie]).unwrap_err().to_string();
@@ -188,4 +191,91 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
         .collect();
     own.sort();
     assert_eq!(own, vec!["T-lease".to_string(), "T-other".to_string()]);
+}
+
+/// Two workers' creates that stand against each other, settled by the
+/// database in the later commit: the same idempotency key (the later
+/// create is refused, naming the key, and writes nothing) and a second
+/// open ticket for one subject of one workflow (refused, naming the open
+/// ticket), while a create that allows a duplicate, one for another
+/// subject and one for the subject once its ticket is done all land.
+#[test]
+fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database() {
+    use itsm_host::store::{Batch, LeaseConfig, Leases, Refusal};
+    use itsm_host::ticket::TicketState;
+    let cluster = Cluster::start();
+    let worker = |name: &str| {
+        PgStore::open_as(
+            &cluster.url(),
+            LeaseConfig {
+                worker: name.into(),
+                ttl: std::time::Duration::from_secs(10),
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    let create = |store: &PgStore, id: &str, subject: &str, key: Option<&str>, exclusive: bool| {
+        let mut t = itsm_host::store::conformance::ticket(id, TicketState::Running);
+        t.subject = subject.into();
+        let subject_key = itsm_host::scheduler::subject_key(subject);
+        Batch {
+            tickets: vec![t.into()],
+            idempotency: key
+                .map(|k| vec![(k.to_string(), id.to_string())])
+                .unwrap_or_default(),
+            fence: Some(store.fence_for_new().unwrap()),
+            exclusive: exclusive.then(|| ("wf".to_string(), subject_key)),
+            ..Batch::default()
+        }
+    };
+    a.commit(&[create(&a, "T-1", "Alice@example.com", Some("k1"), true)])
+        .unwrap();
+    // The same key on b, for another subject: refused, and nothing of it lands.
+    let refused = b
+        .commit_fenced(&[
+            create(&b, "T-2", "carol@example.com", Some("k1"), false),
+            create(&b, "T-3", "dave@example.com", Some("k3"), true),
+        ])
+        .unwrap();
+    assert_eq!(refused, vec![(0, Refusal::KeyTaken("k1".into()))]);
+    assert!(b.ticket("T-2").unwrap().is_none());
+    assert_eq!(b.idempotency("k1").unwrap().as_deref(), Some("T-1"));
+    assert_eq!(b.idempotency("k3").unwrap().as_deref(), Some("T-3"));
+    // A second open ticket for Alice (her subject folded): refused,
+    // naming hers, and its key is not taken.
+    let e = b
+        .commit(&[create(&b, "T-4", " alice@EXAMPLE.com", Some("k4"), true)])
+        .unwrap_err();
+    assert!(
+        matches!(&e, itsm_host::error::Error::Refused(Refusal::SubjectOpen(id)) if id == "T-1"),
+        "{e}"
+    );
+    assert!(b.ticket("T-4").unwrap().is_none());
+    assert_eq!(b.idempotency("k4").unwrap(), None);
+    // Two for one subject in one group: the first stands.
+    let refused = b
+        .commit_fenced(&[
+            create(&b, "T-5", "erin@example.com", None, true),
+            create(&b, "T-6", "erin@example.com", None, true),
+        ])
+        .unwrap();
+    assert_eq!(refused, vec![(1, Refusal::SubjectOpen("T-5".into()))]);
+    // Allowed a duplicate: it lands beside Alice's open ticket.
+    b.commit(&[create(&b, "T-7", "alice@example.com", None, false)])
+        .unwrap();
+    // Once Alice's tickets are done, a new exclusive one lands.
+    for id in ["T-1", "T-7"] {
+        let mut done = b.ticket(id).unwrap().unwrap();
+        done.state = TicketState::Succeeded;
+        b.commit(&[Batch {
+            tickets: vec![done.into()],
+            ..Batch::default()
+        }])
+        .unwrap();
+    }
+    b.commit(&[create(&b, "T-8", "alice@example.com", None, true)])
+        .unwrap();
+    let tickets = cluster.sql("SELECT string_agg(id, ',' ORDER BY id) FROM itsm.tickets");
+    assert_eq!(tickets, "T-1,T-3,T-5,T-7,T-8");
 }

@@ -525,3 +525,212 @@ async fn a_worker_shutting_down_hands_its_tickets_over_at_once_and_workflows_are
         "drain: {N} tickets taken by B {handed:?} after A was told to stop (lease 60 s, grace 0.5 s)"
     );
 }
+
+/// One create on worker A or B, at once with the others: its status and
+/// the ticket it names, if any.
+async fn race_create(
+    client: &reqwest::Client,
+    bases: [&str; 2],
+    subject: &str,
+    key: Option<&str>,
+    n: usize,
+) -> Vec<(u16, Option<String>)> {
+    let mut set = tokio::task::JoinSet::new();
+    let start = Arc::new(tokio::sync::Barrier::new(n));
+    for i in 0..n {
+        let (client, start) = (client.clone(), start.clone());
+        let url = format!("{}/v1/tickets", bases[i % 2]);
+        let key = key.map(str::to_string);
+        let body = serde_json::json!({ "workflow": "offboarding", "subject": subject });
+        set.spawn(async move {
+            let mut req = client.post(url).json(&body);
+            if let Some(k) = key {
+                req = req.header("Idempotency-Key", k);
+            }
+            start.wait().await;
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let id = resp
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string));
+            (status, id)
+        });
+    }
+    set.join_all().await
+}
+
+/// Creates for one leaver arriving at two workers at the same moment make
+/// one ticket: under one `Idempotency-Key` every answer names it, and
+/// without one a single create succeeds and the others are refused as a
+/// duplicate (409), however the requests fall between the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_racing_on_two_workers_make_one_ticket_per_leaver() {
+    const ROUNDS: usize = 6;
+    const AT_ONCE: usize = 16;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    // Steps wait at the gate, so every ticket stays open.
+    let (_gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let client = client_as(&operator);
+    let flags = ["--store", &url];
+    let a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let bases = [a.base.as_str(), b.base.as_str()];
+    for round in 0..ROUNDS {
+        let keyed = format!("keyed{round}@example.com");
+        let answers = race_create(
+            &client,
+            bases,
+            &keyed,
+            Some(&format!("race-{round}")),
+            AT_ONCE,
+        )
+        .await;
+        let created = answers.iter().filter(|(s, _)| *s == 201).count();
+        assert_eq!(created, 1, "one create made the ticket: {answers:?}");
+        assert!(
+            answers.iter().all(|(s, _)| *s == 201 || *s == 200),
+            "{answers:?}"
+        );
+        let ids: BTreeSet<&str> = answers.iter().filter_map(|(_, id)| id.as_deref()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "every answer names the one ticket: {answers:?}"
+        );
+
+        let unkeyed = format!("unkeyed{round}@example.com");
+        let answers = race_create(&client, bases, &unkeyed, None, AT_ONCE).await;
+        let created = answers.iter().filter(|(s, _)| *s == 201).count();
+        let refused = answers.iter().filter(|(s, _)| *s == 409).count();
+        assert_eq!((created, refused), (1, AT_ONCE - 1), "{answers:?}");
+    }
+    // And the database holds one ticket per leaver.
+    let per_subject = cluster
+        .sql("SELECT subject, count(*) FROM itsm.tickets GROUP BY subject HAVING count(*) > 1");
+    assert_eq!(per_subject, "", "leavers with more than one ticket");
+    let total = cluster.sql("SELECT count(*) FROM itsm.tickets");
+    assert_eq!(total, (2 * ROUNDS).to_string());
+}
+
+/// A plugin installed over the API on one worker is installed on the
+/// other within seconds, through that worker's own signature check, into
+/// its home and its system trail; a workflow using it, published on the
+/// first, runs tickets created on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
+    use base64::Engine as _;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (_gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let client = client_as(&operator);
+    let flags = ["--store", &url];
+    let a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let admin = client_as(&itsm_token(
+        &url,
+        &["create", "--name", "admin-1", "--role", "admin"],
+    ));
+    let listed = |base: String| {
+        let admin = admin.clone();
+        async move {
+            get_json(&admin, &format!("{base}/v1/plugins")).await["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "noop")
+                .cloned()
+        }
+    };
+    assert!(
+        listed(b.base.clone()).await.is_none(),
+        "B starts without noop"
+    );
+
+    let manifest =
+        std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
+    let code = crate::support::wasm("itsm-plugin-test-noop");
+    let secret = std::fs::read_to_string(homes[0].path().join("tests-publisher.key")).unwrap();
+    let signature = itsm_host::signing::sign(
+        &itsm_host::signing::read_secret(&secret).unwrap(),
+        manifest.as_bytes(),
+        &code,
+    );
+    let resp = admin
+        .post(format!("{}/v1/plugins", a.base))
+        .json(&serde_json::json!({
+            "manifest": manifest,
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
+            "signature": signature,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let on_a = listed(a.base.clone()).await.expect("installed on A");
+
+    let started = Instant::now();
+    eventually(Duration::from_secs(10), "B installs noop", || async {
+        listed(b.base.clone()).await.is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    let on_b = listed(b.base.clone()).await.unwrap();
+    assert_eq!(on_b["version"], on_a["version"]);
+    assert_eq!(on_b["wasm_sha256"], on_a["wasm_sha256"], "{on_b:#}");
+    assert_eq!(
+        std::fs::read(homes[1].path().join("plugins/noop/plugin.wasm")).unwrap(),
+        code,
+        "in B's home, for B's next start"
+    );
+    let system = get_json(&client, &format!("{}/v1/audit?ticket=system", b.base)).await;
+    let recorded = system["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "plugin_installed" && e["data"]["name"] == "noop")
+        .unwrap_or_else(|| panic!("no plugin_installed for noop in B's system trail: {system:#}"));
+    assert_eq!(recorded["principal"], itsm_host::shared_plugins::BY);
+    assert_eq!(
+        recorded["data"]["signed_by"], "tests",
+        "checked against B's own trusted key: {recorded:#}"
+    );
+
+    // A workflow of it, put through A, runs tickets created on B.
+    let put = admin
+        .put(format!("{}/v1/workflows/solo", a.base))
+        .header("content-type", "application/toml")
+        .body("name = \"solo\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"noop\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    eventually(Duration::from_secs(5), "B follows the workflow", || async {
+        get_json(&client, &format!("{}/v1/workflows/solo", b.base)).await["current"]["version"]
+            == "1"
+    })
+    .await;
+    for i in 0..4 {
+        let created = client
+            .post(format!("{}/v1/tickets", b.base))
+            .json(&serde_json::json!({ "workflow": "solo", "subject": format!("solo{i}@example.com") }))
+            .send()
+            .await
+            .unwrap();
+        let status = created.status();
+        let body = created.json::<Value>().await.unwrap();
+        assert_eq!(status, 201, "{body:#}");
+        let id = body["id"].as_str().unwrap().to_string();
+        crate::support::wait_for_state(
+            &client,
+            &format!("{}/v1/tickets/{id}", b.base),
+            "succeeded",
+        )
+        .await;
+    }
+    eprintln!("shared plugin: on B {took:?} after A's install answered");
+}

@@ -326,6 +326,7 @@ pub(crate) async fn assemble(
             })
             .unwrap_or_default();
         crate::workflow::shared::follow(scheduler.clone(), local);
+        crate::shared_plugins::follow(scheduler.clone(), admin.clone());
     }
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));

@@ -30,7 +30,7 @@ use crate::intake::IntakeLimits;
 use crate::runtime::cpu;
 use crate::runtime::{CallReport, FailureCause, Grants, Outcome, Plugin, StepFailure, StepInput};
 use crate::store::commit::CommitQueue;
-use crate::store::{Batch, Committed, Store};
+use crate::store::{Batch, Committed, Refusal, Store};
 use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms};
 use crate::workflow::Workflow;
 
@@ -348,11 +348,8 @@ impl Scheduler {
         let _guard = match idempotency_key {
             Some(key) => {
                 let guard = self.inner.create_locks[stripe(key)].lock().await;
-                if let Some(id) = self.inner.store.idempotency(key)? {
-                    let t = self.inner.store.ticket(&id)?.ok_or_else(|| {
-                        Error::Store(format!("idempotency key points at missing ticket {id}"))
-                    })?;
-                    return Ok((t, false));
+                if let Some(found) = self.created_for(Some(key))? {
+                    return Ok((found, false));
                 }
                 Some(guard)
             }
@@ -375,12 +372,12 @@ impl Scheduler {
         if !req.allow_duplicate
             && let Some(id) = open
         {
-            return Err(Error::Conflict(format!(
-                "{} already has an open {} ticket, {id}; finish or cancel it first, \
-                 or pass allow_duplicate to run the workflow for them twice",
-                req.subject.trim(),
-                wf.name
-            )));
+            // The open ticket may be this key's own, created on another
+            // worker since the key was looked up: then it is the answer.
+            if let Some(found) = self.created_for(idempotency_key)? {
+                return Ok((found, false));
+            }
+            return Err(already_open(req.subject.trim(), &wf.name, &id));
         }
         let now = now_ms();
         let sla = wf.sla_times(now).map_err(Error::Workflow)?;
@@ -437,6 +434,7 @@ impl Scheduler {
                 .map(|k| vec![(k.to_string(), ticket.id.clone())])
                 .unwrap_or_default(),
             fence: self.leases().map(|l| l.fence_for_new()).transpose()?,
+            exclusive: (!req.allow_duplicate).then(|| open_key.clone()),
         };
         let fence = batch.fence;
         let counted: Vec<AuditKind> = batch.events.iter().map(|e| e.kind).collect();
@@ -453,7 +451,23 @@ impl Scheduler {
                     .expect("pinned lock")
                     .remove(&ticket.workflow_hash);
             }
-            return Err(e);
+            return match e {
+                // Another worker's create for the same key landed first:
+                // its ticket is the answer, as for a repeat here.
+                Error::Refused(Refusal::KeyTaken(key)) => match self.created_for(Some(&key))? {
+                    Some(found) => Ok((found, false)),
+                    None => Err(Error::Store(format!(
+                        "idempotency key {key} was taken and is gone"
+                    ))),
+                },
+                Error::Refused(Refusal::SubjectOpen(id)) => {
+                    match self.created_for(idempotency_key)? {
+                        Some(found) => Ok((found, false)),
+                        None => Err(already_open(&ticket.subject, &wf.name, &id)),
+                    }
+                }
+                other => Err(other),
+            };
         }
         self.inner.metrics.events(&counted);
         self.notify(&ticket, &wf, &announced);
@@ -466,6 +480,22 @@ impl Scheduler {
             fence,
         );
         Ok((ticket, true))
+    }
+
+    /// The ticket idempotency key `key` created, if it created one.
+    fn created_for(&self, key: Option<&str>) -> Result<Option<Ticket>> {
+        let Some(id) = key
+            .map(|k| self.inner.store.idempotency(k))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        self.inner
+            .store
+            .ticket(&id)?
+            .map(Some)
+            .ok_or_else(|| Error::Store(format!("idempotency key points at missing ticket {id}")))
     }
 
     /// Resume every ticket that was in flight when the host stopped: those
@@ -1169,6 +1199,14 @@ fn is_call_result(event: &Event) -> bool {
 }
 
 /// Why work is refused while draining.
+/// The answer to a create for a subject with an open ticket `id`.
+fn already_open(subject: &str, workflow: &str, id: &str) -> Error {
+    Error::Conflict(format!(
+        "{subject} already has an open {workflow} ticket, {id}; finish or cancel it first, \
+         or pass allow_duplicate to run the workflow for them twice"
+    ))
+}
+
 fn shutting_down() -> Error {
     Error::Unavailable(
         "the server is shutting down: it takes no new work now; retry once it is back (or against another instance)".into(),

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;
-use super::{Batch, Store};
+use super::{Batch, Refusal, Store};
 use crate::error::{Error, Result};
 
 /// A batch, and where to send back the result with the batch.
@@ -52,7 +52,7 @@ impl CommitQueue {
                                 let landed: Vec<Batch> = batches
                                     .iter()
                                     .enumerate()
-                                    .filter(|(i, _)| !refused.contains(i))
+                                    .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i))
                                     .map(|(_, b)| b.clone())
                                     .collect();
                                 c.record(&landed)?;
@@ -61,14 +61,19 @@ impl CommitQueue {
                         Ok(refused)
                     });
                     for (i, (w, batch)) in waiters.into_iter().zip(batches).enumerate() {
-                        let answer = match &result {
-                            Ok(refused) if refused.contains(&i) => Err(Error::Fenced(format!(
+                        let refusal = result
+                            .as_ref()
+                            .ok()
+                            .and_then(|r| r.iter().find(|(r, _)| *r == i).map(|(_, why)| why));
+                        let answer = match (&result, refusal) {
+                            (_, Some(Refusal::Fenced)) => Err(Error::Fenced(format!(
                                 "ticket {} is no longer this worker's: another worker took it \
                                  over when this one's lease ran out, so this write was refused",
                                 batch.tickets.first().map_or("?", |t| t.id())
                             ))),
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(e.copy()),
+                            (_, Some(other)) => Err(Error::Refused(other.clone())),
+                            (Ok(_), None) => Ok(()),
+                            (Err(e), None) => Err(e.copy()),
                         };
                         // Freed by its driver, not on the committer's thread.
                         let _ = w.send((answer, Some(batch)));

@@ -72,6 +72,43 @@ pub struct Batch {
     /// while that lease is the ticket's current one. `None`: unfenced (a
     /// single-process store, or a tool).
     pub fence: Option<i64>,
+    /// (workflow, subject key as [`crate::scheduler::subject_key`] folds
+    /// it): this batch creates a ticket that must be the subject's only
+    /// open one of the workflow. A shared store refuses the batch if
+    /// another worker created one meanwhile ([`Refusal::SubjectOpen`]); a
+    /// single-process store leaves the check to the scheduler, which makes
+    /// it under its own lock before the commit.
+    pub exclusive: Option<(String, String)>,
+}
+
+/// Why a shared store left a batch out of a commit ([`Store::commit_fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its fence is no longer its ticket's lease.
+    Fenced,
+    /// Its idempotency key was taken meanwhile, by a ticket another
+    /// worker created: the key.
+    KeyTaken(String),
+    /// It creates an exclusive ticket ([`Batch::exclusive`]) for a subject
+    /// that has an open one of the workflow, created meanwhile by another
+    /// worker: that ticket's id.
+    SubjectOpen(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fenced => f.write_str("its ticket's lease is another's now"),
+            Self::KeyTaken(key) => write!(
+                f,
+                "idempotency key `{key}` was taken by a ticket another worker created meanwhile"
+            ),
+            Self::SubjectOpen(id) => write!(
+                f,
+                "another worker created {id} for the subject meanwhile, and it is open"
+            ),
+        }
+    }
 }
 
 impl Batch {
@@ -89,10 +126,13 @@ pub trait Store: Send + Sync + 'static {
     /// Apply batches atomically, in order, and durably: on `Ok` they survive
     /// a crash. Many batches per call is the group commit.
     fn commit(&self, batches: &[Batch]) -> Result<()>;
-    /// [`Store::commit`], except that a batch whose fence is no longer its
-    /// ticket's lease is left out (the rest land): the indexes left out.
-    /// Stores without leases leave nothing out.
-    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<usize>> {
+    /// [`Store::commit`], except that a batch another worker's writes
+    /// stand against is left out, and the rest land: one whose fence is no
+    /// longer its ticket's lease, one whose idempotency key another worker
+    /// took meanwhile, one creating a second open ticket for a subject.
+    /// The indexes left out, and why. Stores without leases leave nothing
+    /// out.
+    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<(usize, Refusal)>> {
         self.commit(batches).map(|()| Vec::new())
     }
     /// Ticket leases, when several workers share this store.

@@ -17,6 +17,7 @@
 //! pool (deadpool) on it; each call is spawned there and the caller waits
 //! for the answer, as it waits for sled's fsync.
 
+mod creates;
 mod documents;
 mod leases;
 mod migrate;
@@ -34,7 +35,7 @@ use super::record::{
     event_key, ticket_key, workflow_key,
 };
 use super::seal::corrupt;
-use super::{Batch, Checked, Damage, LeaseConfig, Listing, Page, Store, TicketSummary};
+use super::{Batch, Checked, Damage, LeaseConfig, Listing, Page, Refusal, Store, TicketSummary};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::ticket::{Ticket, TicketState};
@@ -332,6 +333,8 @@ struct Rows {
 
 #[derive(Default)]
 struct BatchRows {
+    /// (workflow, subject key) of an exclusive create.
+    exclusive: Option<(String, String)>,
     /// (ticket, step, body).
     steps: Vec<(String, String, Vec<u8>)>,
     /// (ticket, step, n, body).
@@ -346,7 +349,10 @@ impl Rows {
         let mut rows = Rows::default();
         for b in batches {
             let mut ids = Vec::new();
-            let mut other = BatchRows::default();
+            let mut other = BatchRows {
+                exclusive: b.exclusive.clone(),
+                ..BatchRows::default()
+            };
             for w in &b.tickets {
                 let t = &w.core;
                 rows.tickets
@@ -394,12 +400,24 @@ impl Rows {
 }
 
 /// Write `rows` in one transaction, one statement per kind of record
-/// whatever the number of tickets (arrays, unnested). A ticket written
-/// under a fence that is no longer its lease is not written, nor is
-/// anything else of its batch: the indexes of those batches.
-async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Vec<usize>> {
+/// whatever the number of tickets (arrays, unnested). A batch another
+/// worker's writes stand against writes nothing: one whose create lost a
+/// race ([`creates`]), or whose ticket's fence is no longer its lease.
+/// Those batches' indexes, and why.
+async fn write(
+    pool: Pool,
+    worker: String,
+    ttl_ms: i64,
+    mut rows: Rows,
+) -> Result<Vec<(usize, Refusal)>> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg)?;
+    let mut claimed = creates::claim(&tx, &rows.batches).await?;
+    for i in claimed.refused.keys() {
+        for id in &rows.batches[*i].0 {
+            rows.tickets.remove(id);
+        }
+    }
     let mut landed = std::collections::HashSet::new();
     if !rows.tickets.is_empty() {
         let t: Vec<&TicketRow> = rows.tickets.values().collect();
@@ -458,25 +476,25 @@ async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Ve
             .map_err(pg)?;
         landed.extend(written.iter().map(|r| r.get::<_, String>(0)));
     }
-    let mut refused = Vec::new();
     let mut kept = BatchRows::default();
     for (i, (ids, other)) in rows.batches.into_iter().enumerate() {
+        if claimed.refused.contains_key(&i) {
+            continue;
+        }
         if ids.iter().all(|id| landed.contains(id)) {
             kept.steps.extend(other.steps);
             kept.attempts.extend(other.attempts);
             kept.events.extend(other.events);
             kept.workflows.extend(other.workflows);
-            kept.idempotency.extend(other.idempotency);
         } else {
-            refused.push(i);
+            claimed.refused.insert(i, Refusal::Fenced);
         }
     }
-    // One (name, hash) and one key once each: a statement writes a row once.
+    creates::unclaim(&tx, &claimed).await?;
+    // One (name, hash) once: a statement writes a row once.
     kept.workflows
         .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     kept.workflows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    let mut seen = std::collections::HashSet::new();
-    kept.idempotency.retain(|(k, _)| seen.insert(k.clone()));
     // A part written twice in one group: its last version.
     last_of_each(&mut kept.steps, |s| (s.0.clone(), s.1.clone(), 0));
     last_of_each(&mut kept.attempts, |a| (a.0.clone(), a.1.clone(), a.2));
@@ -548,22 +566,8 @@ async fn write(pool: Pool, worker: String, ttl_ms: i64, rows: Rows) -> Result<Ve
             .await
             .map_err(pg)?;
     }
-    if !rows.idempotency.is_empty() {
-        let keys: Vec<&str> = rows.idempotency.iter().map(|k| k.0.as_str()).collect();
-        let ids: Vec<&str> = rows.idempotency.iter().map(|k| k.1.as_str()).collect();
-        // The first ticket a key created stays its ticket.
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO itsm.idempotency (key, ticket_id)
-                 SELECT * FROM unnest($1::text[], $2::text[])
-                 ON CONFLICT DO NOTHING",
-            )
-            .await
-            .map_err(pg)?;
-        tx.execute(&statement, &[&keys, &ids]).await.map_err(pg)?;
-    }
     tx.commit().await.map_err(pg)?;
-    Ok(refused)
+    Ok(claimed.refused.into_iter().collect())
 }
 
 /// Keep only the last row of each key, in order (one statement writes a
@@ -693,15 +697,16 @@ fn filters(q: &Listing, cursor: bool) -> (String, Vec<Param>) {
 
 impl Store for PgStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
-        match self.commit_fenced(batches)?.first() {
+        match self.commit_fenced(batches)?.into_iter().next() {
             None => Ok(()),
-            Some(&i) => Err(Error::Fenced(format!(
+            Some((i, Refusal::Fenced)) => Err(Error::Fenced(format!(
                 "batch {i} was written under a lease its ticket no longer has"
             ))),
+            Some((_, other)) => Err(Error::Refused(other)),
         }
     }
 
-    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<usize>> {
+    fn commit_fenced(&self, batches: &[Batch]) -> Result<Vec<(usize, Refusal)>> {
         if batches.iter().all(Batch::is_empty) {
             return Ok(Vec::new());
         }
