@@ -279,3 +279,52 @@ fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database
     let tickets = cluster.sql("SELECT string_agg(id, ',' ORDER BY id) FROM itsm.tickets");
     assert_eq!(tickets, "T-1,T-3,T-5,T-7,T-8");
 }
+
+/// Two workers appending to the shared system trail at once: every event
+/// lands once, in one chain that verifies, each naming its worker, and
+/// the head follows; a trail cut below its head does not verify.
+#[test]
+fn the_system_trail_is_one_chain_for_every_worker() {
+    use itsm_host::audit::system::SystemTrail;
+    use itsm_host::audit::{AuditKind, Draft};
+    use std::sync::Arc;
+    let cluster = Cluster::start();
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&cluster.url()).unwrap());
+    let other: Arc<dyn Store> = Arc::new(PgStore::open(&cluster.url()).unwrap());
+    let trails = [
+        Arc::new(SystemTrail::shared(store, "worker-a").unwrap()),
+        Arc::new(SystemTrail::shared(other, "worker-b").unwrap()),
+    ];
+    let threads: Vec<_> = trails
+        .iter()
+        .cloned()
+        .map(|trail| {
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    trail
+                        .append(
+                            Draft::new(AuditKind::WorkflowChanged, serde_json::json!({ "i": i })),
+                            1_000 + i,
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let events = trails[0].events().unwrap();
+    assert_eq!(events.len(), 30);
+    for worker in ["worker-a", "worker-b"] {
+        let mine = events.iter().filter(|e| e.data["worker"] == worker).count();
+        assert_eq!(mine, 15, "{worker}");
+    }
+    assert_eq!(trails[1].head().unwrap().len, 30);
+    assert!(trails[0].verify().unwrap().is_ok());
+    assert!(trails[1].verify().unwrap().is_ok());
+    // The last event deleted behind the trail's back: cut below the head.
+    cluster.sql("DELETE FROM itsm.events WHERE ticket_id = 'system' AND seq = 29");
+    let broken = trails[1].verify().unwrap().unwrap_err();
+    assert!(broken.reason.contains("tail"), "{broken:?}");
+}

@@ -692,9 +692,35 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["kind"] == "plugin_installed" && e["data"]["name"] == "noop")
-        .unwrap_or_else(|| panic!("no plugin_installed for noop in B's system trail: {system:#}"));
-    assert_eq!(recorded["principal"], itsm_host::shared_plugins::BY);
+        .find(|e| {
+            e["kind"] == "plugin_installed"
+                && e["data"]["name"] == "noop"
+                && e["principal"] == itsm_host::shared_plugins::BY
+        })
+        .unwrap_or_else(|| panic!("no plugin_installed of B's in the system trail: {system:#}"));
+    // One system trail for both: A serves B's install and its own, each
+    // naming the worker that appended it, and it verifies on either.
+    let on_a_trail = get_json(&client, &format!("{}/v1/audit?ticket=system", a.base)).await;
+    assert_eq!(on_a_trail["events"], system["events"]);
+    let installs: Vec<(&str, &str)> = system["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "plugin_installed" && e["data"]["name"] == "noop")
+        .map(|e| {
+            (
+                e["principal"].as_str().unwrap(),
+                e["data"]["worker"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(installs.len(), 2, "A's install and B's: {installs:?}");
+    assert_eq!(installs[0].0, "admin-1");
+    assert_ne!(installs[0].1, installs[1].1, "two workers: {installs:?}");
+    for base in [&a.base, &b.base] {
+        let v = get_json(&client, &format!("{base}/v1/audit/verify?ticket=system")).await;
+        assert_eq!(v["verified"], true, "{v:#}");
+    }
     assert_eq!(
         recorded["data"]["signed_by"], "tests",
         "checked against B's own trusted key: {recorded:#}"

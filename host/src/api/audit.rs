@@ -63,7 +63,7 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Trailer), 
     let mut head: Option<ChainHead> = None;
     let mut events = match q.ticket.as_deref() {
         Some(SYSTEM) => {
-            head = Some(app.system.head());
+            head = Some(app.system.head()?);
             app.system.events()?
         }
         Some(id) => {

@@ -238,7 +238,11 @@ pub(crate) async fn assemble(
         max_instances: (workers as u32).clamp(8, 1000),
         kv: Arc::new(StoreKv(store.clone())),
     })?;
-    let system = Arc::new(SystemTrail::open(&home.join("system-trail.jsonl"))?);
+    // Shared by the workers of a shared store; the home's own otherwise.
+    let system = Arc::new(match store.leases() {
+        Some(leases) => SystemTrail::shared(store.clone(), leases.worker())?,
+        None => SystemTrail::open(&home.join("system-trail.jsonl"))?,
+    });
     let checkpoint = open_checkpoint(home, store.as_ref(), &system, store_args.accept_store_loss)?;
     let policy = PluginPolicy {
         trusted: TrustedKeys::default(),
