@@ -760,3 +760,47 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
     }
     eprintln!("shared plugin: on B {took:?} after A's install answered");
 }
+
+/// A client long-polling one worker for a ticket another worker drives
+/// is answered when that worker changes it, not when its wait runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_worker_wakes_for_a_change_made_on_another() {
+    use std::sync::atomic::Ordering;
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let client = client_as(&operator);
+    // Leases of a minute: the ticket stays with A, which created it.
+    let flags = ["--store", &url, "--lease-ttl", "60s"];
+    let a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let ids = create_held(&client, &a.base, &gate, 1).await;
+    let id = ids.first().unwrap().clone();
+    let before = get_json(&client, &format!("{}/v1/tickets/{id}", b.base)).await;
+    let seen = before["ticket"]["head"]["len"].as_u64().unwrap();
+    let poll = {
+        let (client, url) = (
+            client.clone(),
+            format!("{}/v1/tickets/{id}?wait=30s&seen={seen}", b.base),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            (started.elapsed(), v)
+        })
+    };
+    // The poll is waiting on B; then A's held call is let go.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!poll.is_finished(), "nothing changed yet");
+    gate.opened.store(true, Ordering::SeqCst);
+    gate.open.notify_waiters();
+    let (took, answer) = poll.await.unwrap();
+    let len = answer["ticket"]["head"]["len"].as_u64().unwrap();
+    assert!(len > seen, "answered with the change: {len} > {seen}");
+    assert!(
+        took < Duration::from_secs(10),
+        "woken by A's change, not by the 30 s wait: {took:?}"
+    );
+    eprintln!("long-poll on B answered {took:?} after it started (1 s before the change)");
+}

@@ -198,7 +198,7 @@ struct Inner {
     secrets: BTreeMap<String, String>,
     intake: IntakeLimits,
     /// Clients long-polling a ticket, woken after each commit that changes it.
-    watchers: watch::Watchers,
+    watchers: Arc<watch::Watchers>,
 }
 
 impl Scheduler {
@@ -239,6 +239,16 @@ impl Scheduler {
             }),
         };
         s.set_workflows(workflows)?;
+        // Long-polls here wake for changes other workers make too.
+        let watchers = Arc::downgrade(&s.inner.watchers);
+        s.inner.store.watch_changes(Arc::new(move |change| {
+            if let Some(w) = watchers.upgrade() {
+                match change {
+                    Some((id, events)) => w.changed(id, events),
+                    None => w.wake_all(),
+                }
+            }
+        }));
         Ok(s)
     }
 

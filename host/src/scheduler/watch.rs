@@ -21,6 +21,14 @@ impl Watchers {
         }
     }
 
+    /// Wake everyone waiting, on any ticket (changes may have been
+    /// missed; each waiter reads its ticket again).
+    pub fn wake_all(&self) {
+        for tx in self.0.lock().expect("watchers lock").values() {
+            tx.send_modify(|_| ());
+        }
+    }
+
     /// Start waiting on `id`. Subscribe first, then read the ticket: a
     /// change committed after the subscription wakes [`Subscription::next`],
     /// so none is missed between the read and the wait.

@@ -143,6 +143,11 @@ pub trait Store: Send + Sync + 'static {
     fn documents(&self) -> Option<&dyn Documents> {
         None
     }
+    /// Have `changed` told of tickets other workers of a shared store
+    /// change (and of this one's): a no-op where no one else writes.
+    fn watch_changes(&self, changed: Changed) {
+        let _ = changed;
+    }
     /// A ticket by id.
     fn ticket(&self, id: &str) -> Result<Option<Ticket>>;
     /// All tickets, oldest first (whole: for audits and checks; listings
@@ -177,6 +182,10 @@ pub trait Store: Send + Sync + 'static {
     /// read back whole (for their trails to be verified).
     fn check(&self) -> Result<Checked>;
 }
+
+/// Told of a changed ticket: its id and trail length; `None` when changes
+/// may have been missed, and every waiter should look again.
+pub type Changed = std::sync::Arc<dyn Fn(Option<(&str, u64)>) + Send + Sync>;
 
 /// Configuration kept in a shared store rather than in each worker's home
 /// (`tokens.toml`): named texts with versions, written compare-and-set.

@@ -21,6 +21,7 @@ mod creates;
 mod documents;
 mod leases;
 mod migrate;
+mod notify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -58,6 +59,8 @@ pub struct PgStore {
     lease: LeaseConfig,
     /// Fencing tokens taken from the sequence, not yet given to a ticket.
     spare_fences: std::sync::Mutex<Vec<i64>>,
+    /// How to open the change listener's own connection ([`notify`]).
+    listener: (tokio_postgres::Config, notify::Tls),
 }
 
 /// A PostgreSQL error as a store error: the server's own message and code
@@ -141,6 +144,7 @@ impl PgStore {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
             crate::runtime::net::tls_config().as_ref().clone(),
         );
+        let listener = (config.clone(), tls.clone());
         let manager = Manager::from_config(
             config,
             tls,
@@ -164,6 +168,7 @@ impl PgStore {
             target,
             lease,
             spare_fences: Default::default(),
+            listener,
         };
         let applied = store.run("open the store", |pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;
@@ -299,6 +304,8 @@ struct TicketRow {
     subject_key: String,
     /// The lease it is written under (0: unfenced).
     fence: i64,
+    /// Its trail's length, for the change announcement.
+    events: i64,
 }
 
 impl TicketRow {
@@ -316,6 +323,7 @@ impl TicketRow {
             body: encode(t)?,
             subject_key: crate::scheduler::subject_key(&t.subject),
             fence: fence.unwrap_or(0),
+            events: t.head.len as i64,
         })
     }
 }
@@ -475,6 +483,12 @@ async fn write(
             .await
             .map_err(pg)?;
         landed.extend(written.iter().map(|r| r.get::<_, String>(0)));
+        let changes: Vec<(&str, i64)> = t
+            .iter()
+            .filter(|r| landed.contains(&r.id))
+            .map(|r| (r.id.as_str(), r.events))
+            .collect();
+        notify::announce(&tx, &changes).await?;
     }
     let mut kept = BatchRows::default();
     for (i, (ids, other)) in rows.batches.into_iter().enumerate() {
@@ -722,6 +736,18 @@ impl Store for PgStore {
 
     fn documents(&self) -> Option<&dyn super::Documents> {
         Some(self)
+    }
+
+    fn watch_changes(&self, changed: super::Changed) {
+        let (config, tls) = self.listener.clone();
+        notify::listen(
+            self.runtime
+                .as_ref()
+                .expect("the runtime lives as long as the store"),
+            config,
+            tls,
+            changed,
+        );
     }
 
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
