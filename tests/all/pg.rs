@@ -87,21 +87,24 @@ fn a_server_without_fsync_and_a_bad_url_are_refused_by_name() {
     assert!(!e.contains("secret"), "the password is not repeated: {e}");
 }
 
+/// The store as worker `name` opens it, its leases lasting `ttl`.
+fn worker(cluster: &Cluster, name: &str, ttl: std::time::Duration) -> PgStore {
+    PgStore::open_as(
+        &cluster.url(),
+        itsm_host::store::LeaseConfig {
+            worker: name.into(),
+            ttl,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
-    use itsm_host::store::{Batch, LeaseConfig, Leases};
+    use itsm_host::store::{Batch, Leases};
     use itsm_host::ticket::TicketState;
     let cluster = Cluster::start();
-    let worker = |name: &str| {
-        PgStore::open_as(
-            &cluster.url(),
-            LeaseConfig {
-                worker: name.into(),
-                ttl: std::time::Duration::from_millis(800),
-            },
-        )
-        .unwrap()
-    };
+    let worker = |name: &str| worker(&cluster, name, std::time::Duration::from_millis(800));
     let (a, b) = (worker("a"), worker("b"));
     let mut t = itsm_host::store::conformance::ticket("T-lease", TicketState::Running);
     let fa = a.fence_for_new().unwrap();
@@ -201,19 +204,10 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
 /// subject and one for the subject once its ticket is done all land.
 #[test]
 fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database() {
-    use itsm_host::store::{Batch, LeaseConfig, Leases, Refusal};
+    use itsm_host::store::{Batch, Leases, Refusal};
     use itsm_host::ticket::TicketState;
     let cluster = Cluster::start();
-    let worker = |name: &str| {
-        PgStore::open_as(
-            &cluster.url(),
-            LeaseConfig {
-                worker: name.into(),
-                ttl: std::time::Duration::from_secs(10),
-            },
-        )
-        .unwrap()
-    };
+    let worker = |name: &str| worker(&cluster, name, std::time::Duration::from_secs(10));
     let (a, b) = (worker("a"), worker("b"));
     let create = |store: &PgStore, id: &str, subject: &str, key: Option<&str>, exclusive: bool| {
         let mut t = itsm_host::store::conformance::ticket(id, TicketState::Running);

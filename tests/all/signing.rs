@@ -280,7 +280,6 @@ async fn a_plugin_installed_under_its_own_wasm_name_starts_again_and_a_bad_folde
 /// runs once the plugin is installed over the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() {
-    use base64::Engine as _;
     let home = tempfile::tempdir().unwrap();
     crate::support::install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
     std::fs::remove_file(home.path().join("plugins/noop/plugin.wasm")).unwrap();
@@ -352,20 +351,13 @@ async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() 
     // Installed over the API (signed by the publisher the server trusts),
     // the waiting step runs and the ticket finishes.
     let manifest = std::fs::read_to_string(home.path().join("plugins/noop/plugin.toml")).unwrap();
-    let code = wasm("itsm-plugin-test-noop");
-    let secret = std::fs::read_to_string(home.path().join("tests-publisher.key")).unwrap();
-    let signature = itsm_host::signing::sign(
-        &itsm_host::signing::read_secret(&secret).unwrap(),
-        manifest.as_bytes(),
-        &code,
-    );
     let resp = admin
         .post(format!("{}/v1/plugins", server.base))
-        .json(&serde_json::json!({
-            "manifest": manifest,
-            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
-            "signature": signature,
-        }))
+        .json(&crate::support::signed_upload(
+            home.path(),
+            &manifest,
+            "itsm-plugin-test-noop",
+        ))
         .send()
         .await
         .unwrap();

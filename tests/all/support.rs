@@ -317,6 +317,29 @@ pub fn set_up_wipe_home(home: &std::path::Path) {
 
 /// Put a plugin into `home/plugins/<name>/`, signed by a publisher key the
 /// server trusts (`trusted-keys/tests.pub`), as an admin would install it.
+/// The body of a `POST /v1/plugins` for `manifest` and the wasm of
+/// `crate_name`, signed with the test publisher's key in `home`
+/// ([`install_signed`] made it).
+pub fn signed_upload(
+    home: &std::path::Path,
+    manifest: &str,
+    crate_name: &str,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let code = wasm(crate_name);
+    let secret = std::fs::read_to_string(home.join("tests-publisher.key")).unwrap();
+    let signature = itsm_host::signing::sign(
+        &itsm_host::signing::read_secret(&secret).unwrap(),
+        manifest.as_bytes(),
+        &code,
+    );
+    serde_json::json!({
+        "manifest": manifest,
+        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
+        "signature": signature,
+    })
+}
+
 pub fn install_signed(home: &std::path::Path, plugin_rel: &str, crate_name: &str) {
     use itsm_host::signing;
     let key_file = home.join("tests-publisher.key");

@@ -526,6 +526,38 @@ async fn a_worker_shutting_down_hands_its_tickets_over_at_once_and_workflows_are
     );
 }
 
+/// Two workers on one new database, their homes set up for a gated sink
+/// (steps wait at its gate until it opens), started with `--store` and
+/// `flags`; the operator's client. Keep every part bound for the test's
+/// length: the database and the homes go with their parts.
+struct Pair {
+    cluster: Cluster,
+    gate: Gated,
+    homes: Vec<tempfile::TempDir>,
+    client: reqwest::Client,
+    a: Server,
+    b: Server,
+}
+
+async fn two_workers(flags: &[&str]) -> Pair {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    let mut all = vec!["--store", url.as_str()];
+    all.extend_from_slice(flags);
+    let a = start_server(homes[0].path(), &all).await;
+    let b = start_server(homes[1].path(), &all).await;
+    Pair {
+        cluster,
+        gate,
+        homes,
+        client: client_as(&operator),
+        a,
+        b,
+    }
+}
+
 /// One create on worker A or B, at once with the others: its status and
 /// the ticket it names, if any.
 async fn race_create(
@@ -569,15 +601,15 @@ async fn race_create(
 async fn creates_racing_on_two_workers_make_one_ticket_per_leaver() {
     const ROUNDS: usize = 6;
     const AT_ONCE: usize = 16;
-    let cluster = Cluster::start();
-    let url = cluster.url();
     // Steps wait at the gate, so every ticket stays open.
-    let (_gate, sink) = start_gated_sink().await;
-    let (homes, operator) = homes(2, &sink).await;
-    let client = client_as(&operator);
-    let flags = ["--store", &url];
-    let a = start_server(homes[0].path(), &flags).await;
-    let b = start_server(homes[1].path(), &flags).await;
+    let Pair {
+        cluster,
+        gate: _gate,
+        homes: _homes,
+        client,
+        a,
+        b,
+    } = two_workers(&[]).await;
     let bases = [a.base.as_str(), b.base.as_str()];
     for round in 0..ROUNDS {
         let keyed = format!("keyed{round}@example.com");
@@ -622,15 +654,15 @@ async fn creates_racing_on_two_workers_make_one_ticket_per_leaver() {
 /// first, runs tickets created on the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
-    use base64::Engine as _;
-    let cluster = Cluster::start();
+    let Pair {
+        cluster,
+        gate: _gate,
+        homes,
+        client,
+        a,
+        b,
+    } = two_workers(&[]).await;
     let url = cluster.url();
-    let (_gate, sink) = start_gated_sink().await;
-    let (homes, operator) = homes(2, &sink).await;
-    let client = client_as(&operator);
-    let flags = ["--store", &url];
-    let a = start_server(homes[0].path(), &flags).await;
-    let b = start_server(homes[1].path(), &flags).await;
     let admin = client_as(&itsm_token(
         &url,
         &["create", "--name", "admin-1", "--role", "admin"],
@@ -654,19 +686,13 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
     let manifest =
         std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
     let code = crate::support::wasm("itsm-plugin-test-noop");
-    let secret = std::fs::read_to_string(homes[0].path().join("tests-publisher.key")).unwrap();
-    let signature = itsm_host::signing::sign(
-        &itsm_host::signing::read_secret(&secret).unwrap(),
-        manifest.as_bytes(),
-        &code,
-    );
     let resp = admin
         .post(format!("{}/v1/plugins", a.base))
-        .json(&serde_json::json!({
-            "manifest": manifest,
-            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&code),
-            "signature": signature,
-        }))
+        .json(&crate::support::signed_upload(
+            homes[0].path(),
+            &manifest,
+            "itsm-plugin-test-noop",
+        ))
         .send()
         .await
         .unwrap();
@@ -766,15 +792,15 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_on_one_worker_wakes_for_a_change_made_on_another() {
     use std::sync::atomic::Ordering;
-    let cluster = Cluster::start();
-    let url = cluster.url();
-    let (gate, sink) = start_gated_sink().await;
-    let (homes, operator) = homes(2, &sink).await;
-    let client = client_as(&operator);
     // Leases of a minute: the ticket stays with A, which created it.
-    let flags = ["--store", &url, "--lease-ttl", "60s"];
-    let a = start_server(homes[0].path(), &flags).await;
-    let b = start_server(homes[1].path(), &flags).await;
+    let Pair {
+        cluster: _cluster,
+        gate,
+        homes: _homes,
+        client,
+        a,
+        b,
+    } = two_workers(&["--lease-ttl", "60s"]).await;
     let ids = create_held(&client, &a.base, &gate, 1).await;
     let id = ids.first().unwrap().clone();
     let before = get_json(&client, &format!("{}/v1/tickets/{id}", b.base)).await;
