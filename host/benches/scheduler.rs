@@ -93,7 +93,8 @@ fn main() {
     let record = vec![7u8; 200];
     let t = Instant::now();
     let mut n = 0u64;
-    while t.elapsed() < Duration::from_secs(2) {
+    let profiling = std::env::var_os("ITSM_BENCH_THROUGHPUT_ONLY").is_some();
+    while !profiling && t.elapsed() < Duration::from_secs(2) {
         raw.insert(n.to_be_bytes(), record.as_slice())
             .expect("insert");
         raw.flush().expect("flush");
@@ -102,7 +103,7 @@ fn main() {
     let sled_each = n as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut m = 0u64;
-    while t.elapsed() < Duration::from_secs(2) {
+    while !profiling && t.elapsed() < Duration::from_secs(2) {
         for _ in 0..100 {
             raw.insert((1u64 << 40 | m).to_be_bytes(), record.as_slice())
                 .expect("insert");
@@ -141,6 +142,11 @@ fn main() {
         (elapsed, steps)
     });
     let (_, peak_throughput) = rss_mib();
+    if std::env::var_os("ITSM_BENCH_THROUGHPUT_ONLY").is_some() {
+        // For profiling the throughput phase alone.
+        println!("{steps} steps in {elapsed:?}, bare median {bare_median:?}");
+        return;
+    }
 
     // Latency: one ticket at a time, per step, durable.
     let lat_dir = tmp.path().join("latency");

@@ -30,11 +30,13 @@ fn itsm(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `itsm serve` on a damaged home: it must exit, not panic, saying why.
-fn serve_refuses(home: &Path) -> String {
+/// `itsm serve` on a damaged home (with `flags`): it must exit, not
+/// panic, saying why.
+pub(crate) fn serve_refuses(home: &Path, flags: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_itsm"))
         .args(["serve", "--listen", "127.0.0.1:0", "--home"])
         .arg(home)
+        .args(flags)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -86,7 +88,7 @@ async fn a_cut_or_emptied_store_is_refused_naming_it_and_check_lists_the_damage(
             .unwrap()
             .set_len((len as f64 * keep) as u64)
             .unwrap();
-        let err = serve_refuses(&v);
+        let err = serve_refuses(&v, &[]);
         assert!(err.contains("is damaged"), "{name}: {err}");
         assert!(err.contains("restore data/ from a backup"), "{name}: {err}");
         let check = itsm(&["store", "check", "--home", v.to_str().unwrap()]);
@@ -133,7 +135,7 @@ async fn a_store_rolled_back_behind_its_checkpoint_refuses_to_start_until_the_lo
     std::fs::remove_dir_all(home.path().join("data")).unwrap();
     copy_dir(backup.path(), &home.path().join("data"));
 
-    let err = serve_refuses(home.path());
+    let err = serve_refuses(home.path(), &[]);
     assert!(err.contains("has lost acknowledged work"), "{err}");
     assert!(err.contains("in 3 tickets"), "{err}");
     assert!(err.contains("is missing"), "{err}");

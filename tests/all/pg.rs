@@ -15,13 +15,13 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     }
     assert_eq!(
         cluster.sql("SELECT version, name FROM itsm.schema_migrations ORDER BY version"),
-        "1|initial\n2|leases\n3|documents\n4|ticket parts"
+        "1|initial\n2|leases\n3|documents\n4|ticket parts\n5|witness"
     );
     // A second open (another worker starting) finds the schema done.
     let reopened = PgStore::open(&cluster.url()).unwrap();
     assert_eq!(
         cluster.sql("SELECT count(*) FROM itsm.schema_migrations"),
-        "4"
+        "5"
     );
     itsm_host::store::conformance::after_reopen(&reopened);
 
@@ -66,7 +66,7 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     cluster.sql("INSERT INTO itsm.schema_migrations (version, name) VALUES (99, 'future')");
     let e = PgStore::open(&cluster.url()).err().unwrap().to_string();
     assert!(
-        e.contains("schema is at version 99, newer than this itsm knows (4)"),
+        e.contains("schema is at version 99, newer than this itsm knows (5)"),
         "{e}"
     );
 }
@@ -321,4 +321,75 @@ fn the_system_trail_is_one_chain_for_every_worker() {
     cluster.sql("DELETE FROM itsm.events WHERE ticket_id = 'system' AND seq = 29");
     let broken = trails[1].verify().unwrap().unwrap_err();
     assert!(broken.reason.contains("tail"), "{broken:?}");
+}
+
+/// The witness covers the tickets of a database upgraded to it (the
+/// migration witnesses what is stored), names a ticket deleted behind the
+/// store's back or rolled back apart from it, and, once the loss is
+/// accepted, nothing.
+#[test]
+fn the_witness_names_a_ticket_deleted_or_cut_behind_the_stores_back() {
+    use itsm_host::store::{Batch, conformance::ticket};
+    use itsm_host::ticket::TicketState;
+    let cluster = Cluster::start();
+    let store = PgStore::open(&cluster.url()).unwrap();
+    for (id, len) in [("T-1", 2), ("T-2", 3), ("T-3", 1)] {
+        let mut t = ticket(id, TicketState::Running);
+        t.head.len = len;
+        t.head.hash = format!("h{len}");
+        store
+            .commit(&[Batch {
+                tickets: vec![t.into()],
+                ..Batch::default()
+            }])
+            .unwrap();
+    }
+    drop(store);
+    // A database from before the witness: the upgrade witnesses its tickets.
+    cluster.sql("DROP TABLE itsm.witness");
+    cluster.sql("DELETE FROM itsm.schema_migrations WHERE version = 5");
+    let store = PgStore::open(&cluster.url()).unwrap();
+    assert_eq!(
+        cluster.sql("SELECT ticket_id, len, hash FROM itsm.witness ORDER BY ticket_id"),
+        "T-1|2|h2\nT-2|3|h3\nT-3|1|h1"
+    );
+    let witness = store.witness().expect("a shared store keeps a witness");
+    assert!(witness.shortfall().unwrap().is_empty());
+
+    // A later commit moves the witness on; a stale one cannot move it back.
+    let mut t2 = store.ticket("T-2").unwrap().unwrap();
+    t2.head.len = 5;
+    t2.head.hash = "h5".into();
+    let commit = |t: &itsm_host::ticket::Ticket| {
+        store
+            .commit(&[Batch {
+                tickets: vec![t.clone().into()],
+                ..Batch::default()
+            }])
+            .unwrap()
+    };
+    commit(&t2);
+    let mut stale = t2.clone();
+    stale.head.len = 4;
+    stale.head.hash = "h4".into();
+    commit(&stale);
+    assert_eq!(
+        cluster.sql("SELECT len, hash FROM itsm.witness WHERE ticket_id = 'T-2'"),
+        "5|h5"
+    );
+    // ...and T-2 as stored now (the stale write) is behind it.
+    cluster.sql("DELETE FROM itsm.tickets WHERE id = 'T-1'");
+    assert_eq!(
+        witness.shortfall().unwrap(),
+        [
+            "ticket T-1 is missing (its trail had 2 events when acknowledged)",
+            "ticket T-2 is behind: 4 of its 5 acknowledged events",
+        ]
+    );
+    assert_eq!(witness.accept().unwrap(), 2);
+    assert!(witness.shortfall().unwrap().is_empty());
+    assert_eq!(
+        cluster.sql("SELECT ticket_id, len FROM itsm.witness ORDER BY ticket_id"),
+        "T-2|4\nT-3|1"
+    );
 }

@@ -51,20 +51,30 @@ fn signal(server: &Server, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-/// `itsm store check --store URL --home HOME`: what it printed, after
-/// asserting it found everything whole.
-fn store_check(url: &str, home: &Path) -> String {
+/// `itsm store check --store URL --home HOME`: its exit status and what
+/// it printed.
+fn run_store_check(url: &str, home: &Path) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
         .args(["store", "check", "--store", url, "--home"])
         .arg(home)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), format!("{said}{err}"))
+}
+
+/// [`run_store_check`], asserting it found everything whole.
+fn store_check(url: &str, home: &Path) -> String {
+    let (code, said) = run_store_check(url, home);
+    assert_eq!(code, Some(0), "{said}");
+    said
+}
+
+/// [`run_store_check`], asserting it found damage (exit 1).
+fn store_check_finds_damage(url: &str, home: &Path) -> String {
+    let (code, said) = run_store_check(url, home);
+    assert_eq!(code, Some(1), "{said}");
     said
 }
 
@@ -444,7 +454,8 @@ async fn three_workers_killed_twenty_times_lose_nothing_and_repeat_no_success() 
     for home in &homes {
         let said = store_check(&url, home.path());
         assert!(
-            said.contains(&format!("verified {TICKETS} of {TICKETS} trails")),
+            said.contains(&format!("verified {TICKETS} of {TICKETS} trails"))
+                && said.contains("compared the tickets with the database's witness"),
             "{said}"
         );
     }
@@ -457,6 +468,76 @@ async fn three_workers_killed_twenty_times_lose_nothing_and_repeat_no_success() 
         "workers: {TICKETS} tickets on {WORKERS} workers, {KILLS} kills ({kills_mid_work} mid-work), {repeated} effects repeated (same key), {taken_by_peers} tickets taken over by the peers of the 5 workers kept down past their leases, {:?}",
         started.elapsed()
     );
+}
+
+/// A ticket deleted from the database behind the workers' backs (a cleanup
+/// script, a table restored apart): the database's witness names it on a
+/// worker whose own home never saw the ticket, until the loss is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_deleted_from_the_database_is_named_on_every_worker_until_accepted() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (_sink, sink_url) = start_slow_sink(Duration::from_millis(1)).await;
+    let (homes, operator) = homes(2, &sink_url).await;
+    let client = client_as(&operator);
+    let flags = ["--store", url.as_str()];
+    let mut a = start_server(homes[0].path(), &flags).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(post_ticket(&client, &a.base, i).await.expect("created"));
+    }
+    eventually(Duration::from_secs(60), "the tickets succeed", || async {
+        let s = states(&client, &a.base).await.unwrap_or_default();
+        s.len() == 3 && s.values().all(|st| st == "succeeded")
+    })
+    .await;
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    let gone = &ids[1];
+    for table in ["events", "attempts", "steps"] {
+        cluster.sql(&format!(
+            "DELETE FROM itsm.{table} WHERE ticket_id = '{gone}'"
+        ));
+    }
+    cluster.sql(&format!("DELETE FROM itsm.tickets WHERE id = '{gone}'"));
+
+    // B's home never saw the ticket; the database's witness did.
+    let b = homes[1].path();
+    let said = store_check_finds_damage(&url, b);
+    let missing = format!("ticket {gone} is missing (its trail had ");
+    assert!(said.contains(&missing), "{said}");
+    assert_eq!(said.matches("is missing").count(), 1, "{said}");
+    let err = crate::corruption::serve_refuses(b, &flags);
+    assert!(err.contains("has lost acknowledged work"), "{err}");
+    assert!(err.contains("itsm.witness"), "{err}");
+    assert!(err.contains(&missing), "{err}");
+
+    // Accepted: the worker runs, the system trail says so, and from then
+    // on the database's witness matches its tickets.
+    let accepting = [flags[0], flags[1], "--accept-store-loss"];
+    let mut worker = start_server(b, &accepting).await;
+    let system = get_json(&client, &format!("{}/v1/audit?ticket=system", worker.base)).await;
+    let accepted: Vec<&Value> = system["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "store_loss_accepted")
+        .collect();
+    assert_eq!(accepted.len(), 1, "{system:#}");
+    assert!(
+        accepted[0]["data"]["lost"][0]
+            .as_str()
+            .is_some_and(|l| l.contains(&missing)),
+        "{system:#}"
+    );
+    worker.child.start_kill().unwrap();
+    worker.child.wait().await.unwrap();
+    let said = store_check(&url, b);
+    assert!(said.contains("verified 2 of 2 trails"), "{said}");
+    // A's own checkpoint, which saw the ticket acknowledged, still names
+    // it: accepting on one worker speaks for that worker only.
+    let said = store_check_finds_damage(&url, homes[0].path());
+    assert_eq!(said.matches(&missing).count(), 1, "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,9 +92,9 @@ pub(crate) struct StoreArgs {
     /// over by the others this long after its last renewal.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: std::time::Duration,
-    /// Start even though the store is behind its completeness checkpoint
-    /// (it lost acknowledged work: cut, rolled back or replaced), running on
-    /// what is left. Recorded in the system trail with what was lost.
+    /// Start even though the store is behind its completeness checkpoint,
+    /// or a shared store behind its witness (it lost acknowledged work:
+    /// cut, rolled back, replaced or deleted from), running on what is left. Recorded in the system trail with what was lost.
     #[arg(long)]
     pub accept_store_loss: bool,
     /// Refuse writes (507, "the disk is full") while the disk holding the
@@ -373,8 +373,9 @@ fn token_place(home: &std::path::Path, store: &Arc<dyn Store>) -> Result<TokenPl
 /// acknowledged trail head.
 pub(crate) const CHECKPOINT_FILE: &str = "store-checkpoint.jsonl";
 
-/// Open the checkpoint and hold the store to it: a store behind it lost
-/// acknowledged work, and the server does not start on it unless told to.
+/// Open the checkpoint and hold the store to it, and to the witness a
+/// shared store keeps of itself: a store behind either lost acknowledged
+/// work, and the server does not start on it unless told to.
 fn open_checkpoint(
     home: &std::path::Path,
     store: &dyn Store,
@@ -382,24 +383,47 @@ fn open_checkpoint(
     accept_loss: bool,
 ) -> Result<Arc<Checkpoint>, Exit> {
     let checkpoint = Arc::new(Checkpoint::open(&home.join(CHECKPOINT_FILE))?);
+    let mut lost = Vec::new();
     if checkpoint.is_empty() {
         // A new home, or one from before the checkpoint: today's store is
         // the baseline.
         checkpoint.reset_to(store)?;
-        return Ok(checkpoint);
+    } else {
+        lost = shortfall(&checkpoint.heads(), store)?;
     }
-    let lost = shortfall(&checkpoint.heads(), store)?;
+    let witness = store.witness();
+    if let Some(w) = witness {
+        for problem in w.shortfall()? {
+            if !lost.contains(&problem) {
+                lost.push(problem);
+            }
+        }
+    }
     if lost.is_empty() {
         return Ok(checkpoint);
     }
     let shown: Vec<&str> = lost.iter().take(10).map(String::as_str).collect();
+    let (place, witnesses) = match witness {
+        Some(_) => (
+            "the database given by --store".to_string(),
+            format!(
+                "its completeness witness (itsm.witness) or this worker's checkpoint {}",
+                home.join(CHECKPOINT_FILE).display()
+            ),
+        ),
+        None => (
+            home.join("data").display().to_string(),
+            format!(
+                "its completeness checkpoint {}",
+                home.join(CHECKPOINT_FILE).display()
+            ),
+        ),
+    };
     if !accept_loss {
         return Err(Exit::Usage(format!(
-            "the store at {} has lost acknowledged work: it is behind its completeness \
-             checkpoint {} in {} tickets:\n  {}{}\nrestore data/ from a backup; or, to run \
-             on what is left, start with --accept-store-loss (recorded in the system trail)",
-            home.join("data").display(),
-            home.join(CHECKPOINT_FILE).display(),
+            "the store at {place} has lost acknowledged work: it is behind {witnesses} in {} \
+             tickets:\n  {}{}\nrestore it from a backup; or, to run on what is left, start \
+             with --accept-store-loss (recorded in the system trail)",
             lost.len(),
             shown.join("\n  "),
             if lost.len() > shown.len() {
@@ -422,6 +446,9 @@ fn open_checkpoint(
         crate::ticket::now_ms(),
     )?;
     checkpoint.reset_to(store)?;
+    if let Some(w) = witness {
+        w.accept()?;
+    }
     Ok(checkpoint)
 }
 

@@ -86,6 +86,16 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
         }
         compared = format!("; compared {} tickets with the checkpoint", heads.len());
     }
+    // And with the witness a shared store keeps of itself.
+    if let Some(w) = store.witness() {
+        for problem in w.shortfall().map_err(|e| Exit::Refused(e.to_string()))? {
+            damage.push(Damage {
+                key: "itsm.witness".into(),
+                problem,
+            });
+        }
+        compared += "; compared the tickets with the database's witness";
+    }
     println!(
         "read {} records of {}; verified {trails} of {} trails{compared}",
         checked.records,
@@ -100,8 +110,9 @@ pub(crate) fn run(cmd: StoreCommand) -> Result<(), Exit> {
         println!("damaged: {}", d.problem);
     }
     Err(Exit::Refused(format!(
-        "{} damaged records or trails in {}; restore data/ from a backup",
+        "{} damaged records or trails in {}; restore {} from a backup",
         damage.len(),
-        place
+        place,
+        if location.is_some() { "it" } else { "data/" }
     )))
 }

@@ -274,21 +274,34 @@ pub fn shortfall(heads: &Heads, store: &dyn Store) -> Result<Vec<String>> {
     for id in ids {
         let (len, hash) = &heads[id];
         match store.ticket(id) {
-            Ok(None) => problems.push(format!(
-                "ticket {id} is missing (its trail had {len} events when acknowledged)"
+            Ok(t) => problems.extend(behind(
+                id,
+                (*len, hash),
+                t.as_ref().map(|t| (t.head.len, t.head.hash.as_str())),
             )),
-            Ok(Some(t)) if t.head.len < *len => problems.push(format!(
-                "ticket {id} is behind: {} of its {len} acknowledged events",
-                t.head.len
-            )),
-            Ok(Some(t)) if t.head.len == *len && t.head.hash != *hash => problems.push(format!(
-                "ticket {id}'s trail is not the one acknowledged (head hash differs)"
-            )),
-            Ok(Some(_)) => {}
             Err(e) => problems.push(e.to_string()),
         }
     }
     Ok(problems)
+}
+
+/// What is wrong with ticket `id`'s trail as `stored` (its head, `None`
+/// when the ticket is gone), given the head last `acknowledged`: nothing
+/// when it is that head or further on.
+pub fn behind(id: &str, acknowledged: (u64, &str), stored: Option<(u64, &str)>) -> Option<String> {
+    let (len, hash) = acknowledged;
+    match stored {
+        None => Some(format!(
+            "ticket {id} is missing (its trail had {len} events when acknowledged)"
+        )),
+        Some((n, _)) if n < len => Some(format!(
+            "ticket {id} is behind: {n} of its {len} acknowledged events"
+        )),
+        Some((n, h)) if n == len && h != hash => Some(format!(
+            "ticket {id}'s trail is not the one acknowledged (head hash differs)"
+        )),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]

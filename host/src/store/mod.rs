@@ -143,6 +143,11 @@ pub trait Store: Send + Sync + 'static {
     fn documents(&self) -> Option<&dyn Documents> {
         None
     }
+    /// The completeness witness the store keeps of itself, when several
+    /// workers share it (a single server's is its home's checkpoint).
+    fn witness(&self) -> Option<&dyn Witness> {
+        None
+    }
     /// Have `changed` told of tickets other workers of a shared store
     /// change (and of this one's): a no-op where no one else writes.
     fn watch_changes(&self, changed: Changed) {
@@ -186,6 +191,22 @@ pub trait Store: Send + Sync + 'static {
 /// Told of a changed ticket: its id and trail length; `None` when changes
 /// may have been missed, and every waiter should look again.
 pub type Changed = std::sync::Arc<dyn Fn(Option<(&str, u64)>) + Send + Sync>;
+
+/// Every ticket's trail head as its last acknowledged commit left it,
+/// written by the store in that commit, for every worker of a shared
+/// store to compare the tickets with. It names a ticket deleted, or a
+/// table restored apart from the others, whichever worker wrote it and
+/// whether or not that worker's home still exists. A rollback of the whole
+/// database rolls the witness back with it: that is what each worker's
+/// home checkpoint ([`checkpoint`]) is for.
+pub trait Witness: Send + Sync {
+    /// How the tickets fall short of the witness, a line per ticket (the
+    /// wording of [`checkpoint::behind`]).
+    fn shortfall(&self) -> Result<Vec<String>>;
+    /// Take the tickets as they are now as acknowledged (an operator
+    /// accepted the loss); how many tickets' witness changed.
+    fn accept(&self) -> Result<usize>;
+}
 
 /// Configuration kept in a shared store rather than in each worker's home
 /// (`tokens.toml`): named texts with versions, written compare-and-set.

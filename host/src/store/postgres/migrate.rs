@@ -27,6 +27,7 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ticket parts",
         include_str!("migrations/0004_ticket_parts.sql"),
     ),
+    (5, "witness", include_str!("migrations/0005_witness.sql")),
 ];
 
 /// Key of the advisory lock migrations run under ("itsm" in ASCII).
@@ -68,6 +69,10 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
         tx.batch_execute(sql)
             .await
             .map_err(|e| Error::Store(format!("migration {version} ({name}) failed: {}", pg(e))))?;
+        if *version == 5 {
+            let n = super::witness::seed(&tx).await?;
+            tracing::info!(tickets = n, "witnessed the tickets already stored");
+        }
         tx.execute(
             "INSERT INTO itsm.schema_migrations (version, name) VALUES ($1, $2)",
             &[version, name],

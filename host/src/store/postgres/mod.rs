@@ -22,6 +22,7 @@ mod documents;
 mod leases;
 mod migrate;
 mod notify;
+mod witness;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -304,8 +305,10 @@ struct TicketRow {
     subject_key: String,
     /// The lease it is written under (0: unfenced).
     fence: i64,
-    /// Its trail's length, for the change announcement.
+    /// Its trail's length, for the change announcement and the witness.
     events: i64,
+    /// Its trail's last hash, for the witness.
+    head_hash: String,
 }
 
 impl TicketRow {
@@ -324,6 +327,7 @@ impl TicketRow {
             subject_key: crate::scheduler::subject_key(&t.subject),
             fence: fence.unwrap_or(0),
             events: t.head.len as i64,
+            head_hash: t.head.hash.clone(),
         })
     }
 }
@@ -491,11 +495,15 @@ async fn write(
         notify::announce(&tx, &changes).await?;
     }
     let mut kept = BatchRows::default();
+    // The tickets of the batches that land (each row is its ticket's last
+    // version in the group).
+    let mut witnessed = std::collections::BTreeSet::new();
     for (i, (ids, other)) in rows.batches.into_iter().enumerate() {
         if claimed.refused.contains_key(&i) {
             continue;
         }
         if ids.iter().all(|id| landed.contains(id)) {
+            witnessed.extend(ids.iter().cloned());
             kept.steps.extend(other.steps);
             kept.attempts.extend(other.attempts);
             kept.events.extend(other.events);
@@ -505,6 +513,12 @@ async fn write(
         }
     }
     creates::unclaim(&tx, &claimed).await?;
+    let heads: Vec<(&str, i64, &str)> = witnessed
+        .iter()
+        .filter_map(|id| rows.tickets.get(id))
+        .map(|r| (r.id.as_str(), r.events, r.head_hash.as_str()))
+        .collect();
+    witness::record(&tx, &heads).await?;
     // One (name, hash) once: a statement writes a row once.
     kept.workflows
         .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -735,6 +749,10 @@ impl Store for PgStore {
     }
 
     fn documents(&self) -> Option<&dyn super::Documents> {
+        Some(self)
+    }
+
+    fn witness(&self) -> Option<&dyn super::Witness> {
         Some(self)
     }
 
