@@ -194,6 +194,12 @@ fn engine_config(max_instances: u32) -> wasmtime::Config {
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true);
     cfg.epoch_interruption(true);
+    // Plugins are WASI 0.2 components, called one call at a time: none
+    // uses the component model's async ABI. With concurrency support on,
+    // every Store dropped disposes of an idle worker fiber by resuming it
+    // with a "future dropped" error, which captures a backtrace whenever
+    // RUST_BACKTRACE is set: measured 52 µs per call without, 70 µs with.
+    cfg.concurrency_support(false);
     let mut pool = PoolingAllocationConfig::default();
     let n = max_instances.max(1);
     pool.total_component_instances(n)
