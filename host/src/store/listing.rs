@@ -1,7 +1,7 @@
 //! Listings of tickets that cost the page, not the store.
 //!
-//! A listing reads [`TicketSummary`] records (a ticket without its steps,
-//! kept beside it in the same atomic batch) through a secondary index on
+//! A listing reads [`TicketSummary`]s (a ticket without its steps: on
+//! sled, read from the ticket's core) through a secondary index on
 //! one of its equality filters, in ticket-id order (ids are time-ordered,
 //! so that is creation order), from a keyset cursor: a page of 50 reads
 //! about 50 records at any store size. `total` comes from counters kept in

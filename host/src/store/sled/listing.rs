@@ -2,30 +2,41 @@
 //!
 //! | prefix | key | value |
 //! | --- | --- | --- |
-//! | `s/` | ticket id | its [`TicketSummary`] JSON |
 //! | `x/` | field letter `/` value `\0` ticket id | empty: a secondary index |
 //! | `n/` | field letter `/` value (not `u`), or `all` | how many tickets (u64) |
 //! | `m/` | `listing` | present once the records above cover every ticket |
 //!
 //! Field letters: `u` subject, `b` batch, `w` workflow, `s` state. A
-//! listing walks one index (or `s/` with no filter) from its cursor and
-//! reads each summary, so a page costs its length, not the store's size.
+//! listing walks one index (or the ticket cores, `t/`, with no filter) from
+//! its cursor and reads each ticket's summary from its core, so a page
+//! costs its length, not the store's size.
+//!
+//! The summary is read from the core rather than kept as a record of its
+//! own (`s/`, until marker version 2): the core is written on every
+//! transition anyway, and a second record beside it was one more B-tree
+//! insert per transition for the same fields. Opening a store of marker
+//! version 1 removes its `s/` records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::error::Result;
 use crate::store::listing::{Field, Listing, Page, TicketSummary};
-use crate::store::record::{decode, encode, err};
+use crate::store::record::{decode, err};
 use crate::store::seal::{corrupt, seal, unseal};
 use crate::ticket::Ticket;
 
-/// The marker saying every ticket has its listing records.
+/// The marker saying every ticket has its listing records, and in which
+/// layout ([`LAYOUT`]).
 pub(super) const MARKER: &str = "m/listing";
+/// The listing layout this version writes: 2, summaries read from the cores.
+const LAYOUT: &[u8] = b"2";
+/// Where the layout before kept each ticket's summary.
+const RETIRED_SUMMARIES: &str = "s/";
 const ALL: &str = "n/all";
 
-fn summary_key(id: &str) -> String {
-    format!("s/{id}")
+fn core_key(id: &str) -> String {
+    format!("t/{id}")
 }
 
 fn index_prefix(field: Field, value: &str) -> String {
@@ -72,6 +83,9 @@ pub(super) struct Indexer<'a> {
     db: &'a sled::Db,
     seen: HashMap<String, TicketSummary>,
     deltas: BTreeMap<String, i64>,
+    /// Building the records from nothing: every ticket is new to them,
+    /// though its core is stored.
+    rebuilding: bool,
 }
 
 impl<'a> Indexer<'a> {
@@ -80,6 +94,15 @@ impl<'a> Indexer<'a> {
             db,
             seen: HashMap::new(),
             deltas: BTreeMap::new(),
+            rebuilding: false,
+        }
+    }
+
+    /// An indexer building the records of tickets that have none.
+    fn rebuilding(db: &'a sled::Db) -> Self {
+        Self {
+            rebuilding: true,
+            ..Self::new(db)
         }
     }
 
@@ -92,13 +115,8 @@ impl<'a> Indexer<'a> {
         let new = TicketSummary::from(t);
         let old = match self.seen.get(&t.id) {
             Some(s) => Some(s.clone()),
-            None => {
-                let key = summary_key(&t.id);
-                match self.db.get(&key).map_err(err)? {
-                    Some(v) => Some(decode::<TicketSummary>(key.as_bytes(), &v)?),
-                    None => None,
-                }
-            }
+            None if self.rebuilding => None,
+            None => summary(self.db, &t.id)?,
         };
         let was = old.as_ref().map(|o| o.state);
         if old.as_ref() == Some(&new) {
@@ -129,7 +147,6 @@ impl<'a> Indexer<'a> {
                 }
             }
         }
-        batch.insert(summary_key(&t.id).as_bytes(), encode(&new)?);
         self.seen.insert(t.id.clone(), new);
         Ok(was)
     }
@@ -149,14 +166,23 @@ impl<'a> Indexer<'a> {
 }
 
 /// Build the listing records from the tickets, once, for a store written
-/// before they existed. Returns how many tickets it indexed.
+/// before they existed; in a store of the layout before, remove the
+/// summary records it kept. Returns how many tickets it indexed.
 pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
-    if db.get(MARKER).map_err(err)?.is_some() {
+    if let Some(marker) = db.get(MARKER).map_err(err)? {
+        if unseal(MARKER.as_bytes(), &marker)? != LAYOUT {
+            let mut batch = sled::Batch::default();
+            for kv in db.scan_prefix(RETIRED_SUMMARIES) {
+                batch.remove(kv.map_err(err)?.0);
+            }
+            batch.insert(MARKER, seal(LAYOUT));
+            db.apply_batch(batch).map_err(err)?;
+        }
         return Ok(None);
     }
     let mut n = 0;
     let mut batch = sled::Batch::default();
-    let mut indexer = Indexer::new(db);
+    let mut indexer = Indexer::rebuilding(db);
     for kv in db.scan_prefix(b"t/") {
         let (k, v) = kv.map_err(err)?;
         let t = crate::store::record::decode_ticket(&k, &v)?;
@@ -164,7 +190,7 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
         n += 1;
     }
     indexer.finish(&mut batch)?;
-    batch.insert(MARKER, seal(b"1"));
+    batch.insert(MARKER, seal(LAYOUT));
     db.apply_batch(batch).map_err(err)?;
     Ok(Some(n))
 }
@@ -217,16 +243,18 @@ fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result
     })
 }
 
-/// The index a listing walks: its narrowest equality filter, or `s/`.
+/// The index a listing walks: its narrowest equality filter, or the cores.
 fn prefix_for(q: &Listing) -> String {
     match q.filters().first() {
         Some((field, value)) => index_prefix(*field, value),
-        None => "s/".to_string(),
+        None => "t/".to_string(),
     }
 }
 
+/// A ticket's summary, read from its core (the rest of its fields, and the
+/// steps of a core stored whole by an early version, are skipped).
 fn summary(db: &sled::Db, id: &str) -> Result<Option<TicketSummary>> {
-    let key = summary_key(id);
+    let key = core_key(id);
     match db.get(&key).map_err(err)? {
         Some(v) => decode(key.as_bytes(), &v).map(Some),
         None => Ok(None),
@@ -282,16 +310,13 @@ pub(super) fn count(db: &sled::Db, q: &Listing) -> Result<usize> {
 /// it decodes and what it refers to is stored.
 pub(super) fn check(db: &sled::Db, k: &[u8], v: &[u8]) -> Result<()> {
     match k.get(..2) {
-        Some(b"s/") => {
-            let s: TicketSummary = decode(k, v)?;
-            if k[2..] != *s.id.as_bytes() {
-                return Err(corrupt(k, &format!("it holds the summary of {}", s.id)));
-            }
-            Ok(())
-        }
+        Some(b"s/") => Err(corrupt(
+            k,
+            "it is a listing summary of the layout before, which opening the store removes",
+        )),
         Some(b"x/") => {
             let id = k.rsplit(|b| *b == 0).next().unwrap_or_default();
-            match db.get([b"s/", id].concat()).map_err(err)? {
+            match db.get([b"t/", id].concat()).map_err(err)? {
                 Some(_) => Ok(()),
                 None => Err(corrupt(k, "it indexes a ticket that is not stored")),
             }

@@ -13,9 +13,10 @@
 //! | `i/` | idempotency key | ticket id |
 //! | `k/` | plugin `\0` key | plugin value |
 //!
-//! | `s/`, `x/`, `n/`, `m/` | see [`listing`] | summaries, indexes, counters |
+//! | `x/`, `n/`, `m/` | see [`listing`] | indexes, counters |
 //!
-//! Retired prefixes stay reserved: none yet.
+//! Retired prefixes stay reserved: `s/` (listing summaries, read from the
+//! cores since listing layout 2).
 //!
 //! Durability: sled 0.34.7's `flush` writes its log with `sync_file_range`,
 //! which pushes the pages to the device but flushes neither the drive's
@@ -589,6 +590,59 @@ mod tests {
                 .problem
                 .contains("it holds ticket T-sealed")
         );
+    }
+
+    #[test]
+    fn a_store_of_the_listing_layout_before_loses_its_summary_records_at_open() {
+        use crate::store::{Listing, TicketSummary};
+        let dir = tempfile::tempdir().unwrap();
+        let everything = Listing {
+            limit: 100,
+            ..Listing::default()
+        };
+        let before = {
+            let store = SledStore::open(dir.path()).unwrap();
+            for (id, state) in [
+                ("T-1", crate::ticket::TicketState::Pending),
+                ("T-2", crate::ticket::TicketState::Succeeded),
+            ] {
+                let t = crate::store::conformance::ticket(id, state);
+                store
+                    .commit(&[Batch {
+                        tickets: vec![t.clone().into()],
+                        ..Batch::default()
+                    }])
+                    .unwrap();
+                // As layout 1 kept it: a summary record beside the core.
+                store
+                    .db
+                    .insert(format!("s/{id}"), encode(&TicketSummary::from(&t)).unwrap())
+                    .unwrap();
+            }
+            store.db.insert(listing::MARKER, seal(b"1")).unwrap();
+            store.flush().unwrap();
+            assert_eq!(store.list(&everything).unwrap().tickets.len(), 2);
+            let found = store.check().unwrap().damage;
+            assert_eq!(found.len(), 2, "{found:?}");
+            assert!(
+                found[0]
+                    .problem
+                    .contains("listing summary of the layout before")
+            );
+            store.list(&everything).unwrap()
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.db.scan_prefix(b"s/").count(), 0);
+        assert_eq!(
+            unseal_raw(
+                listing::MARKER.as_bytes(),
+                &store.db.get(listing::MARKER).unwrap().unwrap()
+            )
+            .unwrap(),
+            b"2"
+        );
+        assert_eq!(store.list(&everything).unwrap(), before);
+        assert!(store.check().unwrap().damage.is_empty());
     }
 
     #[test]
