@@ -101,6 +101,18 @@ fn pool_err(e: deadpool_postgres::PoolError) -> Error {
 /// plugin key-value calls share the rest.
 const POOL_SIZE: usize = 16;
 
+/// Times a group commit is tried when the server rolls it back.
+const COMMIT_TRIES: u32 = 5;
+
+/// A deadlock (40P01) or serialization failure (40001): PostgreSQL rolled
+/// the whole transaction back for it to be run again. Two workers' group
+/// commits meet that way, each inserting a key the other has inserted
+/// and not yet committed (a workflow version both pin, say); nothing of a
+/// rolled-back commit landed, so running it again is safe.
+fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Store(m) if m.contains("(SQLSTATE 40P01)") || m.contains("(SQLSTATE 40001)"))
+}
+
 impl PgStore {
     /// Connect to the database at `url` (a libpq URL: `postgres://user:pw@host:port/db?sslmode=require`),
     /// refuse a server that does not make commits durable, and migrate its
@@ -738,10 +750,19 @@ impl Store for PgStore {
         if batches.iter().all(Batch::is_empty) {
             return Ok(Vec::new());
         }
-        let rows = Rows::of(batches)?;
-        let worker = self.lease.worker.clone();
         let ttl_ms = self.lease.ttl.as_millis() as i64;
-        self.run("commit", move |pool| write(pool, worker, ttl_ms, rows))
+        let mut tries = 1;
+        loop {
+            let rows = Rows::of(batches)?;
+            let worker = self.lease.worker.clone();
+            match self.run("commit", move |pool| write(pool, worker, ttl_ms, rows)) {
+                Err(e) if tries < COMMIT_TRIES && is_transient(&e) => {
+                    tracing::warn!(error = %e, tries, "a commit was rolled back by the server; trying it again");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn leases(&self) -> Option<&dyn super::Leases> {
