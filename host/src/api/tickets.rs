@@ -288,7 +288,11 @@ async fn show(
             let ticket = store
                 .ticket(&id)?
                 .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
-            let trail = store.events(&id)?;
+            let mut trail = store.events(&id)?;
+            // Two reads: a commit landing between them adds events past
+            // the head just read. The ticket and its trail are shown as
+            // of the same commit, and verified so.
+            trail.truncate(ticket.head.len as usize);
             let pinned = store.workflow(&ticket.workflow, &ticket.workflow_hash)?;
             Ok((ticket, trail, pinned))
         })
