@@ -70,8 +70,12 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Trailer), 
             let Some(t) = store.ticket(id)? else {
                 return Err(crate::Error::NotFound(format!("no ticket {id}")).into());
             };
+            // As of the head just read: a commit landing since adds
+            // events the trailer's head does not cover (as `show` does).
+            let mut trail = store.events(id)?;
+            trail.truncate(t.head.len as usize);
             head = Some(t.head);
-            store.events(id)?
+            trail
         }
         None => {
             let mut all = app.system.events()?;
