@@ -51,6 +51,51 @@ pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<AuditEvent> {
     Ok(e)
 }
 
+/// The events of one record, filed under the first one's key: a run of
+/// one ticket's events with consecutive seqs, as one transition appended
+/// them (a JSON array), or one event (a JSON object), as records were
+/// written before events were grouped. A run that does not start at its
+/// key's seq, names another ticket or skips a seq is damage.
+pub(crate) fn decode_events(key: &[u8], bytes: &[u8]) -> Result<Vec<AuditEvent>> {
+    let payload = unseal(key, bytes)?;
+    if payload.first() != Some(&b'[') {
+        return decode_event(key, bytes).map(|e| vec![e]);
+    }
+    let events: Vec<AuditEvent> = serde_json::from_slice(payload)
+        .map_err(|e| corrupt(key, &format!("it does not decode: {e}")))?;
+    let Some(first) = events.first() else {
+        return Err(corrupt(key, "it holds no events"));
+    };
+    if key != event_key(&first.ticket_id, first.seq).as_bytes() {
+        return Err(corrupt(
+            key,
+            &format!("it holds events from {} of {}", first.seq, first.ticket_id),
+        ));
+    }
+    for pair in events.windows(2) {
+        if pair[1].ticket_id != first.ticket_id || pair[1].seq != pair[0].seq + 1 {
+            return Err(corrupt(
+                key,
+                &format!(
+                    "after seq {} of {} it holds seq {} of {}, not seq {}",
+                    pair[0].seq,
+                    first.ticket_id,
+                    pair[1].seq,
+                    pair[1].ticket_id,
+                    pair[0].seq + 1
+                ),
+            ));
+        }
+    }
+    Ok(events)
+}
+
+/// `events` cut into runs of one ticket's consecutive events, each run
+/// to be filed as one record ([`decode_events`]).
+pub(crate) fn event_runs(events: &[AuditEvent]) -> impl Iterator<Item = &[AuditEvent]> {
+    events.chunk_by(|a, b| a.ticket_id == b.ticket_id && b.seq == a.seq + 1)
+}
+
 /// An audit event's key: ticket, then seq in 16 hex digits (so keys sort
 /// in seq order).
 pub(crate) fn event_key(ticket: &str, seq: u64) -> String {

@@ -81,6 +81,9 @@ fn counter(db: &sled::Db, key: &str) -> Result<u64> {
 /// version in the same group), so an index never holds a stale entry.
 pub(super) struct Indexer<'a> {
     db: &'a sled::Db,
+    /// What earlier commits left of open tickets ([`Known`]), read
+    /// before the store.
+    known: Option<&'a Known>,
     seen: HashMap<String, TicketSummary>,
     deltas: BTreeMap<String, i64>,
     /// Building the records from nothing: every ticket is new to them,
@@ -89,9 +92,10 @@ pub(super) struct Indexer<'a> {
 }
 
 impl<'a> Indexer<'a> {
-    pub(super) fn new(db: &'a sled::Db) -> Self {
+    pub(super) fn new(db: &'a sled::Db, known: Option<&'a Known>) -> Self {
         Self {
             db,
+            known,
             seen: HashMap::new(),
             deltas: BTreeMap::new(),
             rebuilding: false,
@@ -102,7 +106,7 @@ impl<'a> Indexer<'a> {
     fn rebuilding(db: &'a sled::Db) -> Self {
         Self {
             rebuilding: true,
-            ..Self::new(db)
+            ..Self::new(db, None)
         }
     }
 
@@ -116,7 +120,10 @@ impl<'a> Indexer<'a> {
         let old = match self.seen.get(&t.id) {
             Some(s) => Some(s.clone()),
             None if self.rebuilding => None,
-            None => summary(self.db, &t.id)?,
+            None => match self.known.and_then(|k| k.get(&t.id)) {
+                Some(s) => Some(s.clone()),
+                None => summary(self.db, &t.id)?,
+            },
         };
         let was = old.as_ref().map(|o| o.state);
         if old.as_ref() == Some(&new) {
@@ -153,7 +160,9 @@ impl<'a> Indexer<'a> {
 
     /// The counters, updated. Called once per group, by the one committer
     /// (the store serialises commits), so read-then-write is safe.
-    pub(super) fn finish(self, batch: &mut sled::Batch) -> Result<()> {
+    /// Returns the group's tickets as indexed, for [`Known::learn`] once
+    /// the batch is applied.
+    pub(super) fn finish(self, batch: &mut sled::Batch) -> Result<HashMap<String, TicketSummary>> {
         for (key, delta) in self.deltas {
             if delta == 0 {
                 continue;
@@ -161,7 +170,39 @@ impl<'a> Indexer<'a> {
             let now = (counter(self.db, &key)? as i64 + delta).max(0) as u64;
             batch.insert(key.as_bytes(), seal(&now.to_be_bytes()));
         }
-        Ok(())
+        Ok(self.seen)
+    }
+}
+
+/// The listing fields of open tickets as the last applied commits left
+/// them, so the next transition's index changes are found without reading
+/// and decoding the stored core again (it was about a tenth of the
+/// committer's time). Only the committer writes tickets, under the lock
+/// that holds this, so it cannot go stale; a ticket not here is read.
+#[derive(Default)]
+pub(super) struct Known(HashMap<String, TicketSummary>);
+
+/// Open tickets remembered at most; past it the map starts again.
+const KNOWN_AT_MOST: usize = 100_000;
+
+impl Known {
+    fn get(&self, id: &str) -> Option<&TicketSummary> {
+        self.0.get(id)
+    }
+
+    /// Take in a group's tickets, once its batch is applied: terminal ones
+    /// are forgotten (they seldom change again).
+    pub(super) fn learn(&mut self, seen: HashMap<String, TicketSummary>) {
+        if self.0.len() + seen.len() > KNOWN_AT_MOST {
+            self.0.clear();
+        }
+        for (id, s) in seen {
+            if s.state.is_terminal() {
+                self.0.remove(&id);
+            } else {
+                self.0.insert(id, s);
+            }
+        }
     }
 }
 
@@ -189,7 +230,7 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
         let _ = indexer.ticket(&mut batch, &t)?;
         n += 1;
     }
-    indexer.finish(&mut batch)?;
+    let _ = indexer.finish(&mut batch)?;
     batch.insert(MARKER, seal(LAYOUT));
     db.apply_batch(batch).map_err(err)?;
     Ok(Some(n))

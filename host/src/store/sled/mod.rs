@@ -8,7 +8,7 @@
 //! | `p/` | ticket id `/` step | the step's JSON, its attempts left out |
 //! | `c/` | ticket id `/` step `/` n (8 hex digits) | an attempt's JSON |
 //! | `f/` | ticket id | empty: the in-flight index |
-//! | `a/` | ticket id `/` seq (16 hex digits) | audit event JSON |
+//! | `a/` | ticket id `/` seq (16 hex digits) | the audit events one commit appended from that seq on: a JSON array (one event object, as written before events were grouped) |
 //! | `w/` | name `/` hash | workflow JSON |
 //! | `i/` | idempotency key | ticket id |
 //! | `k/` | plugin `\0` key | plugin value |
@@ -38,8 +38,8 @@ use std::sync::Mutex;
 
 use super::parts::{self, AttemptRow, StepRow, assemble, attempt_key, step_key};
 use super::record::{
-    check_parts, decode, decode_attempt, decode_event, decode_step, decode_ticket, encode, err,
-    event_key, ticket_key,
+    check_parts, decode, decode_attempt, decode_events, decode_step, decode_ticket, encode, err,
+    event_key, event_runs, ticket_key,
 };
 use super::seal::{corrupt, guard, seal, unseal_raw};
 use super::space::{self, Space};
@@ -56,8 +56,9 @@ pub struct SledStore {
     dir: PathBuf,
     /// Writes are refused while the disk is under this reserve.
     space: Space,
-    /// One commit at a time: the listing counters are read, then written.
-    commit_lock: Mutex<()>,
+    /// One commit at a time: the listing counters are read, then written;
+    /// it holds what the commits so far left of open tickets' listing fields.
+    commit_lock: Mutex<listing::Known>,
 }
 
 /// What makes a sled flush survive a power loss: our own descriptors on
@@ -223,7 +224,7 @@ impl SledStore {
             durable,
             dir: dir.to_path_buf(),
             space: Space::new(dir, space::DEFAULT_RESERVE),
-            commit_lock: Mutex::new(()),
+            commit_lock: Mutex::new(listing::Known::default()),
         };
         store.g("index the tickets", || {
             if let Some(n) = listing::build_if_missing(&store.db)? {
@@ -291,10 +292,10 @@ fn parts_by_ticket<T: parts::OfTicket>(
 impl Store for SledStore {
     fn commit(&self, batches: &[Batch]) -> Result<()> {
         self.space.check()?;
-        let _one = self.commit_lock.lock().expect("commit lock");
+        let mut known = self.commit_lock.lock().expect("commit lock");
         self.g("write", || {
             let mut batch = sled::Batch::default();
-            let mut indexer = listing::Indexer::new(&self.db);
+            let mut indexer = listing::Indexer::new(&self.db, Some(&known));
             for b in batches {
                 for w in &b.tickets {
                     let t = &w.core;
@@ -331,8 +332,13 @@ impl Store for SledStore {
                         );
                     }
                 }
-                for e in &b.events {
-                    batch.insert(event_key(&e.ticket_id, e.seq).as_bytes(), encode(e)?);
+                // A transition's events in one record: one insert, not one each.
+                for run in event_runs(&b.events) {
+                    let first = &run[0];
+                    batch.insert(
+                        event_key(&first.ticket_id, first.seq).as_bytes(),
+                        encode(&run)?,
+                    );
                 }
                 for (name, hash, wf) in &b.workflows {
                     batch.insert(format!("w/{name}/{hash}").as_bytes(), encode(wf)?);
@@ -341,10 +347,12 @@ impl Store for SledStore {
                     batch.insert(format!("i/{k}").as_bytes(), seal(id.as_bytes()));
                 }
             }
-            indexer.finish(&mut batch)?;
+            let indexed = indexer.finish(&mut batch)?;
             self.db
                 .apply_batch(batch)
                 .map_err(|e| write_err(&self.dir, e))?;
+            // Applied: reads see it now, synced or not.
+            known.learn(indexed);
             self.flush()
         })
     }
@@ -417,11 +425,11 @@ impl Store for SledStore {
         self.g("read a trail", || {
             self.db
                 .scan_prefix(format!("a/{ticket_id}/").as_bytes())
-                .map(|kv| {
+                .try_fold(Vec::new(), |mut all, kv| {
                     let (k, v) = kv.map_err(err)?;
-                    decode_event(&k, &v)
+                    all.extend(decode_events(&k, &v)?);
+                    Ok(all)
                 })
-                .collect()
         })
     }
 
@@ -519,7 +527,7 @@ impl Store for SledStore {
                         .map(|r| steps.entry(r.ticket.clone()).or_default().push(r)),
                     Some(b"c/") => decode_attempt(&k, &v)
                         .map(|r| attempts.entry(r.ticket.clone()).or_default().push(r)),
-                    Some(b"a/") => decode_event(&k, &v).map(drop),
+                    Some(b"a/") => decode_events(&k, &v).map(drop),
                     Some(b"w/") => decode::<Workflow>(&k, &v).map(drop),
                     Some(b"i/") | Some(b"k/") => unseal_raw(&k, &v).map(drop),
                     Some(b"f/") => match self.db.get([b"t/", &k[2..]].concat()).map_err(err)? {
@@ -589,6 +597,86 @@ mod tests {
             checked.damage[0]
                 .problem
                 .contains("it holds ticket T-sealed")
+        );
+    }
+
+    #[test]
+    fn a_transitions_events_are_one_record_and_single_event_records_still_read() {
+        use crate::audit::{AuditKind, ChainHead, Draft, link};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut head = ChainHead::default();
+        let mut next = |kind| {
+            link(
+                "T-ev",
+                &mut head,
+                7,
+                Draft::new(kind, serde_json::json!({})),
+            )
+        };
+        // As an earlier version wrote them: one record per event.
+        let old = next(AuditKind::Created);
+        store
+            .db
+            .insert(event_key("T-ev", 0), encode(&old).unwrap())
+            .unwrap();
+        let run = vec![next(AuditKind::StepStarted), next(AuditKind::StepSucceeded)];
+        store
+            .commit(&[Batch {
+                events: run.clone(),
+                ..Batch::default()
+            }])
+            .unwrap();
+        let keys: Vec<String> = store
+            .db
+            .scan_prefix(b"a/T-ev/")
+            .map(|kv| String::from_utf8(kv.unwrap().0.to_vec()).unwrap())
+            .collect();
+        assert_eq!(keys, [event_key("T-ev", 0), event_key("T-ev", 1)]);
+        let events = store.events("T-ev").unwrap();
+        assert_eq!(events, [vec![old], run.clone()].concat());
+        assert!(crate::audit::verify("T-ev", &events, &head).is_ok());
+        assert!(store.check().unwrap().damage.is_empty());
+        // A run filed under another seq, or with a seq missing, is damage
+        // named by its key, and the trail does not read.
+        let mut gap = run.clone();
+        gap[1].seq = 4;
+        store
+            .db
+            .insert(event_key("T-ev", 3), encode(&gap).unwrap())
+            .unwrap();
+        store
+            .db
+            .insert(event_key("T-ev", 9), encode(&run).unwrap())
+            .unwrap();
+        let damage = store.check().unwrap().damage;
+        let found: Vec<(&str, &str)> = damage
+            .iter()
+            .map(|d| (d.key.as_str(), d.problem.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, event_key("T-ev", 3));
+        assert!(
+            found[0].1.contains("it holds events from 1 of T-ev"),
+            "{found:?}"
+        );
+        assert_eq!(found[1].0, event_key("T-ev", 9));
+        assert!(store.events("T-ev").is_err());
+        store.db.remove(event_key("T-ev", 3)).unwrap();
+        store.db.remove(event_key("T-ev", 9)).unwrap();
+        gap[0].seq = 3;
+        gap[1].seq = 5;
+        store
+            .db
+            .insert(event_key("T-ev", 3), encode(&gap).unwrap())
+            .unwrap();
+        let damage = store.check().unwrap().damage;
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert!(
+            damage[0]
+                .problem
+                .contains("after seq 3 of T-ev it holds seq 5 of T-ev, not seq 4"),
+            "{damage:?}"
         );
     }
 
