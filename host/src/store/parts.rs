@@ -3,7 +3,8 @@
 //!
 //! A ticket is three kinds of record: its core (everything but its steps),
 //! one record per step (without its attempts), and one per attempt (with
-//! its log and requests). A [`TicketWrite`] carries the core and the parts
+//! its log and requests); a store may keep each step's last attempt in the
+//! step's record instead (sled does). A [`TicketWrite`] carries the core and the parts
 //! a transition changed; [`Committed`] remembers what a driver has
 //! already written, so a ticket with a hundred retries costs one attempt
 //! record per transition, as one with none does.
@@ -24,7 +25,11 @@ pub struct TicketWrite {
     pub core: Ticket,
     /// Steps written, each without its attempts.
     pub steps: Vec<(String, StepRecord)>,
-    /// Attempts written, by step (an attempt is known by its `n`).
+    /// Attempts written, by step (an attempt is known by its `n`), in `n`
+    /// order. A step written comes with its last attempt (if it has any),
+    /// and a step that gained attempts comes with the last one before them
+    /// too, so a store may keep a step's last attempt in the step's own
+    /// record ([`StepRow::last`]) and file the one it displaces.
     pub attempts: Vec<(String, Attempt)>,
 }
 
@@ -69,6 +74,12 @@ pub(crate) struct StepRow {
     pub ticket: String,
     pub step: String,
     pub record: StepRecord,
+    /// The step's last attempt, where the store keeps it in the step's
+    /// record (sled: a transition then writes one record per step, not
+    /// two); the attempts before it have records of their own. It wins
+    /// over an attempt record of the same `n` (one left from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Attempt>,
 }
 
 /// An attempt's record, filed under `c/TICKET/STEP/N`.
@@ -85,6 +96,8 @@ pub(crate) struct StepRowRef<'a> {
     pub ticket: &'a str,
     pub step: &'a str,
     pub record: &'a StepRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<&'a Attempt>,
 }
 
 /// [`AttemptRow`] borrowed.
@@ -157,20 +170,38 @@ pub(crate) fn put_attempt(t: &mut Ticket, step: &str, attempt: Attempt) -> Resul
 
 /// A ticket read back from its records: its core (which holds its steps
 /// whole if it was written before tickets were kept in parts), then its
-/// step records and attempt records, each in key order.
+/// step records and attempt records, each in key order, then the last
+/// attempts the step records hold.
 pub(crate) fn assemble(
     core: Ticket,
     steps: impl IntoIterator<Item = StepRow>,
     attempts: impl IntoIterator<Item = AttemptRow>,
 ) -> Result<Ticket> {
     let mut t = core;
-    for row in steps {
-        put_step(&mut t, row.step, row.record);
-    }
+    let lasts = put_steps(&mut t, steps);
     for row in attempts {
         put_attempt(&mut t, &row.step, row.attempt)?;
     }
+    for (step, last) in lasts {
+        put_attempt(&mut t, &step, last)?;
+    }
     Ok(t)
+}
+
+/// Step rows in place; the last attempts they hold, to be put after the
+/// attempt records.
+pub(crate) fn put_steps(
+    t: &mut Ticket,
+    steps: impl IntoIterator<Item = StepRow>,
+) -> Vec<(String, Attempt)> {
+    let mut lasts = Vec::new();
+    for row in steps {
+        if let Some(last) = row.last {
+            lasts.push((row.step.clone(), last));
+        }
+        put_step(t, row.step, row.record);
+    }
+    lasts
 }
 
 /// What the store already holds of one ticket, as its driver last wrote
@@ -216,14 +247,21 @@ impl Committed {
             if known > 0 && s.attempts.get(known - 1) != last {
                 from = known - 1;
             }
+            let changed = from < s.attempts.len()
+                || !written
+                    .as_ref()
+                    .is_some_and(|w| same_but_attempts(&w.record, s));
+            if changed {
+                // The step's record goes with its last attempt, and a new
+                // last with the one it displaces ([`TicketWrite::attempts`]).
+                from = from.min(s.attempts.len().saturating_sub(1));
+                if s.attempts.len() > known && known > 0 {
+                    from = from.min(known - 1);
+                }
+                steps.push((name.clone(), without_attempts(s)));
+            }
             for a in &s.attempts[from..] {
                 attempts.push((name.clone(), a.clone()));
-            }
-            let changed = !written
-                .as_ref()
-                .is_some_and(|w| same_but_attempts(&w.record, s));
-            if changed {
-                steps.push((name.clone(), without_attempts(s)));
             }
             let wrote_last = from < s.attempts.len();
             match written {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::Damage;
-use super::parts::{AttemptRow, StepRow, attempt_key, put_attempt, put_step, step_key};
+use super::parts::{AttemptRow, StepRow, attempt_key, put_attempt, put_steps, step_key};
 use super::seal::{corrupt, seal, unseal};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -147,13 +147,22 @@ pub(crate) fn check_parts(
 ) -> Vec<Ticket> {
     let mut whole = Vec::new();
     for mut t in cores {
-        for row in steps.remove(&t.id).unwrap_or_default() {
-            put_step(&mut t, row.step, row.record);
-        }
+        let rows = steps.remove(&t.id).unwrap_or_default();
+        let lasts = put_steps(&mut t, rows);
         let mut intact = true;
         for row in attempts.remove(&t.id).unwrap_or_default() {
             let key = attempt_key(&row.ticket, &row.step, row.attempt.n);
             if let Err(e) = put_attempt(&mut t, &row.step, row.attempt) {
+                intact = false;
+                damage.push(Damage {
+                    key,
+                    problem: e.to_string(),
+                });
+            }
+        }
+        for (step, last) in lasts {
+            let key = step_key(&t.id, &step);
+            if let Err(e) = put_attempt(&mut t, &step, last) {
                 intact = false;
                 damage.push(Damage {
                     key,

@@ -387,6 +387,7 @@ impl Rows {
                         ticket: &t.id,
                         step,
                         record,
+                        last: None,
                     };
                     other
                         .steps
