@@ -123,6 +123,11 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
+    /// The path of one of the server's programs (`psql`, say).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// `postgres://itsm@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://itsm@127.0.0.1:{}/postgres", self.port)

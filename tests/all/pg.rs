@@ -393,3 +393,142 @@ fn the_witness_names_a_ticket_deleted_or_cut_behind_the_stores_back() {
         "T-2|4\nT-3|1"
     );
 }
+
+/// A psql session of its own, kept open: a second client holding locks
+/// across statements, as another worker's transaction does.
+struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Session {
+    fn open(cluster: &Cluster) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(cluster.program("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(cluster.url())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Send `sql`; with `done`, wait for the line it prints.
+    fn send(&mut self, sql: &str, done: Option<&str>) {
+        use std::io::Write;
+        writeln!(self.stdin, "{sql}").unwrap();
+        self.stdin.flush().unwrap();
+        if let Some(done) = done {
+            self.wait_for(done);
+        }
+    }
+
+    fn wait_for(&self, line: &str) {
+        loop {
+            let got = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("psql never printed `{line}`"));
+            if got == line {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `sql` until it prints `want`.
+fn until(cluster: &Cluster, sql: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cluster.sql(sql) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{sql}` never gave {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_group_commit_the_server_rolls_back_for_a_deadlock_is_run_again_and_lands() {
+    use itsm_host::audit::{AuditKind, Draft, link};
+    use itsm_host::store::{Batch, conformance::ticket};
+    use itsm_host::ticket::TicketState;
+    let cluster = Cluster::start();
+    let store = std::sync::Arc::new(PgStore::open(&cluster.url()).unwrap());
+    let mut t = ticket("T-deadlock", TicketState::Running);
+    let event = link(
+        &t.id,
+        &mut t.head,
+        1,
+        Draft::new(AuditKind::Created, serde_json::json!({})),
+    );
+    // Another client's transaction holds the event's key, as another
+    // worker's group commit holds what it inserted and has not committed;
+    // it waits longer than the store's session before it looks for a
+    // deadlock, so the store's commit is the one rolled back.
+    let mut other = Session::open(&cluster);
+    other.send("BEGIN;", None);
+    other.send("SET LOCAL deadlock_timeout = '60s';", None);
+    other.send(
+        "INSERT INTO itsm.events (ticket_id, seq, body) VALUES ('T-deadlock', 0, '\\x00');",
+        Some("INSERT 0 1"),
+    );
+    // The store's commit inserts the ticket, then waits on the event's key.
+    let committing = {
+        let store = store.clone();
+        let batch = Batch {
+            tickets: vec![t.clone().into()],
+            events: vec![event.clone()],
+            ..Batch::default()
+        };
+        std::thread::spawn(move || store.commit(&[batch]))
+    };
+    until(
+        &cluster,
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'",
+        "1",
+    );
+    // The other now wants the ticket's row: each waits on the other.
+    other.send(
+        "INSERT INTO itsm.tickets (id, workflow, subject, state, requested_by, created_ms, \
+         updated_ms, in_flight, body, subject_key) VALUES ('T-deadlock', 'w', 's', 'running', \
+         'x', 0, 0, true, '\\x00', 's');",
+        None,
+    );
+    // PostgreSQL breaks the deadlock by rolling the store's commit back
+    // (the other's insert goes through only once the store's uncommitted
+    // ticket row is gone); the store runs it again, which waits for the
+    // other to end.
+    other.wait_for("INSERT 0 1");
+    other.send("ROLLBACK;", Some("ROLLBACK"));
+    committing
+        .join()
+        .unwrap()
+        .expect("the commit rolled back for the deadlock is run again and lands");
+    assert_eq!(store.ticket("T-deadlock").unwrap(), Some(t));
+    assert_eq!(store.events("T-deadlock").unwrap(), [event]);
+}
