@@ -34,6 +34,12 @@ pub enum Error {
     /// The durable store failed; nothing after the failure was acknowledged.
     #[error("store: {0}")]
     Store(String),
+    /// PostgreSQL rolled a transaction back for it to be run again (a
+    /// deadlock, SQLSTATE 40P01, or a serialization failure, 40001):
+    /// nothing of it landed. The store's group commit runs it again; past
+    /// its tries, and from every other call, it is an [`Error::Store`].
+    #[error("store: {0}")]
+    RolledBack(String),
     /// The disk holding the store is full (or under its reserve); nothing
     /// was written, reads go on, and writes resume once space is freed.
     #[error("store: {0}")]
@@ -89,7 +95,7 @@ impl Error {
     pub(crate) fn copy(&self) -> Self {
         match self {
             Self::StorageFull(m) => Self::StorageFull(m.clone()),
-            Self::Store(m) => Self::Store(m.clone()),
+            Self::Store(m) | Self::RolledBack(m) => Self::Store(m.clone()),
             Self::Fenced(m) => Self::Fenced(m.clone()),
             Self::Refused(r) => Self::Refused(r.clone()),
             other => Self::Store(other.to_string()),

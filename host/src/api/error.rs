@@ -68,7 +68,9 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Unavailable(_) | Error::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Fenced(_) | Error::RolledBack(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Refused(_) => StatusCode::CONFLICT,
             Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {

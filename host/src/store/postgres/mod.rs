@@ -65,21 +65,35 @@ pub struct PgStore {
 }
 
 /// A PostgreSQL error as a store error: the server's own message and code
-/// when it sent one, and a full disk as [`Error::StorageFull`].
+/// when it sent one, a full disk as [`Error::StorageFull`], and a
+/// transaction the server rolled back to be run again as
+/// [`Error::RolledBack`] (told by its code, not by its words, which may
+/// quote a key's value).
 pub(crate) fn pg(e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
     match e.as_db_error() {
-        Some(db) if db.code() == &tokio_postgres::error::SqlState::DISK_FULL => {
-            Error::StorageFull(format!(
-                "PostgreSQL's disk is full ({}); free space and retry",
-                db.message()
-            ))
-        }
-        Some(db) => Error::Store(format!(
-            "PostgreSQL: {} (SQLSTATE {}){}",
-            db.message(),
-            db.code().code(),
-            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        Some(db) if db.code() == &SqlState::DISK_FULL => Error::StorageFull(format!(
+            "PostgreSQL's disk is full ({}); free space and retry",
+            db.message()
         )),
+        Some(db) => {
+            let message = format!(
+                "PostgreSQL: {} (SQLSTATE {}){}",
+                db.message(),
+                db.code().code(),
+                db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+            );
+            if [
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+            ]
+            .contains(db.code())
+            {
+                Error::RolledBack(message)
+            } else {
+                Error::Store(message)
+            }
+        }
         None => {
             let mut message = format!("PostgreSQL: {e}");
             if let Some(source) = std::error::Error::source(&e) {
@@ -103,15 +117,6 @@ const POOL_SIZE: usize = 16;
 
 /// Times a group commit is tried when the server rolls it back.
 const COMMIT_TRIES: u32 = 5;
-
-/// A deadlock (40P01) or serialization failure (40001): PostgreSQL rolled
-/// the whole transaction back for it to be run again. Two workers' group
-/// commits meet that way, each inserting a key the other has inserted
-/// and not yet committed (a workflow version both pin, say); nothing of a
-/// rolled-back commit landed, so running it again is safe.
-fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Store(m) if m.contains("(SQLSTATE 40P01)") || m.contains("(SQLSTATE 40001)"))
-}
 
 impl PgStore {
     /// Connect to the database at `url` (a libpq URL: `postgres://user:pw@host:port/db?sslmode=require`),
@@ -212,6 +217,19 @@ impl PgStore {
         T: Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
+        self.run_once(what, f).map_err(|e| match e {
+            Error::RolledBack(m) => Error::Store(m),
+            other => other,
+        })
+    }
+
+    /// [`PgStore::run`], a transaction the server rolled back left as
+    /// [`Error::RolledBack`] for the caller to run again.
+    fn run_once<T, Fut>(&self, what: &str, f: impl FnOnce(Pool) -> Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let work = f(self.pool.clone());
         self.runtime
@@ -226,6 +244,9 @@ impl PgStore {
             })?
             .map_err(|e| match e {
                 Error::Store(m) => Error::Store(format!("{}: cannot {what}: {m}", self.target)),
+                Error::RolledBack(m) => {
+                    Error::RolledBack(format!("{}: cannot {what}: {m}", self.target))
+                }
                 other => other,
             })
     }
@@ -756,11 +777,16 @@ impl Store for PgStore {
         loop {
             let rows = Rows::of(batches)?;
             let worker = self.lease.worker.clone();
-            match self.run("commit", move |pool| write(pool, worker, ttl_ms, rows)) {
-                Err(e) if tries < COMMIT_TRIES && is_transient(&e) => {
-                    tracing::warn!(error = %e, tries, "a commit was rolled back by the server; trying it again");
+            // Two workers' group commits can deadlock, each inserting a key
+            // the other inserted and has not committed (a workflow version
+            // both pin, say); the server rolls one back whole, so running
+            // it again is safe.
+            match self.run_once("commit", move |pool| write(pool, worker, ttl_ms, rows)) {
+                Err(Error::RolledBack(m)) if tries < COMMIT_TRIES => {
+                    tracing::warn!(error = %m, tries, "a commit was rolled back by the server; trying it again");
                     tries += 1;
                 }
+                Err(Error::RolledBack(m)) => return Err(Error::Store(m)),
                 other => return other,
             }
         }
