@@ -46,7 +46,7 @@ use super::space::{self, Space};
 use super::{Batch, Checked, Damage, Listing, Page, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
-use crate::ticket::Ticket;
+use crate::ticket::{Attempt, Ticket};
 use crate::workflow::Workflow;
 
 /// sled-backed store.
@@ -260,10 +260,15 @@ impl SledStore {
     /// one step's attempt and starts the next's writes two records, not
     /// four; the attempt it displaces (written with it, as
     /// [`TicketWrite::attempts`] promises) gets a record of its own.
-    fn put_parts(&self, batch: &mut sled::Batch, w: &parts::TicketWrite) -> Result<()> {
+    fn put_parts(
+        &self,
+        batch: &mut sled::Batch,
+        w: &parts::TicketWrite,
+        earlier: &[&parts::TicketWrite],
+    ) -> Result<()> {
         let id = &w.core.id;
         let attempt_record =
-            |batch: &mut sled::Batch, step: &str, attempt: &crate::ticket::Attempt| -> Result<()> {
+            |batch: &mut sled::Batch, step: &str, attempt: &Attempt| -> Result<()> {
                 batch.insert(
                     attempt_key(id, step, attempt.n).as_bytes(),
                     encode(&parts::AttemptRowRef {
@@ -293,42 +298,65 @@ impl SledStore {
         // Attempts written without their step (a writer other than
         // [`parts::Committed`]): the newest goes in the step's record if it
         // is newer than the one held there, lest that one stand over it.
-        let mut orphans: std::collections::BTreeMap<&str, Vec<&crate::ticket::Attempt>> =
-            Default::default();
+        let mut orphans: std::collections::BTreeMap<&str, Vec<&Attempt>> = Default::default();
         for (step, attempt) in &w.attempts {
             if !w.steps.iter().any(|(s, _)| s == step) {
                 orphans.entry(step).or_default().push(attempt);
             }
         }
         for (step, written) in orphans {
-            let key = step_key(id, step);
-            let stored = match self.db.get(&key).map_err(err)? {
-                Some(v) => Some(decode_step(key.as_bytes(), &v)?),
-                None => None,
-            };
-            let newest = written.iter().copied().max_by_key(|a| a.n);
-            match (stored, newest) {
-                (Some(mut row), Some(newest))
-                    if row.last.as_ref().is_some_and(|held| held.n <= newest.n) =>
-                {
-                    let held = row.last.take().expect("held");
-                    if !written.iter().any(|a| a.n == held.n) {
-                        attempt_record(batch, step, &held)?;
-                    }
-                    for a in written.iter().filter(|a| a.n != newest.n) {
-                        attempt_record(batch, step, a)?;
-                    }
-                    row.last = Some(newest.clone());
-                    batch.insert(key.as_bytes(), encode(&row)?);
-                }
-                _ => {
-                    for a in written {
-                        attempt_record(batch, step, a)?;
-                    }
-                }
+            let before = self.row_before(earlier, id, step)?;
+            let (row, changed, filed) = settle_orphans(before, &written);
+            for a in &filed {
+                attempt_record(batch, step, a)?;
+            }
+            if let (Some(row), true) = (row, changed) {
+                batch.insert(step_key(id, step).as_bytes(), encode(&row)?);
             }
         }
         Ok(())
+    }
+
+    /// Ticket `id`'s record of `step` as the writes `earlier` in this
+    /// group leave it (the last of them to touch the step wins), or as
+    /// stored if none touched it.
+    fn row_before(
+        &self,
+        earlier: &[&parts::TicketWrite],
+        id: &str,
+        step: &str,
+    ) -> Result<Option<StepRow>> {
+        let mine = |w: &parts::TicketWrite| -> Vec<Attempt> {
+            w.attempts
+                .iter()
+                .filter(|(s, _)| s == step)
+                .map(|(_, a)| a.clone())
+                .collect()
+        };
+        for (j, w) in earlier.iter().enumerate().rev() {
+            if w.core.id != id {
+                continue;
+            }
+            if let Some((_, record)) = w.steps.iter().find(|(s, _)| s == step) {
+                return Ok(Some(StepRow {
+                    ticket: id.to_string(),
+                    step: step.to_string(),
+                    record: record.clone(),
+                    last: mine(w).into_iter().max_by_key(|a| a.n),
+                }));
+            }
+            let written = mine(w);
+            if !written.is_empty() {
+                let before = self.row_before(&earlier[..j], id, step)?;
+                let written: Vec<&Attempt> = written.iter().collect();
+                return Ok(settle_orphans(before, &written).0);
+            }
+        }
+        let key = step_key(id, step);
+        match self.db.get(&key).map_err(err)? {
+            Some(v) => Ok(Some(decode_step(key.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Run a call into sled, its panics turned into store errors.
@@ -348,6 +376,38 @@ impl SledStore {
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| write_err(&self.dir, e))?;
         self.durable.sync()
+    }
+}
+
+/// Attempts `written` without their step, against the step's record
+/// `before` them: the record after them, whether it changed (is to be
+/// written), and the attempts to file in records of their own. The newest written becomes the
+/// record's last if it is no older than the one held there, and the one
+/// it displaces is filed unless it was written too.
+fn settle_orphans(
+    before: Option<StepRow>,
+    written: &[&Attempt],
+) -> (Option<StepRow>, bool, Vec<Attempt>) {
+    let newest = written.iter().copied().max_by_key(|a| a.n);
+    match (before, newest) {
+        (Some(mut row), Some(newest)) if row.last.as_ref().is_some_and(|h| h.n <= newest.n) => {
+            let held = row.last.take().expect("held");
+            let mut filed: Vec<Attempt> = written
+                .iter()
+                .filter(|a| a.n != newest.n)
+                .map(|a| (*a).clone())
+                .collect();
+            if !written.iter().any(|a| a.n == held.n) {
+                filed.push(held);
+            }
+            row.last = Some(newest.clone());
+            (Some(row), true, filed)
+        }
+        (before, _) => (
+            before,
+            false,
+            written.iter().map(|a| (*a).clone()).collect(),
+        ),
     }
 }
 
@@ -372,6 +432,7 @@ impl Store for SledStore {
         self.g("write", || {
             let mut batch = sled::Batch::default();
             let mut indexer = listing::Indexer::new(&self.db, Some(&known));
+            let mut earlier: Vec<&parts::TicketWrite> = Vec::new();
             for b in batches {
                 for w in &b.tickets {
                     let t = &w.core;
@@ -387,7 +448,8 @@ impl Store for SledStore {
                             batch.insert(flight.as_bytes(), &[] as &[u8]);
                         }
                     }
-                    self.put_parts(&mut batch, w)?;
+                    self.put_parts(&mut batch, w, &earlier)?;
+                    earlier.push(w);
                 }
                 // A transition's events in one record: one insert, not one each.
                 for run in event_runs(&b.events) {
@@ -750,6 +812,36 @@ mod tests {
                 .unwrap(),
             )
             .unwrap();
+        assert_eq!(store.ticket("T-last").unwrap().as_ref(), Some(&t));
+        let checked = store.check().unwrap();
+        assert!(checked.damage.is_empty(), "{:?}", checked.damage);
+        assert_eq!(checked.tickets, [t.clone()]);
+        // Two such writes in one group commit: the second sees the step's
+        // record as the first left it (its last attempt, 4, is filed when
+        // 5 displaces it), not as stored before the group.
+        let attempts = &mut t.steps.get_mut("a").unwrap().attempts;
+        attempts[2].result = AttemptResult::Interrupted;
+        attempts.push(attempt(4, AttemptResult::Interrupted));
+        attempts.push(attempt(5, AttemptResult::Running));
+        let only = |t: &Ticket, ns: &[u32]| {
+            let mut w = TicketWrite::whole(t);
+            w.steps.clear();
+            w.attempts.retain(|(_, a)| ns.contains(&a.n));
+            w
+        };
+        store
+            .commit(&[
+                Batch {
+                    tickets: vec![only(&t, &[3, 4])],
+                    ..Batch::default()
+                },
+                Batch {
+                    tickets: vec![only(&t, &[5])],
+                    ..Batch::default()
+                },
+            ])
+            .unwrap();
+        assert_eq!(held("a"), Some((5, AttemptResult::Running)));
         assert_eq!(store.ticket("T-last").unwrap().as_ref(), Some(&t));
         let checked = store.check().unwrap();
         assert!(checked.damage.is_empty(), "{:?}", checked.damage);
