@@ -1116,3 +1116,83 @@ impl Store for PgStore {
         Ok(checked)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TicketWrite;
+    use crate::store::record::encode;
+    use crate::ticket::{Attempt, AttemptResult, TicketState};
+
+    #[test]
+    fn a_ticket_row_written_whole_before_the_parts_reads_back_and_is_split_on_its_next_write() {
+        let cluster = itsm_sandbox::postgres::Cluster::start();
+        let store = PgStore::open(&cluster.url()).unwrap();
+        let mut t = crate::store::conformance::ticket("T-old", TicketState::Running);
+        t.steps.get_mut("a").unwrap().attempts.push(Attempt {
+            n: 1,
+            op: crate::runtime::Op::Run,
+            started_ms: 5,
+            ended_ms: None,
+            result: AttemptResult::Running,
+            log: Vec::new(),
+            requests: Vec::new(),
+        });
+        let write = |t: &Ticket| {
+            store
+                .commit(&[Batch {
+                    tickets: vec![TicketWrite::whole(t)],
+                    ..Batch::default()
+                }])
+                .unwrap()
+        };
+        let count =
+            |sql: &'static str| -> i64 { store.query("count", sql, Vec::new()).unwrap()[0].get(0) };
+        // The row as written before migration 0004: the whole ticket in
+        // its body, no step or attempt rows.
+        write(&t);
+        store
+            .execute(
+                "make the row whole",
+                "UPDATE itsm.tickets SET body = $1 WHERE id = 'T-old'",
+                vec![Box::new(encode(&t).unwrap())],
+            )
+            .unwrap();
+        for sql in [
+            "DELETE FROM itsm.steps WHERE ticket_id = 'T-old'",
+            "DELETE FROM itsm.attempts WHERE ticket_id = 'T-old'",
+        ] {
+            store.execute("drop the parts", sql, Vec::new()).unwrap();
+        }
+        assert_eq!(count("SELECT count(*) FROM itsm.steps"), 0);
+        assert_eq!(store.ticket("T-old").unwrap().as_ref(), Some(&t));
+        assert_eq!(store.tickets().unwrap(), vec![t.clone()]);
+        let checked = store.check().unwrap();
+        assert!(checked.damage.is_empty(), "{:?}", checked.damage);
+        // A driver's first write of a ticket it read is whole: the parts
+        // get their rows and the body loses its inline steps.
+        t.steps.get_mut("a").unwrap().attempts[0].result = AttemptResult::Interrupted;
+        write(&t);
+        let body = store
+            .query(
+                "read the body",
+                "SELECT body FROM itsm.tickets WHERE id = 'T-old'",
+                Vec::new(),
+            )
+            .unwrap();
+        let core = decode_ticket(b"t/T-old", body[0].get(0)).unwrap();
+        assert!(core.steps.is_empty(), "{:?}", core.steps);
+        assert_eq!(
+            count("SELECT count(*) FROM itsm.steps WHERE ticket_id = 'T-old'"),
+            t.steps.len() as i64
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM itsm.attempts WHERE ticket_id = 'T-old'"),
+            1
+        );
+        assert_eq!(store.ticket("T-old").unwrap().as_ref(), Some(&t));
+        let checked = store.check().unwrap();
+        assert!(checked.damage.is_empty(), "{:?}", checked.damage);
+        assert_eq!(checked.tickets, [t]);
+    }
+}
