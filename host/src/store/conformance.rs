@@ -34,6 +34,30 @@ pub fn ticket(id: &str, state: TicketState) -> Ticket {
     }
 }
 
+/// Attempt `n` of a step's run, begun at `n` ms, with `result`, and no
+/// log or requests.
+pub fn attempt(n: u32, result: crate::ticket::AttemptResult) -> crate::ticket::Attempt {
+    crate::ticket::Attempt {
+        n,
+        op: crate::runtime::Op::Run,
+        started_ms: u64::from(n),
+        ended_ms: None,
+        result,
+        log: Vec::new(),
+        requests: Vec::new(),
+    }
+}
+
+/// A running ticket (see [`ticket`]) whose step `a` is in its first
+/// attempt.
+pub fn in_its_first_attempt(id: &str) -> Ticket {
+    let mut t = ticket(id, TicketState::Running);
+    let a = t.steps.get_mut("a").expect("step a");
+    a.attempts
+        .push(attempt(1, crate::ticket::AttemptResult::Running));
+    t
+}
+
 /// Every check, in order.
 pub fn run(store: &dyn Store) {
     tickets_round_trip_and_in_flight_tracks_state(store);
@@ -73,8 +97,7 @@ const RETRIES: usize = 30;
 /// group), reads back whole, and each write carries one step and one
 /// attempt however many attempts came before.
 fn tickets_are_written_in_parts(store: &dyn Store) {
-    use crate::runtime::Op;
-    use crate::ticket::{Attempt, AttemptResult, StepStatus};
+    use crate::ticket::{AttemptResult, StepStatus};
     let mut t = ticket("T-parts", TicketState::Running);
     t.steps.insert("b".into(), StepRecord::new());
     let mut committed = super::Committed::default();
@@ -89,15 +112,7 @@ fn tickets_are_written_in_parts(store: &dyn Store) {
     for n in 1..=RETRIES as u32 {
         let s = t.steps.get_mut("a").unwrap();
         s.status = StepStatus::Running;
-        s.attempts.push(Attempt {
-            n,
-            op: Op::Run,
-            started_ms: u64::from(n),
-            ended_ms: None,
-            result: AttemptResult::Running,
-            log: Vec::new(),
-            requests: Vec::new(),
-        });
+        s.attempts.push(attempt(n, AttemptResult::Running));
         t.updated_ms = u64::from(n);
         let started = committed.changes(&t);
         let s = t.steps.get_mut("a").unwrap();

@@ -1122,22 +1122,13 @@ mod tests {
     use super::*;
     use crate::store::TicketWrite;
     use crate::store::record::encode;
-    use crate::ticket::{Attempt, AttemptResult, TicketState};
+    use crate::ticket::AttemptResult;
 
     #[test]
     fn a_ticket_row_written_whole_before_the_parts_reads_back_and_is_split_on_its_next_write() {
         let cluster = itsm_sandbox::postgres::Cluster::start();
         let store = PgStore::open(&cluster.url()).unwrap();
-        let mut t = crate::store::conformance::ticket("T-old", TicketState::Running);
-        t.steps.get_mut("a").unwrap().attempts.push(Attempt {
-            n: 1,
-            op: crate::runtime::Op::Run,
-            started_ms: 5,
-            ended_ms: None,
-            result: AttemptResult::Running,
-            log: Vec::new(),
-            requests: Vec::new(),
-        });
+        let mut t = crate::store::conformance::in_its_first_attempt("T-old");
         let write = |t: &Ticket| {
             store
                 .commit(&[Batch {

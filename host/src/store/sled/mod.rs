@@ -722,18 +722,10 @@ mod tests {
     #[test]
     fn a_steps_last_attempt_is_in_its_record_and_the_ones_before_have_their_own() {
         use crate::store::{Committed, TicketWrite};
-        use crate::ticket::{Attempt, AttemptResult};
+        use crate::ticket::AttemptResult;
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let attempt = |n: u32, result| Attempt {
-            n,
-            op: crate::runtime::Op::Run,
-            started_ms: u64::from(n),
-            ended_ms: None,
-            result,
-            log: Vec::new(),
-            requests: Vec::new(),
-        };
+        use crate::store::conformance::attempt;
         let write = |w: TicketWrite| {
             store
                 .commit(&[Batch {
@@ -987,16 +979,7 @@ mod tests {
         use crate::ticket::{Attempt, AttemptResult};
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let mut t = crate::store::conformance::ticket("T-old", crate::ticket::TicketState::Running);
-        t.steps.get_mut("a").unwrap().attempts.push(Attempt {
-            n: 1,
-            op: crate::runtime::Op::Run,
-            started_ms: 5,
-            ended_ms: None,
-            result: AttemptResult::Running,
-            log: Vec::new(),
-            requests: Vec::new(),
-        });
+        let mut t = crate::store::conformance::in_its_first_attempt("T-old");
         // As the host wrote tickets before they were kept in parts.
         store.db.insert("t/T-old", encode(&t).unwrap()).unwrap();
         assert_eq!(store.ticket("T-old").unwrap().as_ref(), Some(&t));
