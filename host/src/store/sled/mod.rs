@@ -381,9 +381,10 @@ impl SledStore {
 
 /// Attempts `written` without their step, against the step's record
 /// `before` them: the record after them, whether it changed (is to be
-/// written), and the attempts to file in records of their own. The newest written becomes the
-/// record's last if it is no older than the one held there, and the one
-/// it displaces is filed unless it was written too.
+/// written), and the attempts to file in records of their own. The
+/// newest written becomes the record's last if it is no older than the
+/// one held there, and the one it displaces is filed unless it was
+/// written too.
 fn settle_orphans(
     before: Option<StepRow>,
     written: &[&Attempt],
@@ -721,11 +722,11 @@ mod tests {
 
     #[test]
     fn a_steps_last_attempt_is_in_its_record_and_the_ones_before_have_their_own() {
+        use crate::store::conformance::attempt;
         use crate::store::{Committed, TicketWrite};
         use crate::ticket::AttemptResult;
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        use crate::store::conformance::attempt;
         let write = |w: TicketWrite| {
             store
                 .commit(&[Batch {
