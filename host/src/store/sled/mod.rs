@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use super::parts::{self, AttemptRow, StepRow, assemble, attempt_key, step_key};
 use super::record::{
@@ -59,7 +60,13 @@ pub struct SledStore {
     /// One commit at a time: the listing counters are read, then written;
     /// it holds what the commits so far left of open tickets' listing fields.
     commit_lock: Mutex<listing::Known>,
+    /// Batches applied, counted twice each (odd while one is applied), for
+    /// a ticket read to tell it saw no commit land part-way.
+    applying: AtomicU64,
 }
+
+/// Reads of a ticket tried between commits before it holds them off.
+const READ_TRIES: usize = 8;
 
 /// What makes a sled flush survive a power loss: our own descriptors on
 /// sled's files, synced after each flush.
@@ -225,6 +232,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             space: Space::new(dir, space::DEFAULT_RESERVE),
             commit_lock: Mutex::new(listing::Known::default()),
+            applying: AtomicU64::new(0),
         };
         store.g("index the tickets", || {
             if let Some(n) = listing::build_if_missing(&store.db)? {
@@ -359,6 +367,34 @@ impl SledStore {
         }
     }
 
+    /// A ticket as stored: its core, then its step and attempt records.
+    fn read_ticket(&self, id: &str) -> Result<Option<Ticket>> {
+        let key = format!("t/{id}");
+        self.g("read a ticket", || {
+            let Some(v) = self.db.get(&key).map_err(err)? else {
+                return Ok(None);
+            };
+            let core = decode_ticket(key.as_bytes(), &v)?;
+            let steps = self
+                .db
+                .scan_prefix(format!("p/{id}/"))
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_step(&k, &v)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let attempts = self
+                .db
+                .scan_prefix(format!("c/{id}/"))
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    decode_attempt(&k, &v)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            assemble(core, steps, attempts).map(Some)
+        })
+    }
+
     /// Run a call into sled, its panics turned into store errors.
     fn g<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         guard(&self.dir, what, f).map_err(|e| match e {
@@ -468,9 +504,12 @@ impl Store for SledStore {
                 }
             }
             let indexed = indexer.finish(&mut batch)?;
-            self.db
-                .apply_batch(batch)
-                .map_err(|e| write_err(&self.dir, e))?;
+            self.applying
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let applied = self.db.apply_batch(batch);
+            self.applying
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            applied.map_err(|e| write_err(&self.dir, e))?;
             // Applied: reads see it now, synced or not.
             known.learn(indexed);
             self.flush()
@@ -478,30 +517,23 @@ impl Store for SledStore {
     }
 
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
-        let key = format!("t/{id}");
-        self.g("read a ticket", || {
-            let Some(v) = self.db.get(&key).map_err(err)? else {
-                return Ok(None);
-            };
-            let core = decode_ticket(key.as_bytes(), &v)?;
-            let steps = self
-                .db
-                .scan_prefix(format!("p/{id}/"))
-                .map(|kv| {
-                    let (k, v) = kv.map_err(err)?;
-                    decode_step(&k, &v)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let attempts = self
-                .db
-                .scan_prefix(format!("c/{id}/"))
-                .map(|kv| {
-                    let (k, v) = kv.map_err(err)?;
-                    decode_attempt(&k, &v)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            assemble(core, steps, attempts).map(Some)
-        })
+        use std::sync::atomic::Ordering::SeqCst;
+        // The core and the parts are separate reads: a commit applied
+        // between them would give the core of one commit (its trail head)
+        // with the steps of the next. Read while no batch is applied.
+        for _ in 0..READ_TRIES {
+            let before = self.applying.load(SeqCst);
+            if before.is_multiple_of(2) {
+                let read = self.read_ticket(id)?;
+                if self.applying.load(SeqCst) == before {
+                    return Ok(read);
+                }
+            }
+            std::thread::yield_now();
+        }
+        // Commits keep landing: read between two, holding them off.
+        let _between = self.commit_lock.lock().expect("commit lock");
+        self.read_ticket(id)
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
