@@ -874,6 +874,53 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_read_while_commits_land_is_of_one_commit() {
+        use crate::store::Committed;
+        use crate::store::conformance::{attempt, ticket};
+        use crate::ticket::{AttemptResult, TicketState};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Each commit gives step a its attempt n and the core
+                // updated_ms n: a read mixing two commits tells them apart.
+                let mut t = ticket("T-torn", TicketState::Running);
+                let mut committed = Committed::default();
+                for n in 1..=400 {
+                    t.updated_ms = u64::from(n);
+                    t.steps
+                        .get_mut("a")
+                        .unwrap()
+                        .attempts
+                        .push(attempt(n, AttemptResult::Running));
+                    let w = committed.changes(&t);
+                    store
+                        .commit(&[Batch {
+                            tickets: vec![w],
+                            ..Batch::default()
+                        }])
+                        .unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(t) = store.ticket("T-torn").unwrap() {
+                    let last = t.steps["a"].attempts.last().map_or(0, |a| a.n);
+                    assert_eq!(
+                        u64::from(last),
+                        t.updated_ms,
+                        "read {reads}: the core of one commit with the steps of another"
+                    );
+                    reads += 1;
+                }
+            }
+            assert!(reads > 0);
+        });
+    }
+
+    #[test]
     fn a_transitions_events_are_one_record_and_single_event_records_still_read() {
         use crate::audit::{AuditKind, ChainHead, Draft, link};
         let dir = tempfile::tempdir().unwrap();
