@@ -66,6 +66,63 @@ pub fn run(store: &dyn Store) {
     an_empty_commit_is_fine(store);
     listings_page_filter_and_count_like_the_reference(store);
     tickets_are_written_in_parts(store);
+    a_read_while_commits_land_is_of_one_commit(store);
+}
+
+/// A ticket read, alone or with all the others, while commits land gives
+/// the ticket as one commit left it: its core, its steps and its attempts
+/// read from stores that keep them apart must not mix two commits.
+fn a_read_while_commits_land_is_of_one_commit(store: &dyn Store) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    const COMMITS: u32 = 200;
+    let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let of_one_commit = |t: &Ticket, how: &str| {
+        let last = t.steps["a"].attempts.last().map_or(0, |a| a.n);
+        assert_eq!(
+            u64::from(last),
+            t.updated_ms,
+            "{how}: the core of one commit with the steps of another"
+        );
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Each commit gives step a its attempt n and the core
+            // updated_ms n: a read mixing two commits tells them apart.
+            let mut t = ticket("T-torn", TicketState::Running);
+            let mut committed = super::Committed::default();
+            for n in 1..=COMMITS {
+                t.updated_ms = u64::from(n);
+                let a = t.steps.get_mut("a").expect("step a");
+                a.attempts
+                    .push(attempt(n, crate::ticket::AttemptResult::Running));
+                let w = committed.changes(&t);
+                store
+                    .commit(&[Batch {
+                        tickets: vec![w],
+                        ..Batch::default()
+                    }])
+                    .unwrap();
+                // The reads overlap the commits, however fast the store.
+                while n == 1 && reads.load(SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            done.store(true, SeqCst);
+        });
+        while !done.load(SeqCst) {
+            let n = reads.fetch_add(1, SeqCst);
+            if n % 2 == 0 {
+                if let Some(t) = store.ticket("T-torn").unwrap() {
+                    of_one_commit(&t, &format!("read {n} of the ticket"));
+                }
+            } else if let Some(t) = store.tickets().unwrap().iter().find(|t| t.id == "T-torn") {
+                of_one_commit(t, &format!("read {n} of all tickets"));
+            }
+        }
+    });
+    let t = store.ticket("T-torn").unwrap().expect("T-torn");
+    assert_eq!(t.updated_ms, u64::from(COMMITS));
+    of_one_commit(&t, "the read after the commits");
 }
 
 /// Checks for a store reopened after [`run`] (a restart, another worker):

@@ -658,39 +658,73 @@ fn by_ticket<T: OfTicket>(rows: Vec<T>) -> HashMap<String, Vec<T>> {
     by
 }
 
+/// The rows of ticket `id` (`None`: of every ticket), read from one
+/// snapshot.
+struct Snapshot {
+    /// `(id, body)` of each ticket, in id order.
+    cores: Vec<(String, Vec<u8>)>,
+    steps: Vec<StepRow>,
+    attempts: Vec<AttemptRow>,
+}
+
 impl PgStore {
-    /// The step and attempt records of ticket `id` (`None`: of every
+    /// The core, step and attempt records of ticket `id` (`None`: of every
     /// ticket), in key order.
-    fn parts(&self, id: Option<&str>) -> Result<(Vec<StepRow>, Vec<AttemptRow>)> {
-        let (steps_sql, attempts_sql, params): (_, _, fn(&str) -> Vec<Param>) = match id {
-            Some(_) => (
+    ///
+    /// They are read in one read-only `REPEATABLE READ` transaction, so
+    /// from one snapshot: read one statement at a time, a commit landing
+    /// between them would give the core of one commit (its trail head)
+    /// with the steps of the next.
+    fn snapshot(&self, id: Option<&str>) -> Result<Snapshot> {
+        let (cores_sql, steps_sql, attempts_sql, params): (_, _, _, Vec<Param>) = match id {
+            Some(id) => (
+                "SELECT id, body FROM itsm.tickets WHERE id = $1",
                 "SELECT ticket_id, step, body FROM itsm.steps WHERE ticket_id = $1
                  ORDER BY step",
                 "SELECT ticket_id, step, n, body FROM itsm.attempts WHERE ticket_id = $1
                  ORDER BY step, n",
-                |id| vec![Box::new(id.to_string())],
+                vec![Box::new(id.to_string())],
             ),
             None => (
+                "SELECT id, body FROM itsm.tickets ORDER BY id",
                 "SELECT ticket_id, step, body FROM itsm.steps ORDER BY ticket_id, step",
                 "SELECT ticket_id, step, n, body FROM itsm.attempts ORDER BY ticket_id, step, n",
-                |_| Vec::new(),
+                Vec::new(),
             ),
         };
-        let id = id.unwrap_or_default();
-        let steps = self
-            .query("read steps", steps_sql, params(id))?
-            .iter()
-            .map(|r| decode_step(step_key(r.get(0), r.get(1)).as_bytes(), r.get(2)))
-            .collect::<Result<Vec<_>>>()?;
-        let attempts = self
-            .query("read attempts", attempts_sql, params(id))?
-            .iter()
-            .map(|r| {
-                let key = attempt_key(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
-                decode_attempt(key.as_bytes(), r.get(3))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((steps, attempts))
+        let rows = self.run("read tickets", move |pool| async move {
+            let mut client = pool.get().await.map_err(pool_err)?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg)?;
+            let mut rows = Vec::with_capacity(3);
+            for sql in [cores_sql, steps_sql, attempts_sql] {
+                let statement = tx.prepare_cached(sql).await.map_err(pg)?;
+                rows.push(tx.query(&statement, &refs(&params)).await.map_err(pg)?);
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(rows)
+        })?;
+        let [cores, steps, attempts]: [Vec<tokio_postgres::Row>; 3] =
+            rows.try_into().expect("three statements, three answers");
+        Ok(Snapshot {
+            cores: cores.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            steps: steps
+                .iter()
+                .map(|r| decode_step(step_key(r.get(0), r.get(1)).as_bytes(), r.get(2)))
+                .collect::<Result<Vec<_>>>()?,
+            attempts: attempts
+                .iter()
+                .map(|r| {
+                    let key = attempt_key(r.get(0), r.get(1), r.get::<_, i64>(2) as u32);
+                    decode_attempt(key.as_bytes(), r.get(3))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        })
     }
 }
 
@@ -817,36 +851,35 @@ impl Store for PgStore {
     }
 
     fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
-        let rows = self.query(
-            "read a ticket",
-            "SELECT body FROM itsm.tickets WHERE id = $1",
-            vec![Box::new(id.to_string())],
-        )?;
-        let Some(row) = rows.first() else {
+        let Snapshot {
+            cores,
+            steps,
+            attempts,
+        } = self.snapshot(Some(id))?;
+        let Some((_, body)) = cores.first() else {
             return Ok(None);
         };
-        let core = decode_ticket(ticket_key(id).as_bytes(), row.get(0))?;
-        let (steps, attempts) = self.parts(Some(id))?;
+        let core = decode_ticket(ticket_key(id).as_bytes(), body)?;
         assemble(core, steps, attempts).map(Some)
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
-        let (steps, attempts) = self.parts(None)?;
+        let Snapshot {
+            cores,
+            steps,
+            attempts,
+        } = self.snapshot(None)?;
         let mut steps = by_ticket(steps);
         let mut attempts = by_ticket(attempts);
-        self.query(
-            "read the tickets",
-            "SELECT id, body FROM itsm.tickets ORDER BY id",
-            vec![],
-        )?
-        .iter()
-        .map(|r| {
-            let core = decode_ticket(ticket_key(r.get(0)).as_bytes(), r.get(1))?;
-            let s = steps.remove(&core.id).unwrap_or_default();
-            let a = attempts.remove(&core.id).unwrap_or_default();
-            assemble(core, s, a)
-        })
-        .collect()
+        cores
+            .iter()
+            .map(|(id, body)| {
+                let core = decode_ticket(ticket_key(id).as_bytes(), body)?;
+                let s = steps.remove(&core.id).unwrap_or_default();
+                let a = attempts.remove(&core.id).unwrap_or_default();
+                assemble(core, s, a)
+            })
+            .collect()
     }
 
     fn list(&self, q: &Listing) -> Result<Page> {
