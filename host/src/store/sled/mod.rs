@@ -418,6 +418,25 @@ impl SledStore {
         })
     }
 
+    /// Every ticket as stored, in one scan: a commit landing meanwhile
+    /// can tear it, so the caller checks that none did.
+    fn read_tickets(&self) -> Result<Vec<Ticket>> {
+        self.g("read the tickets", || {
+            let mut steps = parts_by_ticket(self.db.scan_prefix(b"p/"), decode_step)?;
+            let mut attempts = parts_by_ticket(self.db.scan_prefix(b"c/"), decode_attempt)?;
+            self.db
+                .scan_prefix(b"t/")
+                .map(|kv| {
+                    let (k, v) = kv.map_err(err)?;
+                    let core = decode_ticket(&k, &v)?;
+                    let s = steps.remove(&core.id).unwrap_or_default();
+                    let a = attempts.remove(&core.id).unwrap_or_default();
+                    assemble(core, s, a)
+                })
+                .collect()
+        })
+    }
+
     /// Run a call into sled, its panics turned into store errors.
     fn g<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         guard(&self.dir, what, f).map_err(|e| match e {
@@ -544,22 +563,33 @@ impl Store for SledStore {
     }
 
     fn tickets(&self) -> Result<Vec<Ticket>> {
-        self.between_commits(|| {
-            self.g("read the tickets", || {
-                let mut steps = parts_by_ticket(self.db.scan_prefix(b"p/"), decode_step)?;
-                let mut attempts = parts_by_ticket(self.db.scan_prefix(b"c/"), decode_attempt)?;
-                self.db
-                    .scan_prefix(b"t/")
-                    .map(|kv| {
-                        let (k, v) = kv.map_err(err)?;
-                        let core = decode_ticket(&k, &v)?;
-                        let s = steps.remove(&core.id).unwrap_or_default();
-                        let a = attempts.remove(&core.id).unwrap_or_default();
-                        assemble(core, s, a)
-                    })
-                    .collect()
-            })
-        })
+        use std::sync::atomic::Ordering::SeqCst;
+        // One scan of everything, if no commit lands while it runs; else
+        // ticket by ticket, each read of one commit, rather than holding
+        // every commit off for a scan of the whole store.
+        let before = self.applying.load(SeqCst);
+        if before.is_multiple_of(2) {
+            let all = self.read_tickets()?;
+            if self.applying.load(SeqCst) == before {
+                return Ok(all);
+            }
+        }
+        let ids = self.g("list the tickets", || {
+            self.db
+                .scan_prefix(b"t/")
+                .keys()
+                .map(|k| {
+                    let k = k.map_err(err)?;
+                    String::from_utf8(k[2..].to_vec())
+                        .map_err(|_| corrupt(&k, "its ticket id is not UTF-8"))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.extend(self.ticket(&id)?);
+        }
+        Ok(all)
     }
 
     fn list(&self, q: &Listing) -> Result<Page> {
