@@ -132,6 +132,12 @@ async fn follow_once(
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(plugin = %name, error = %e, "a plugin another worker installed is refused here; its steps run on workers that have it");
+                // Its steps wait here (and are offered to the others)
+                // rather than fail for want of it.
+                scheduler.lacks_plugin(
+                    &name,
+                    &format!("another worker installed it and this one refused it: {e}"),
+                );
             }
         }
         seen.insert(name, id);

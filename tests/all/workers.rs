@@ -911,3 +911,117 @@ async fn a_long_poll_on_one_worker_wakes_for_a_change_made_on_another() {
     );
     eprintln!("long-poll on B answered {took:?} after it started (1 s before the change)");
 }
+
+/// A worker that refuses a plugin another worker installed (it does not
+/// trust the publisher) leaves the plugin's steps to the workers that have
+/// it: a step that starts there waits for the plugin, with no attempt, and
+/// is offered to the others at the next recheck, rather than failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_has_it() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (_gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(2, &sink).await;
+    // B trusts another publisher: it refuses A's install of noop.
+    let (_, stranger) = itsm_host::signing::keygen();
+    std::fs::write(homes[1].path().join("trusted-keys/tests.pub"), stranger).unwrap();
+    let flags = ["--store", url.as_str(), "--plugin-recheck", "1s"];
+    let a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let client = client_as(&operator);
+    let admin = client_as(&itsm_token(
+        &url,
+        &["create", "--name", "admin-1", "--role", "admin"],
+    ));
+    let approver = client_as(&itsm_token(
+        &url,
+        &[
+            "create", "--name", "sec-1", "--role", "approver", "--role", "security",
+        ],
+    ));
+    let manifest =
+        std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
+    let resp = admin
+        .post(format!("{}/v1/plugins", a.base))
+        .json(&crate::support::signed_upload(
+            homes[0].path(),
+            &manifest,
+            "itsm-plugin-test-noop",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let put = admin
+        .put(format!("{}/v1/workflows/held", a.base))
+        .header("content-type", "application/toml")
+        .body("name = \"held\"\nversion = \"1\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\napproval = { role = \"security\" }\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    // B has looked at the install (and refused it) once it follows the
+    // workflow put after it.
+    eventually(
+        Duration::from_secs(10),
+        "B follows the workflow",
+        || async {
+            get_json(&client, &format!("{}/v1/workflows/held", b.base)).await["current"]["version"]
+                == "1"
+        },
+    )
+    .await;
+
+    let created = client
+        .post(format!("{}/v1/tickets", a.base))
+        .json(&serde_json::json!({ "workflow": "held", "subject": "held@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    let body = created.json::<Value>().await.unwrap();
+    let id = body["id"].as_str().expect("created").to_string();
+    let on_b = format!("{}/v1/tickets/{id}", b.base);
+    crate::support::wait_for_state(&client, &on_b, "waiting_approval").await;
+    // The decision goes to B, so B takes the ticket and starts the step.
+    let approved = approver
+        .post(format!("{on_b}/approve"))
+        .json(&serde_json::json!({ "comment": "laptop returned" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        approved.status().is_success(),
+        "{}",
+        approved.text().await.unwrap()
+    );
+    crate::support::wait_for_state(&client, &on_b, "succeeded").await;
+
+    let trail = get_json(&client, &format!("{}/v1/audit?ticket={id}", a.base)).await;
+    let events = trail["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let waited = events
+        .iter()
+        .find(|e| e["kind"] == "step_waiting")
+        .unwrap_or_else(|| panic!("the step never waited on B: {kinds:?}"));
+    assert!(
+        waited["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("plugin noop is not loaded"),
+        "{waited:#}"
+    );
+    let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+    assert_eq!(count("step_failed"), 0, "{kinds:?}");
+    assert_eq!(count("step_succeeded"), 1, "{kinds:?}");
+    let view = get_json(&client, &on_b).await;
+    let attempts = view["ticket"]["steps"]["wipe"]["attempts"]
+        .as_array()
+        .unwrap();
+    // One run and its verify, both on A: B's wait made no attempt.
+    let ops: Vec<&str> = attempts.iter().map(|a| a["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["run", "verify"], "{attempts:#?} {kinds:?}");
+    for base in [&a.base, &b.base] {
+        let v = get_json(&client, &format!("{base}/v1/audit/verify?ticket={id}")).await;
+        assert_eq!(v["verified"], true, "{v:#}");
+    }
+}

@@ -20,8 +20,9 @@ use crate::error::{Error, Result};
 use crate::store::Leases;
 use crate::ticket::{StepStatus, Ticket};
 
-/// How often a released ticket waiting for a plugin is looked at again.
-const PLUGIN_RECHECK: Duration = Duration::from_secs(30);
+/// How often a released ticket waiting for a plugin is looked at again,
+/// by default.
+pub(super) const PLUGIN_RECHECK: Duration = Duration::from_secs(30);
 
 /// Due tickets taken per look, at most (the next look follows at once
 /// when a look took this many).
@@ -90,7 +91,7 @@ impl Scheduler {
 
     /// Let a ticket with nothing in flight go, to be woken at `wake`. One
     /// waiting for a plugin this worker lacks is looked at again every
-    /// [`PLUGIN_RECHECK`] by whichever worker is free: one that has the
+    /// [`super::SchedulerConfig::plugin_recheck`] by whichever worker is free: one that has the
     /// plugin (installed there, or started since with it) runs the step.
     pub(super) fn release(&self, ticket: &Ticket, fence: i64, wake: Option<u64>) {
         let wants_plugin = ticket
@@ -98,7 +99,7 @@ impl Scheduler {
             .values()
             .any(|s| s.status == StepStatus::WaitingPlugin);
         let wake = if wants_plugin {
-            let again = now_ms() + PLUGIN_RECHECK.as_millis() as u64;
+            let again = now_ms() + self.inner.plugin_recheck.as_millis() as u64;
             Some(wake.map_or(again, |w| w.min(again)))
         } else {
             wake

@@ -76,6 +76,9 @@ pub struct SchedulerConfig {
     /// Plugins that did not load at start-up, with why: workflows may still
     /// name them, and their steps wait until they are installed.
     pub unavailable_plugins: BTreeMap<String, String>,
+    /// On a shared store: how often a ticket waiting for a plugin this
+    /// worker lacks is offered to the others again.
+    pub plugin_recheck: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +89,7 @@ impl Default for SchedulerConfig {
             intake: IntakeLimits::default(),
             checkpoint: None,
             unavailable_plugins: BTreeMap::new(),
+            plugin_recheck: leasing::PLUGIN_RECHECK,
         }
     }
 }
@@ -199,6 +203,8 @@ struct Inner {
     intake: IntakeLimits,
     /// Clients long-polling a ticket, woken after each commit that changes it.
     watchers: Arc<watch::Watchers>,
+    /// [`SchedulerConfig::plugin_recheck`].
+    plugin_recheck: Duration,
 }
 
 impl Scheduler {
@@ -235,6 +241,7 @@ impl Scheduler {
                 metrics: Arc::default(),
                 secrets: config.secrets,
                 intake: config.intake,
+                plugin_recheck: config.plugin_recheck,
                 watchers: Default::default(),
             }),
         };
@@ -861,6 +868,19 @@ impl Scheduler {
                 self.wake(&id);
             }
         }
+    }
+
+    /// Plugin `name` cannot be loaded here (`why`): steps that need it
+    /// wait for it rather than fail, and on a shared store they are left
+    /// to workers that have it. No change if it is loaded.
+    pub fn lacks_plugin(&self, name: &str, why: &str) {
+        let mut guard = self.inner.plugins.write().expect("plugins lock");
+        if guard.plugins.contains_key(name) || guard.unavailable.contains_key(name) {
+            return;
+        }
+        let mut unavailable = guard.unavailable.clone();
+        unavailable.insert(name.to_string(), why.to_string());
+        *guard = Arc::new(PluginSet::new(guard.plugins.clone(), unavailable));
     }
 
     fn context<'a>(&self, set: &'a PluginSet, wf: &'a Workflow, now: u64) -> Context<'a> {
