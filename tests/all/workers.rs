@@ -1025,3 +1025,89 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
         assert_eq!(v["verified"], true, "{v:#}");
     }
 }
+
+/// A workflow naming a plugin only one worker has (in its home's folder,
+/// which is not shared) is followed by the others all the same, and a
+/// worker with a fresh home starts on such a store: the plugin's steps
+/// wait on the workers that lack it and run on the one that has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_worker_starts() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let (_gate, sink) = start_gated_sink().await;
+    let (homes, operator) = homes(3, &sink).await;
+    // noop in A's home only.
+    crate::support::install_signed(homes[0].path(), "testing/noop", "itsm-plugin-test-noop");
+    let flags = ["--store", url.as_str(), "--plugin-recheck", "1s"];
+    let a = start_server(homes[0].path(), &flags).await;
+    let b = start_server(homes[1].path(), &flags).await;
+    let client = client_as(&operator);
+    let admin = client_as(&itsm_token(
+        &url,
+        &["create", "--name", "admin-1", "--role", "admin"],
+    ));
+    let put = |version: &str| {
+        admin
+            .put(format!("{}/v1/workflows/quick", a.base))
+            .header("content-type", "application/toml")
+            .body(format!(
+                "name = \"quick\"\nversion = \"{version}\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\n"
+            ))
+            .send()
+    };
+    let resp = put("1").await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    // B lacks noop, and follows the workflow, and the next version too.
+    let follows =
+        |base: String, version: &'static str| {
+            let client = client.clone();
+            async move {
+                eventually(Duration::from_secs(10), "the worker follows the workflow", || {
+                let (client, url) = (client.clone(), format!("{base}/v1/workflows/quick"));
+                async move { get_json(&client, &url).await["current"]["version"] == version }
+            })
+            .await;
+            }
+        };
+    follows(b.base.clone(), "1").await;
+    let resp = put("2").await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    follows(b.base.clone(), "2").await;
+
+    // C, a fresh home that never had noop, starts on the store.
+    let c = start_server(homes[2].path(), &flags).await;
+    let created = client
+        .post(format!("{}/v1/tickets", c.base))
+        .json(&serde_json::json!({ "workflow": "quick", "subject": "quick@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .expect("created")
+        .to_string();
+    let view = crate::support::wait_for_state(
+        &client,
+        &format!("{}/v1/tickets/{id}", c.base),
+        "succeeded",
+    )
+    .await;
+    let ops: Vec<&str> = view["ticket"]["steps"]["wipe"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["run", "verify"], "{view:#}");
+    let trail = get_json(&client, &format!("{}/v1/audit?ticket={id}", a.base)).await;
+    let kinds: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"step_waiting"), "it waited on C: {kinds:?}");
+    assert!(!kinds.contains(&"step_failed"), "{kinds:?}");
+    drop((a, b, c));
+}

@@ -294,6 +294,13 @@ pub(crate) async fn assemble(
     let shared = store.documents().is_some();
     if shared {
         workflows = crate::workflow::shared::adopt(store.as_ref(), workflows)?;
+        // A new worker (a fresh home) joins a fleet whose workflows name
+        // plugins it has yet to read from the store: it starts, and they
+        // wait until it has.
+        let known = |p: &str| plugins.contains_key(p) || unavailable.contains_key(p);
+        for name in crate::workflow::shared::lacking(&workflows, known) {
+            unavailable.insert(name, crate::workflow::shared::NOT_HERE.to_string());
+        }
     }
     let mut secrets = secrets_from_env();
     if let Some(sandbox) = sandbox {

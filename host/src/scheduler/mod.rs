@@ -870,6 +870,12 @@ impl Scheduler {
         }
     }
 
+    /// Whether plugin `name` is loaded here, or known to be unavailable.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        let set = self.plugin_set();
+        set.plugins.contains_key(name) || set.unavailable.contains_key(name)
+    }
+
     /// Plugin `name` cannot be loaded here (`why`): steps that need it
     /// wait for it rather than fail, and on a shared store they are left
     /// to workers that have it. No change if it is loaded.

@@ -622,6 +622,17 @@ impl Workflow {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// The plugins the workflow calls: its notifiers' and its steps' (a
+    /// human task calls none).
+    pub fn plugins(&self) -> impl Iterator<Item = &str> {
+        self.notify.iter().map(|n| n.plugin.as_str()).chain(
+            self.steps
+                .iter()
+                .filter(|s| s.task.is_none())
+                .map(|s| s.plugin.as_str()),
+        )
+    }
+
     /// Check every step's plugin is among `known`.
     pub fn check_plugins(&self, known: &BTreeSet<String>) -> Result<()> {
         for n in &self.notify {

@@ -78,9 +78,32 @@ pub fn adopt(
     Ok(current(store)?.0)
 }
 
+/// Why a plugin a shared workflow names is missing here.
+pub const NOT_HERE: &str = "not installed on this worker: a workflow another worker \
+     published names it (one installed over the API is installed here as soon as it is read; \
+     its steps wait, and are offered to the other workers meanwhile)";
+
+/// The plugins `workflows` name that `has` says this worker lacks. The
+/// worker that accepted a workflow had its plugins, so on a shared store
+/// such a plugin is another worker's (installed over the API and not yet
+/// read here, refused here, or in another home's folder): its steps wait
+/// here rather than the whole set being refused.
+pub fn lacking(
+    workflows: &BTreeMap<String, Workflow>,
+    has: impl Fn(&str) -> bool,
+) -> std::collections::BTreeSet<String> {
+    workflows
+        .values()
+        .flat_map(Workflow::plugins)
+        .filter(|p| !has(p))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Keep `scheduler`'s workflows the store's current ones (plus `local`,
-/// this worker's own: the sandbox's), looking every second. A set this
-/// worker cannot load (a plugin it lacks) is logged and the last one kept.
+/// this worker's own: the sandbox's), looking every second. A plugin they
+/// name that this worker lacks is marked unavailable ([`lacking`]); a set
+/// it still cannot load is logged and the last one kept.
 pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
     let weak = scheduler.downgrade();
     drop(scheduler);
@@ -96,6 +119,9 @@ pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
             }
             match current(scheduler.store().as_ref()) {
                 Ok((workflows, hashes)) if seen.as_ref() != Some(&hashes) => {
+                    for name in lacking(&workflows, |p| scheduler.has_plugin(p)) {
+                        scheduler.lacks_plugin(&name, NOT_HERE);
+                    }
                     let mut all = workflows;
                     all.extend(local.clone());
                     match scheduler.set_workflows(all) {
