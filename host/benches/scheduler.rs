@@ -1,6 +1,7 @@
 //! Scheduler bench: 10,000 tickets x 4 no-op steps with durable state (sled,
 //! flushed before every effect), against the limits measured in the same
-//! run: raw sled insert+flush, and a bare instantiate+call.
+//! run: raw sled insert+flush, a bare instantiate+call, and the same
+//! throughput phase on the in-memory store (what the store adds).
 //! `cargo bench --bench scheduler`.
 //!
 //! It drives the same store, scheduler and runtime `itsm serve` uses, in
