@@ -15,13 +15,13 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     }
     assert_eq!(
         cluster.sql("SELECT version, name FROM itsm.schema_migrations ORDER BY version"),
-        "1|initial\n2|leases\n3|documents\n4|ticket parts\n5|witness"
+        "1|initial\n2|leases\n3|documents\n4|ticket parts\n5|witness\n6|wants plugins"
     );
     // A second open (another worker starting) finds the schema done.
     let reopened = PgStore::open(&cluster.url()).unwrap();
     assert_eq!(
         cluster.sql("SELECT count(*) FROM itsm.schema_migrations"),
-        "5"
+        "6"
     );
     itsm_host::store::conformance::after_reopen(&reopened);
 
@@ -66,7 +66,7 @@ fn the_postgres_store_passes_the_conformance_suite_and_reads_back_after_reopen()
     cluster.sql("INSERT INTO itsm.schema_migrations (version, name) VALUES (99, 'future')");
     let e = PgStore::open(&cluster.url()).err().unwrap().to_string();
     assert!(
-        e.contains("schema is at version 99, newer than this itsm knows (5)"),
+        e.contains("schema is at version 99, newer than this itsm knows (6)"),
         "{e}"
     );
 }
@@ -118,7 +118,7 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     assert_eq!(owner(), "a");
     // Live: nobody else takes it, by decision or by looking for work.
     assert_eq!(b.acquire("T-lease").unwrap(), None);
-    assert!(b.claim_due(u64::MAX, 10).unwrap().is_empty());
+    assert!(b.claim_due(u64::MAX, 10, &[]).unwrap().is_empty());
     // A renewal keeps it past one lease length.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
@@ -126,10 +126,10 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
         vec!["T-lease".to_string()]
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(b.claim_due(u64::MAX, 10).unwrap().is_empty());
+    assert!(b.claim_due(u64::MAX, 10, &[]).unwrap().is_empty());
     // a stops renewing: once its lease runs out, b takes the ticket over.
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let taken = b.claim_due(u64::MAX, 10).unwrap();
+    let taken = b.claim_due(u64::MAX, 10, &[]).unwrap();
     assert_eq!(taken.len(), 1, "{taken:?}");
     let (id, fb) = taken[0].clone();
     assert_eq!(id, "T-lease");
@@ -168,15 +168,19 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     }])
     .unwrap();
     let hour = itsm_host::ticket::now_ms() + 3_600_000;
-    b.release("T-lease", fb, Some(hour)).unwrap();
+    b.release("T-lease", fb, Some(hour), &[]).unwrap();
     assert!(
-        a.claim_due(itsm_host::ticket::now_ms(), 10)
+        a.claim_due(itsm_host::ticket::now_ms(), 10, &[])
             .unwrap()
             .is_empty()
     );
-    assert_eq!(a.claim_due(hour, 10).unwrap().len(), 1, "due at its wake");
+    assert_eq!(
+        a.claim_due(hour, 10, &[]).unwrap().len(),
+        1,
+        "due at its wake"
+    );
     // A stale release is a no-op.
-    b.release("T-lease", fb, None).unwrap();
+    b.release("T-lease", fb, None, &[]).unwrap();
     assert_eq!(owner(), "a");
     // The duplicate check sees every worker's open tickets.
     assert_eq!(
@@ -194,6 +198,57 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
         .collect();
     own.sort();
     assert_eq!(own, vec!["T-lease".to_string(), "T-other".to_string()]);
+}
+
+/// A ticket released for want of plugins is due at once for a worker that
+/// has one of them, and left alone by one that lacks them all; taking it
+/// clears the want, so a plain release later is anyone's again.
+#[test]
+fn a_ticket_released_for_want_of_a_plugin_goes_only_to_a_worker_that_has_one() {
+    use itsm_host::store::{Batch, Leases};
+    use itsm_host::ticket::TicketState;
+    let cluster = Cluster::start();
+    let worker = |name: &str| worker(&cluster, name, std::time::Duration::from_secs(10));
+    let (a, b) = (worker("a"), worker("b"));
+    let t = itsm_host::store::conformance::ticket("T-wants", TicketState::Running);
+    let fa = a.fence_for_new().unwrap();
+    a.commit(&[Batch {
+        tickets: vec![t.into()],
+        fence: Some(fa),
+        ..Batch::default()
+    }])
+    .unwrap();
+    let wants = ["crm".to_string(), "mdm".to_string()];
+    a.release("T-wants", fa, Some(0), &wants).unwrap();
+    let now_ms = itsm_host::ticket::now_ms;
+    let lacking = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    // b lacks both, or both and more: not b's.
+    assert!(
+        b.claim_due(now_ms(), 10, &lacking(&["crm", "mdm"]))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        b.claim_due(now_ms(), 10, &lacking(&["crm", "mdm", "x"]))
+            .unwrap()
+            .is_empty()
+    );
+    // b has mdm: b's.
+    let taken = b.claim_due(now_ms(), 10, &lacking(&["crm"])).unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let fb = taken[0].1;
+    assert_eq!(
+        cluster.sql("SELECT coalesce(array_to_string(wants_plugins, ','), 'none') FROM itsm.tickets WHERE id = 'T-wants'"),
+        "none"
+    );
+    // Released with no want: due for a worker that lacks plugins too.
+    b.release("T-wants", fb, Some(0), &[]).unwrap();
+    assert_eq!(
+        a.claim_due(now_ms(), 10, &lacking(&["crm", "mdm"]))
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Two workers' creates that stand against each other, settled by the
@@ -347,7 +402,8 @@ fn the_witness_names_a_ticket_deleted_or_cut_behind_the_stores_back() {
     drop(store);
     // A database from before the witness: the upgrade witnesses its tickets.
     cluster.sql("DROP TABLE itsm.witness");
-    cluster.sql("DELETE FROM itsm.schema_migrations WHERE version = 5");
+    cluster.sql("ALTER TABLE itsm.tickets DROP COLUMN wants_plugins");
+    cluster.sql("DELETE FROM itsm.schema_migrations WHERE version >= 5");
     let store = PgStore::open(&cluster.url()).unwrap();
     assert_eq!(
         cluster.sql("SELECT ticket_id, len, hash FROM itsm.witness ORDER BY ticket_id"),

@@ -350,18 +350,7 @@ async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() 
 
     // Installed over the API (signed by the publisher the server trusts),
     // the waiting step runs and the ticket finishes.
-    let manifest = std::fs::read_to_string(home.path().join("plugins/noop/plugin.toml")).unwrap();
-    let resp = admin
-        .post(format!("{}/v1/plugins", server.base))
-        .json(&crate::support::signed_upload(
-            home.path(),
-            &manifest,
-            "itsm-plugin-test-noop",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    crate::support::install_noop(&admin, &server.base, home.path()).await;
     let done = crate::support::wait_for_state(&operator, &url, "succeeded").await;
     let kinds: Vec<&str> = done["trail"]
         .as_array()

@@ -405,3 +405,21 @@ pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Install the no-op plugin over the API of the worker at `base`, signed
+/// with `home`'s test key.
+pub async fn install_noop(admin: &reqwest::Client, base: &str, home: &std::path::Path) {
+    let manifest =
+        std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
+    let resp = admin
+        .post(format!("{base}/v1/plugins"))
+        .json(&crate::support::signed_upload(
+            home,
+            &manifest,
+            "itsm-plugin-test-noop",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+}

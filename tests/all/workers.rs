@@ -189,6 +189,32 @@ async fn create_held(
     ids
 }
 
+/// Create a ticket of `workflow` for `subject` on the worker at `base`:
+/// its id.
+async fn create_one(client: &reqwest::Client, base: &str, workflow: &str, subject: &str) -> String {
+    let created = client
+        .post(format!("{base}/v1/tickets"))
+        .json(&serde_json::json!({ "workflow": workflow, "subject": subject }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .expect("created")
+        .to_string()
+}
+
+/// A step's attempts by operation (`run`, `verify`), from a ticket's view.
+fn ops(view: &Value, step: &str) -> Vec<String> {
+    view["ticket"]["steps"][step]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["op"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Poll `what` every 100 ms until it holds, for `limit` at most.
 async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -200,6 +226,29 @@ where
         assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Put a workflow through the worker at `base`.
+async fn put_workflow(admin: &reqwest::Client, base: &str, name: &str, toml: &str) {
+    let resp = admin
+        .put(format!("{base}/v1/workflows/{name}"))
+        .header("content-type", "application/toml")
+        .body(toml.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+}
+
+/// Wait until the worker at `base` runs `version` of workflow `name`.
+async fn follows(client: &reqwest::Client, base: &str, name: &str, version: &str) {
+    let url = format!("{base}/v1/workflows/{name}");
+    eventually(
+        Duration::from_secs(10),
+        &format!("{base} follows {name} v{version}"),
+        || async { get_json(client, &url).await["current"]["version"] == version },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,20 +813,8 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         "B starts without noop"
     );
 
-    let manifest =
-        std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
+    crate::support::install_noop(&admin, &a.base, homes[0].path()).await;
     let code = crate::support::wasm("itsm-plugin-test-noop");
-    let resp = admin
-        .post(format!("{}/v1/plugins", a.base))
-        .json(&crate::support::signed_upload(
-            homes[0].path(),
-            &manifest,
-            "itsm-plugin-test-noop",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     let on_a = listed(a.base.clone()).await.expect("installed on A");
 
     let started = Instant::now();
@@ -834,19 +871,14 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
     );
 
     // A workflow of it, put through A, runs tickets created on B.
-    let put = admin
-        .put(format!("{}/v1/workflows/solo", a.base))
-        .header("content-type", "application/toml")
-        .body("name = \"solo\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"noop\"\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-    eventually(Duration::from_secs(5), "B follows the workflow", || async {
-        get_json(&client, &format!("{}/v1/workflows/solo", b.base)).await["current"]["version"]
-            == "1"
-    })
+    put_workflow(
+        &admin,
+        &a.base,
+        "solo",
+        "name = \"solo\"\nversion = \"1\"\n[[steps]]\nname = \"only\"\nplugin = \"noop\"\n",
+    )
     .await;
+    follows(&client, &b.base, "solo", "1").await;
     for i in 0..4 {
         let created = client
             .post(format!("{}/v1/tickets", b.base))
@@ -915,7 +947,7 @@ async fn a_long_poll_on_one_worker_wakes_for_a_change_made_on_another() {
 /// A worker that refuses a plugin another worker installed (it does not
 /// trust the publisher) leaves the plugin's steps to the workers that have
 /// it: a step that starts there waits for the plugin, with no attempt, and
-/// is offered to the others at the next recheck, rather than failing.
+/// is let go at once, to a worker that has the plugin, rather than failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_has_it() {
     let cluster = Cluster::start();
@@ -925,7 +957,7 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
     // B trusts another publisher: it refuses A's install of noop.
     let (_, stranger) = itsm_host::signing::keygen();
     std::fs::write(homes[1].path().join("trusted-keys/tests.pub"), stranger).unwrap();
-    let flags = ["--store", url.as_str(), "--plugin-recheck", "1s"];
+    let flags = ["--store", url.as_str()];
     let a = start_server(homes[0].path(), &flags).await;
     let b = start_server(homes[1].path(), &flags).await;
     let client = client_as(&operator);
@@ -939,47 +971,19 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
             "create", "--name", "sec-1", "--role", "approver", "--role", "security",
         ],
     ));
-    let manifest =
-        std::fs::read_to_string(crate::support::plugin_dir("testing/noop/plugin.toml")).unwrap();
-    let resp = admin
-        .post(format!("{}/v1/plugins", a.base))
-        .json(&crate::support::signed_upload(
-            homes[0].path(),
-            &manifest,
-            "itsm-plugin-test-noop",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let put = admin
-        .put(format!("{}/v1/workflows/held", a.base))
-        .header("content-type", "application/toml")
-        .body("name = \"held\"\nversion = \"1\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\napproval = { role = \"security\" }\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-    // B has looked at the install (and refused it) once it follows the
-    // workflow put after it.
-    eventually(
-        Duration::from_secs(10),
-        "B follows the workflow",
-        || async {
-            get_json(&client, &format!("{}/v1/workflows/held", b.base)).await["current"]["version"]
-                == "1"
-        },
+    crate::support::install_noop(&admin, &a.base, homes[0].path()).await;
+    put_workflow(
+        &admin,
+        &a.base,
+        "held",
+        "name = \"held\"\nversion = \"1\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\napproval = { role = \"security\" }\n",
     )
     .await;
+    // B has looked at the install (and refused it) once it follows the
+    // workflow put after it.
+    follows(&client, &b.base, "held", "1").await;
 
-    let created = client
-        .post(format!("{}/v1/tickets", a.base))
-        .json(&serde_json::json!({ "workflow": "held", "subject": "held@example.com" }))
-        .send()
-        .await
-        .unwrap();
-    let body = created.json::<Value>().await.unwrap();
-    let id = body["id"].as_str().expect("created").to_string();
+    let id = create_one(&client, &a.base, "held", "held@example.com").await;
     let on_b = format!("{}/v1/tickets/{id}", b.base);
     crate::support::wait_for_state(&client, &on_b, "waiting_approval").await;
     // The decision goes to B, so B takes the ticket and starts the step.
@@ -1014,12 +1018,8 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
     assert_eq!(count("step_failed"), 0, "{kinds:?}");
     assert_eq!(count("step_succeeded"), 1, "{kinds:?}");
     let view = get_json(&client, &on_b).await;
-    let attempts = view["ticket"]["steps"]["wipe"]["attempts"]
-        .as_array()
-        .unwrap();
     // One run and its verify, both on A: B's wait made no attempt.
-    let ops: Vec<&str> = attempts.iter().map(|a| a["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["run", "verify"], "{attempts:#?} {kinds:?}");
+    assert_eq!(ops(&view, "wipe"), ["run", "verify"], "{view:#} {kinds:?}");
     for base in [&a.base, &b.base] {
         let v = get_json(&client, &format!("{base}/v1/audit/verify?ticket={id}")).await;
         assert_eq!(v["verified"], true, "{v:#}");
@@ -1038,7 +1038,7 @@ async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_
     let (homes, operator) = homes(3, &sink).await;
     // noop in A's home only.
     crate::support::install_signed(homes[0].path(), "testing/noop", "itsm-plugin-test-noop");
-    let flags = ["--store", url.as_str(), "--plugin-recheck", "1s"];
+    let flags = ["--store", url.as_str()];
     let a = start_server(homes[0].path(), &flags).await;
     let b = start_server(homes[1].path(), &flags).await;
     let client = client_as(&operator);
@@ -1046,60 +1046,27 @@ async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_
         &url,
         &["create", "--name", "admin-1", "--role", "admin"],
     ));
-    let put = |version: &str| {
-        admin
-            .put(format!("{}/v1/workflows/quick", a.base))
-            .header("content-type", "application/toml")
-            .body(format!(
-                "name = \"quick\"\nversion = \"{version}\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\n"
-            ))
-            .send()
+    let quick = |version: &str| {
+        format!(
+            "name = \"quick\"\nversion = \"{version}\"\n[[steps]]\nname = \"wipe\"\nplugin = \"noop\"\n"
+        )
     };
-    let resp = put("1").await.unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    put_workflow(&admin, &a.base, "quick", &quick("1")).await;
     // B lacks noop, and follows the workflow, and the next version too.
-    let follows =
-        |base: String, version: &'static str| {
-            let client = client.clone();
-            async move {
-                eventually(Duration::from_secs(10), "the worker follows the workflow", || {
-                let (client, url) = (client.clone(), format!("{base}/v1/workflows/quick"));
-                async move { get_json(&client, &url).await["current"]["version"] == version }
-            })
-            .await;
-            }
-        };
-    follows(b.base.clone(), "1").await;
-    let resp = put("2").await.unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    follows(b.base.clone(), "2").await;
+    follows(&client, &b.base, "quick", "1").await;
+    put_workflow(&admin, &a.base, "quick", &quick("2")).await;
+    follows(&client, &b.base, "quick", "2").await;
 
     // C, a fresh home that never had noop, starts on the store.
     let c = start_server(homes[2].path(), &flags).await;
-    let created = client
-        .post(format!("{}/v1/tickets", c.base))
-        .json(&serde_json::json!({ "workflow": "quick", "subject": "quick@example.com" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .expect("created")
-        .to_string();
+    let id = create_one(&client, &c.base, "quick", "quick@example.com").await;
     let view = crate::support::wait_for_state(
         &client,
         &format!("{}/v1/tickets/{id}", c.base),
         "succeeded",
     )
     .await;
-    let ops: Vec<&str> = view["ticket"]["steps"]["wipe"]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["op"].as_str().unwrap())
-        .collect();
-    assert_eq!(ops, ["run", "verify"], "{view:#}");
+    assert_eq!(ops(&view, "wipe"), ["run", "verify"], "{view:#}");
     let trail = get_json(&client, &format!("{}/v1/audit?ticket={id}", a.base)).await;
     let kinds: Vec<&str> = trail["events"]
         .as_array()
@@ -1109,5 +1076,12 @@ async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_
         .collect();
     assert!(kinds.contains(&"step_waiting"), "it waited on C: {kinds:?}");
     assert!(!kinds.contains(&"step_failed"), "{kinds:?}");
+    // C let it go naming noop, so B (which lacks noop too) never took it.
+    let taken = |base: String| {
+        let client = client.clone();
+        async move { crate::support::metric(&client, &base, "itsm_leases_taken_total").await }
+    };
+    assert_eq!(taken(b.base.clone()).await, 0, "B took the ticket");
+    assert_eq!(taken(a.base.clone()).await, 1, "A took the ticket");
     drop((a, b, c));
 }

@@ -92,11 +92,6 @@ pub(crate) struct StoreArgs {
     /// over by the others this long after its last renewal.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: std::time::Duration,
-    /// On a shared store: how often a ticket whose step waits for a plugin
-    /// this worker lacks (skipped at start-up, or another worker's install
-    /// refused here) is offered to the other workers again.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub plugin_recheck: std::time::Duration,
     /// Start even though the store is behind its completeness checkpoint,
     /// or a shared store behind its witness (it lost acknowledged work:
     /// cut, rolled back, replaced or deleted from), running on what is left. Recorded in the system trail with what was lost.
@@ -131,7 +126,6 @@ impl Default for StoreArgs {
             location: None,
             worker_name: None,
             lease_ttl: crate::store::DEFAULT_TTL,
-            plugin_recheck: std::time::Duration::from_secs(30),
             accept_store_loss: false,
             min_free_mib: DEFAULT_RESERVE_MIB,
         }
@@ -331,7 +325,6 @@ pub(crate) async fn assemble(
             intake,
             checkpoint: Some(checkpoint),
             unavailable_plugins: unavailable,
-            plugin_recheck: store_args.plugin_recheck,
         },
     )?;
     if shared {

@@ -19,10 +19,7 @@ use super::{Scheduler, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Leases;
 use crate::ticket::{StepStatus, Ticket};
-
-/// How often a released ticket waiting for a plugin is looked at again,
-/// by default.
-pub(super) const PLUGIN_RECHECK: Duration = Duration::from_secs(30);
+use crate::workflow::Workflow;
 
 /// Due tickets taken per look, at most (the next look follows at once
 /// when a look took this many).
@@ -61,7 +58,7 @@ impl Scheduler {
             // paused past it): that driver's commits are refused from now
             // on, and the ticket goes back for the next look.
             drop(active);
-            return leases.release(id, fence, Some(now_ms()));
+            return leases.release(id, fence, Some(now_ms()), &[]);
         }
         let Some(ticket) = self.inner.store.ticket(id)? else {
             return Ok(());
@@ -90,22 +87,25 @@ impl Scheduler {
     }
 
     /// Let a ticket with nothing in flight go, to be woken at `wake`. One
-    /// waiting for a plugin this worker lacks is looked at again every
-    /// [`super::SchedulerConfig::plugin_recheck`] by whichever worker is free: one that has the
-    /// plugin (installed there, or started since with it) runs the step.
-    pub(super) fn release(&self, ticket: &Ticket, fence: i64, wake: Option<u64>) {
-        let wants_plugin = ticket
+    /// whose steps wait for plugins this worker lacks is due at once and
+    /// names them, so the next worker that has one of them takes it (one
+    /// that lacks them all leaves it; see [`Leases::claim_due`]).
+    pub(super) fn release(&self, ticket: &Ticket, wf: &Workflow, fence: i64, wake: Option<u64>) {
+        let wants: Vec<String> = ticket
             .steps
-            .values()
-            .any(|s| s.status == StepStatus::WaitingPlugin);
-        let wake = if wants_plugin {
-            let again = now_ms() + self.inner.plugin_recheck.as_millis() as u64;
-            Some(wake.map_or(again, |w| w.min(again)))
-        } else {
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::WaitingPlugin)
+            .filter_map(|(name, _)| wf.step(name).map(|d| d.plugin.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let wake = if wants.is_empty() {
             wake
+        } else {
+            Some(now_ms())
         };
         if let Some(leases) = self.leases()
-            && let Err(e) = leases.release(&ticket.id, fence, wake)
+            && let Err(e) = leases.release(&ticket.id, fence, wake, &wants)
         {
             // Its lease runs out instead, and another look takes it then.
             tracing::warn!(ticket = %ticket.id, error = %e, "could not release the ticket");
@@ -131,17 +131,19 @@ impl Scheduler {
                     renewed = tokio::time::Instant::now();
                     this.renew();
                 }
-                let taken = match this
-                    .leases()
-                    .expect("leases")
-                    .claim_due(now_ms(), CLAIM_BATCH)
-                {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not look for due tickets");
-                        Vec::new()
-                    }
-                };
+                let lacking: Vec<String> = this.plugin_set().unavailable.keys().cloned().collect();
+                let taken =
+                    match this
+                        .leases()
+                        .expect("leases")
+                        .claim_due(now_ms(), CLAIM_BATCH, &lacking)
+                    {
+                        Ok(taken) => taken,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not look for due tickets");
+                            Vec::new()
+                        }
+                    };
                 let full = taken.len() == CLAIM_BATCH;
                 for (id, fence) in taken {
                     if let Err(e) = this.adopt(&id, fence) {

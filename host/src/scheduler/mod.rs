@@ -76,9 +76,6 @@ pub struct SchedulerConfig {
     /// Plugins that did not load at start-up, with why: workflows may still
     /// name them, and their steps wait until they are installed.
     pub unavailable_plugins: BTreeMap<String, String>,
-    /// On a shared store: how often a ticket waiting for a plugin this
-    /// worker lacks is offered to the others again.
-    pub plugin_recheck: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -89,7 +86,6 @@ impl Default for SchedulerConfig {
             intake: IntakeLimits::default(),
             checkpoint: None,
             unavailable_plugins: BTreeMap::new(),
-            plugin_recheck: leasing::PLUGIN_RECHECK,
         }
     }
 }
@@ -203,8 +199,6 @@ struct Inner {
     intake: IntakeLimits,
     /// Clients long-polling a ticket, woken after each commit that changes it.
     watchers: Arc<watch::Watchers>,
-    /// [`SchedulerConfig::plugin_recheck`].
-    plugin_recheck: Duration,
 }
 
 impl Scheduler {
@@ -241,7 +235,6 @@ impl Scheduler {
                 metrics: Arc::default(),
                 secrets: config.secrets,
                 intake: config.intake,
-                plugin_recheck: config.plugin_recheck,
                 watchers: Default::default(),
             }),
         };
@@ -801,6 +794,16 @@ impl Scheduler {
                     ticket.id, ticket.workflow, ticket.workflow_hash
                 ))
             })?;
+        if self.leases().is_some() {
+            // Another worker's version, perhaps naming a plugin not here
+            // (and not yet read by the workflow follower): its steps wait
+            // and are left to a worker that has it, rather than fail.
+            for plugin in wf.plugins() {
+                if !self.has_plugin(plugin) {
+                    self.lacks_plugin(plugin, crate::workflow::shared::NOT_HERE);
+                }
+            }
+        }
         let wf = Arc::new(wf);
         self.inner
             .pinned
@@ -1021,7 +1024,7 @@ impl Scheduler {
                     self.park(&ticket, next);
                     drop(active);
                     if let Some(fence) = fence {
-                        self.release(&ticket, fence, next);
+                        self.release(&ticket, &wf, fence, next);
                     }
                 }
                 return;

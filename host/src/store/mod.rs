@@ -242,14 +242,23 @@ pub trait Leases: Send + Sync {
     fn acquire(&self, id: &str) -> Result<Option<i64>>;
     /// Take up to `limit` open tickets that are due (released with a wake
     /// at or before `now_ms`) or whose lease ran out, skipping those another
-    /// worker is taking at the same moment: each with its new token.
-    fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, i64)>>;
+    /// worker is taking at the same moment: each with its new token. A
+    /// released ticket that wants only plugins in `lacking` (this worker's
+    /// unavailable ones) is left to a worker that has one.
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lacking: &[String],
+    ) -> Result<Vec<(String, i64)>>;
     /// At start-up: take back the tickets this worker's name still holds
     /// (it was killed and restarted), each with a new token.
     fn reclaim_own(&self) -> Result<Vec<(String, i64)>>;
     /// Let `id` go (nothing in flight), to be taken at `wake_ms` or by the
-    /// next decision; a no-op unless `fence` is still its lease.
-    fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>) -> Result<()>;
+    /// next decision; a no-op unless `fence` is still its lease. `wants`:
+    /// the plugins its waiting steps need, which this worker lacks (see
+    /// [`Leases::claim_due`]).
+    fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>, wants: &[String]) -> Result<()>;
     /// Shutting down: let every ticket this worker holds go, due at
     /// `now_ms`, so the others take them at once rather than after the
     /// leases run out. How many.

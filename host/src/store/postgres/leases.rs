@@ -1,5 +1,6 @@
 //! Ticket leases on PostgreSQL: the `owner`, `fence`, `lease_until` and
-//! `wake_ms` columns of `itsm.tickets` (migration 2).
+//! `wake_ms` columns of `itsm.tickets` (migration 2), and `wants_plugins`
+//! (migration 6).
 //!
 //! Lease expiry is judged by the database's clock (`now()`), so workers'
 //! clocks need not agree; wakes are the host's instants (ms since the
@@ -54,7 +55,8 @@ impl Leases for PgStore {
         let rows = self.query(
             "take a ticket's lease",
             "UPDATE itsm.tickets SET owner = $2, fence = nextval('itsm.fences'),
-                 lease_until = now() + $3::int8 * interval '1 millisecond', wake_ms = NULL
+                 lease_until = now() + $3::int8 * interval '1 millisecond', wake_ms = NULL,
+                 wants_plugins = NULL
              WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_until < now()
                                 OR NOT in_flight)
              RETURNING fence",
@@ -67,9 +69,15 @@ impl Leases for PgStore {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, i64)>> {
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lacking: &[String],
+    ) -> Result<Vec<(String, i64)>> {
         let worker = self.lease.worker.clone();
         let ttl_ms = self.ttl_ms();
+        let lacking = lacking.to_vec();
         self.run("look for due tickets", move |pool| async move {
             let client = pool.get().await.map_err(pool_err)?;
             let statement = client
@@ -77,6 +85,8 @@ impl Leases for PgStore {
                     "WITH released AS (
                          SELECT id FROM itsm.tickets
                          WHERE in_flight AND owner IS NULL AND wake_ms <= $1
+                           AND (coalesce(cardinality(wants_plugins), 0) = 0
+                                OR NOT wants_plugins <@ $5::text[])
                          ORDER BY wake_ms LIMIT $2 FOR UPDATE SKIP LOCKED
                      ), lapsed AS (
                          SELECT id FROM itsm.tickets
@@ -84,7 +94,8 @@ impl Leases for PgStore {
                          ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
                      )
                      UPDATE itsm.tickets t SET owner = $3, fence = nextval('itsm.fences'),
-                         lease_until = now() + $4::int8 * interval '1 millisecond', wake_ms = NULL
+                         lease_until = now() + $4::int8 * interval '1 millisecond', wake_ms = NULL,
+                         wants_plugins = NULL
                      WHERE t.id IN (SELECT id FROM released UNION SELECT id FROM lapsed)
                      RETURNING t.id, t.fence",
                 )
@@ -93,7 +104,13 @@ impl Leases for PgStore {
             let rows = client
                 .query(
                     &statement,
-                    &[&(now_ms as i64), &(limit as i64), &worker, &ttl_ms],
+                    &[
+                        &(now_ms as i64),
+                        &(limit as i64),
+                        &worker,
+                        &ttl_ms,
+                        &lacking,
+                    ],
                 )
                 .await
                 .map_err(pg)?;
@@ -106,7 +123,8 @@ impl Leases for PgStore {
             .query(
                 "take back this worker's tickets",
                 "UPDATE itsm.tickets SET fence = nextval('itsm.fences'),
-                     lease_until = now() + $2::int8 * interval '1 millisecond', wake_ms = NULL
+                     lease_until = now() + $2::int8 * interval '1 millisecond', wake_ms = NULL,
+                     wants_plugins = NULL
                  WHERE in_flight AND owner = $1
                  RETURNING id, fence",
                 vec![Box::new(self.lease.worker.clone()), Box::new(self.ttl_ms())],
@@ -116,15 +134,17 @@ impl Leases for PgStore {
             .collect())
     }
 
-    fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>) -> Result<()> {
+    fn release(&self, id: &str, fence: i64, wake_ms: Option<u64>, wants: &[String]) -> Result<()> {
         self.execute(
             "release a ticket",
-            "UPDATE itsm.tickets SET owner = NULL, lease_until = NULL, wake_ms = $3
+            "UPDATE itsm.tickets SET owner = NULL, lease_until = NULL, wake_ms = $3,
+                 wants_plugins = $4
              WHERE id = $1 AND fence = $2",
             vec![
                 Box::new(id.to_string()),
                 Box::new(fence),
                 Box::new(wake_ms.map(|w| w as i64)),
+                Box::new((!wants.is_empty()).then(|| wants.to_vec())),
             ],
         )
         .map(drop)

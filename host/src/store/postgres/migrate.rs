@@ -28,6 +28,11 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("migrations/0004_ticket_parts.sql"),
     ),
     (5, "witness", include_str!("migrations/0005_witness.sql")),
+    (
+        6,
+        "wants plugins",
+        include_str!("migrations/0006_wants_plugins.sql"),
+    ),
 ];
 
 /// Key of the advisory lock migrations run under ("itsm" in ASCII).
