@@ -104,7 +104,10 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     use itsm_host::store::{Batch, Leases};
     use itsm_host::ticket::TicketState;
     let cluster = Cluster::start();
-    let worker = |name: &str| worker(&cluster, name, std::time::Duration::from_millis(800));
+    // Long enough that a loaded machine (CI runs every test at once on two
+    // cores) does not outlast a lease between two lines; 800 ms did.
+    let ttl = std::time::Duration::from_secs(4);
+    let worker = |name: &str| worker(&cluster, name, ttl);
     let (a, b) = (worker("a"), worker("b"));
     let mut t = itsm_host::store::conformance::ticket("T-lease", TicketState::Running);
     let fa = a.fence_for_new().unwrap();
@@ -120,15 +123,15 @@ fn a_lease_fences_out_a_worker_that_lost_it_and_passes_to_the_next() {
     assert_eq!(b.acquire("T-lease").unwrap(), None);
     assert!(b.claim_due(u64::MAX, 10, &[]).unwrap().is_empty());
     // A renewal keeps it past one lease length.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(ttl * 5 / 8);
     assert_eq!(
         a.renew(&["T-lease".into()]).unwrap(),
         vec!["T-lease".to_string()]
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(ttl * 5 / 8);
     assert!(b.claim_due(u64::MAX, 10, &[]).unwrap().is_empty());
     // a stops renewing: once its lease runs out, b takes the ticket over.
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    std::thread::sleep(ttl / 2);
     let taken = b.claim_due(u64::MAX, 10, &[]).unwrap();
     assert_eq!(taken.len(), 1, "{taken:?}");
     let (id, fb) = taken[0].clone();
