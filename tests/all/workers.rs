@@ -198,11 +198,10 @@ async fn create_one(client: &reqwest::Client, base: &str, workflow: &str, subjec
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), 201);
-    created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .expect("created")
-        .to_string()
+    let status = created.status();
+    let body = created.json::<Value>().await.unwrap();
+    assert_eq!(status, 201, "{body:#}");
+    body["id"].as_str().expect("created").to_string()
 }
 
 /// A step's attempts by operation (`run`, `verify`), from a ticket's view.
@@ -880,16 +879,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
     .await;
     follows(&client, &b.base, "solo", "1").await;
     for i in 0..4 {
-        let created = client
-            .post(format!("{}/v1/tickets", b.base))
-            .json(&serde_json::json!({ "workflow": "solo", "subject": format!("solo{i}@example.com") }))
-            .send()
-            .await
-            .unwrap();
-        let status = created.status();
-        let body = created.json::<Value>().await.unwrap();
-        assert_eq!(status, 201, "{body:#}");
-        let id = body["id"].as_str().unwrap().to_string();
+        let id = create_one(&client, &b.base, "solo", &format!("solo{i}@example.com")).await;
         crate::support::wait_for_state(
             &client,
             &format!("{}/v1/tickets/{id}", b.base),
