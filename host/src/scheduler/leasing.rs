@@ -131,19 +131,16 @@ impl Scheduler {
                     renewed = tokio::time::Instant::now();
                     this.renew();
                 }
+                // Tickets waiting only for plugins this worker lacks are
+                // left to the workers that have them.
                 let lacking: Vec<String> = this.plugin_set().unavailable.keys().cloned().collect();
-                let taken =
-                    match this
-                        .leases()
-                        .expect("leases")
-                        .claim_due(now_ms(), CLAIM_BATCH, &lacking)
-                    {
-                        Ok(taken) => taken,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not look for due tickets");
-                            Vec::new()
-                        }
-                    };
+                let taken = match leases.claim_due(now_ms(), CLAIM_BATCH, &lacking) {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not look for due tickets");
+                        Vec::new()
+                    }
+                };
                 let full = taken.len() == CLAIM_BATCH;
                 for (id, fence) in taken {
                     if let Err(e) = this.adopt(&id, fence) {

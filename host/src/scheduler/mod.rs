@@ -799,9 +799,7 @@ impl Scheduler {
             // (and not yet read by the workflow follower): its steps wait
             // and are left to a worker that has it, rather than fail.
             for plugin in wf.plugins() {
-                if !self.has_plugin(plugin) {
-                    self.lacks_plugin(plugin, crate::workflow::shared::NOT_HERE);
-                }
+                self.lacks_plugin(plugin, crate::workflow::shared::NOT_HERE);
             }
         }
         let wf = Arc::new(wf);
@@ -873,15 +871,10 @@ impl Scheduler {
         }
     }
 
-    /// Whether plugin `name` is loaded here, or known to be unavailable.
-    pub fn has_plugin(&self, name: &str) -> bool {
-        let set = self.plugin_set();
-        set.plugins.contains_key(name) || set.unavailable.contains_key(name)
-    }
-
     /// Plugin `name` cannot be loaded here (`why`): steps that need it
     /// wait for it rather than fail, and on a shared store they are left
-    /// to workers that have it. No change if it is loaded.
+    /// to workers that have it. No change if it is loaded, or already
+    /// known to be unavailable.
     pub fn lacks_plugin(&self, name: &str, why: &str) {
         let mut guard = self.inner.plugins.write().expect("plugins lock");
         if guard.plugins.contains_key(name) || guard.unavailable.contains_key(name) {

@@ -102,8 +102,9 @@ pub fn lacking(
 
 /// Keep `scheduler`'s workflows the store's current ones (plus `local`,
 /// this worker's own: the sandbox's), looking every second. A plugin they
-/// name that this worker lacks is marked unavailable ([`lacking`]); a set
-/// it still cannot load is logged and the last one kept.
+/// name that this worker lacks is marked unavailable
+/// ([`Scheduler::lacks_plugin`]); a set it still cannot load is logged and
+/// the last one kept.
 pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
     let weak = scheduler.downgrade();
     drop(scheduler);
@@ -119,8 +120,8 @@ pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
             }
             match current(scheduler.store().as_ref()) {
                 Ok((workflows, hashes)) if seen.as_ref() != Some(&hashes) => {
-                    for name in lacking(&workflows, |p| scheduler.has_plugin(p)) {
-                        scheduler.lacks_plugin(&name, NOT_HERE);
+                    for plugin in workflows.values().flat_map(Workflow::plugins) {
+                        scheduler.lacks_plugin(plugin, NOT_HERE);
                     }
                     let mut all = workflows;
                     all.extend(local.clone());
