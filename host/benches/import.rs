@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use itsm_host::admin::{Admin, PluginPolicy};
 use itsm_host::api::{AppState, serve};
-use itsm_host::audit::system::SystemTrail;
 use itsm_host::auth::{TokenFile, Tokens};
 use itsm_host::manifest::Manifest;
 use itsm_host::runtime::{Runtime, RuntimeConfig};
 use itsm_host::scheduler::{Scheduler, SchedulerConfig};
+use itsm_host::shared::system_trail::SystemTrail;
 use itsm_host::store::Store;
 use itsm_host::store::sled::SledStore;
 use itsm_host::workflow::Workflow;

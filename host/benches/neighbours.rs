@@ -13,11 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use itsm_host::cpu;
 use itsm_host::manifest::Manifest;
-use itsm_host::runtime::{Plugin, Runtime, RuntimeConfig, cpu};
+use itsm_host::runtime::{Plugin, Runtime, RuntimeConfig};
+use itsm_host::scheduler::StoreKv;
 use itsm_host::scheduler::{NewTicket, Scheduler, SchedulerConfig};
+use itsm_host::store::Store;
 use itsm_host::store::sled::SledStore;
-use itsm_host::store::{Store, StoreKv};
 use itsm_host::workflow::Workflow;
 use serde_json::json;
 

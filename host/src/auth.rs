@@ -11,7 +11,7 @@
 //! `approval = { role = "security" }` needs an approver who also holds
 //! `security`. Every authenticated principal may read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::SystemTime;
@@ -22,85 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// The built-in roles, in the order `itsm token` lists them.
-pub const BUILTIN_ROLES: [&str; 4] = ["admin", "operator", "approver", "auditor"];
-
-/// What a principal may do, checked by each route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Install plugins, change workflows.
-    Admin,
-    /// Create, import, cancel, retry.
-    Operator,
-    /// Approve and reject.
-    Approver,
-    /// Read and export the trail.
-    Auditor,
-}
-
-impl Role {
-    /// The name in `tokens.toml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Approver => "approver",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The name recorded in the trail.
-    pub name: String,
-    /// Built-in roles and approval groups.
-    pub roles: BTreeSet<String>,
-    /// The person's e-mail, which human tasks are assigned to.
-    pub email: Option<String>,
-}
-
-impl Principal {
-    /// Whether `who` (an e-mail or principal name, as a task's assignee
-    /// holds it) is this principal, compared case-blind.
-    pub fn is(&self, who: &str) -> bool {
-        let who = who.trim();
-        self.name.eq_ignore_ascii_case(who)
-            || self
-                .email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(who))
-    }
-
-    /// Whether it holds `role`.
-    pub fn has(&self, role: Role) -> bool {
-        self.roles.contains(role.as_str())
-    }
-
-    /// `Ok` if it holds `role`, else a [`Error::Forbidden`] naming what is missing.
-    pub fn require(&self, role: Role, to: &str) -> Result<()> {
-        if self.has(role) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "{} may not {to}: that needs the `{}` role (it has: {})",
-                self.name,
-                role.as_str(),
-                self.roles_list()
-            )))
-        }
-    }
-
-    /// Comma-separated roles, or `none`.
-    pub fn roles_list(&self) -> String {
-        if self.roles.is_empty() {
-            "none".into()
-        } else {
-            self.roles.iter().cloned().collect::<Vec<_>>().join(", ")
-        }
-    }
-}
+pub use crate::principal::{BUILTIN_ROLES, Principal, Role};
 
 /// One entry of `tokens.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +113,7 @@ impl TokenFile {
     ) -> Result<String> {
         validate_name(name)?;
         if let Some(e) = email
-            && !crate::workflow::inputs::is_email(e)
+            && !crate::principal::is_email(e)
         {
             return Err(Error::Usage(format!("{e:?} is not an e-mail address")));
         }
@@ -257,23 +179,19 @@ impl TokenPlace {
         }
     }
 
-    fn documents(store: &dyn crate::store::Store) -> Result<&dyn crate::store::Documents> {
-        store
-            .documents()
-            .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))
-    }
-
     /// The tokens now, and the shared document's version (`None` for a
     /// file, or a document not written yet).
     pub fn read(&self) -> Result<(TokenFile, Option<i64>)> {
         match self {
             Self::File(path) => Ok((TokenFile::read(path)?, None)),
-            Self::Shared(store) => match Self::documents(store.as_ref())?.get(TOKENS_DOCUMENT)? {
-                Some((text, version)) => {
-                    Ok((TokenFile::parse(&text, &self.describe())?, Some(version)))
+            Self::Shared(store) => {
+                match crate::shared::documents(store.as_ref())?.get(TOKENS_DOCUMENT)? {
+                    Some((text, version)) => {
+                        Ok((TokenFile::parse(&text, &self.describe())?, Some(version)))
+                    }
+                    None => Ok((TokenFile::default(), None)),
                 }
-                None => Ok((TokenFile::default(), None)),
-            },
+            }
         }
     }
 
@@ -291,7 +209,11 @@ impl TokenPlace {
             Self::Shared(store) => loop {
                 let (mut file, version) = self.read()?;
                 let out = change(&mut file)?;
-                if Self::documents(store.as_ref())?.put(TOKENS_DOCUMENT, &file.text()?, version)? {
+                if crate::shared::documents(store.as_ref())?.put(
+                    TOKENS_DOCUMENT,
+                    &file.text()?,
+                    version,
+                )? {
                     return Ok(out);
                 }
             },

@@ -1,9 +1,12 @@
-//! The host crate's one error type.
+//! The host crate's one error type. A leaf: it imports nothing of the
+//! crate, so every module can use it. Expected outcomes are not errors:
+//! a plugin's step failure is a `report::StepFailure`, and a create a
+//! shared store refused is a `store::Refusal` beside an `Ok`.
 
 use std::path::PathBuf;
 
 /// Everything that can go wrong in the host, outside a plugin's own step errors
-/// (those are [`crate::runtime::StepFailure`], an expected outcome).
+/// (those are step failures in a call's report, an expected outcome).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A manifest that does not parse or validate; the message names the field.
@@ -49,11 +52,6 @@ pub enum Error {
     /// store refused the write, so nothing of it landed.
     #[error("fenced: {0}")]
     Fenced(String),
-    /// A shared store refused a create because another worker's create
-    /// stands against it (the same idempotency key, or an open ticket for
-    /// the same subject); the creating side turns it into its answer.
-    #[error("refused: {0}")]
-    Refused(crate::store::Refusal),
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -97,7 +95,6 @@ impl Error {
             Self::StorageFull(m) => Self::StorageFull(m.clone()),
             Self::Store(m) | Self::RolledBack(m) => Self::Store(m.clone()),
             Self::Fenced(m) => Self::Fenced(m.clone()),
-            Self::Refused(r) => Self::Refused(r.clone()),
             other => Self::Store(other.to_string()),
         }
     }

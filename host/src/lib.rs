@@ -7,23 +7,34 @@
 //! local test doubles of SaaS APIs that the demo and `itsm sandbox` serve
 //! are a crate of their own, `itsm-sandbox`, so this one holds the product.
 
-pub mod admin;
-pub mod api;
+// Leaves: plain data and helpers that import nothing above them.
+pub mod cpu;
+pub mod digest;
+pub mod error;
+pub mod principal;
+pub mod report;
+pub mod tls;
+
+// The core, lowest first: the trail and signatures, plain tickets and
+// manifests and workflows, the store that keeps them, the runtime that
+// runs plugins, and the scheduler that drives tickets through them.
 pub mod audit;
 pub mod auth;
 pub mod bundled;
-pub mod cli;
-pub mod error;
-pub mod hooks;
-pub mod intake;
 pub mod manifest;
 pub mod runtime;
 pub mod scheduler;
-pub mod shared_plugins;
+pub mod shared;
 pub mod signing;
 pub mod store;
 pub mod ticket;
 pub mod workflow;
+
+// The edges: administration, intake, the HTTP API and the command line.
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod intake;
 
 pub use error::{Error, Result};
 

@@ -15,8 +15,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::sha256_hex;
 use crate::error::{Error, Result};
-use crate::runtime::sha256_hex;
 
 /// The signature file's name, beside `plugin.toml`.
 pub const SIGNATURE_FILE: &str = "plugin.sig";

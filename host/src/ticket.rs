@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::ChainHead;
-use crate::runtime::{Evidence, LogLine, Op, StepFailure, net::RequestRecord};
+use crate::report::{Evidence, LogLine, Op, RequestRecord, StepFailure};
 
 /// Where a ticket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -329,6 +329,12 @@ pub struct Ticket {
     /// The audit chain's head: `seq` and `hash` of the last event.
     #[schema(value_type = Object)]
     pub head: ChainHead,
+}
+
+/// A subject as the duplicate check compares it: trimmed, case folded
+/// (e-mail addresses are matched case-blind in practice).
+pub fn subject_key(subject: &str) -> String {
+    subject.trim().to_lowercase()
 }
 
 /// New ticket ids: time-ordered and unique without coordination.

@@ -28,7 +28,7 @@ async fn deliver(
         .header("x-itsm-timestamp", ts.to_string())
         .header(
             "x-itsm-signature",
-            itsm_host::hooks::sign(secret.as_bytes(), ts, body.as_bytes()),
+            itsm_host::intake::webhook::sign(secret.as_bytes(), ts, body.as_bytes()),
         )
         .body(body.to_string())
         .send()

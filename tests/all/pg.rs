@@ -270,7 +270,7 @@ fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database
     let create = |store: &PgStore, id: &str, subject: &str, key: Option<&str>, exclusive: bool| {
         let mut t = itsm_host::store::conformance::ticket(id, TicketState::Running);
         t.subject = subject.into();
-        let subject_key = itsm_host::scheduler::subject_key(subject);
+        let subject_key = itsm_host::ticket::subject_key(subject);
         Batch {
             tickets: vec![t.into()],
             idempotency: key
@@ -296,11 +296,16 @@ fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database
     assert_eq!(b.idempotency("k3").unwrap().as_deref(), Some("T-3"));
     // A second open ticket for Alice (her subject folded): refused,
     // naming hers, and its key is not taken.
+    let refused = b
+        .commit_fenced(&[create(&b, "T-4", " alice@EXAMPLE.com", Some("k4"), true)])
+        .unwrap();
+    assert_eq!(refused, vec![(0, Refusal::SubjectOpen("T-1".into()))]);
+    // A plain commit has no refusal to hand back: it is a conflict naming hers.
     let e = b
         .commit(&[create(&b, "T-4", " alice@EXAMPLE.com", Some("k4"), true)])
         .unwrap_err();
     assert!(
-        matches!(&e, itsm_host::error::Error::Refused(Refusal::SubjectOpen(id)) if id == "T-1"),
+        matches!(&e, itsm_host::error::Error::Conflict(m) if m.contains("T-1")),
         "{e}"
     );
     assert!(b.ticket("T-4").unwrap().is_none());
@@ -337,8 +342,8 @@ fn creates_on_two_workers_for_one_key_or_one_subject_are_settled_by_the_database
 /// the head follows; a trail cut below its head does not verify.
 #[test]
 fn the_system_trail_is_one_chain_for_every_worker() {
-    use itsm_host::audit::system::SystemTrail;
     use itsm_host::audit::{AuditKind, Draft};
+    use itsm_host::shared::system_trail::SystemTrail;
     use std::sync::Arc;
     let cluster = Cluster::start();
     let store: Arc<dyn Store> = Arc::new(PgStore::open(&cluster.url()).unwrap());

@@ -838,7 +838,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         .find(|e| {
             e["kind"] == "plugin_installed"
                 && e["data"]["name"] == "noop"
-                && e["principal"] == itsm_host::shared_plugins::BY
+                && e["principal"] == itsm_host::shared::plugins::BY
         })
         .unwrap_or_else(|| panic!("no plugin_installed of B's in the system trail: {system:#}"));
     // One system trail for both: A serves B's install and its own, each

@@ -119,7 +119,7 @@ pub fn scheduler(
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.to_path_buf()),
         max_instances: 128,
-        kv: std::sync::Arc::new(itsm_host::store::StoreKv(store.clone())),
+        kv: std::sync::Arc::new(itsm_host::scheduler::StoreKv(store.clone())),
     })
     .expect("runtime");
     let plugins = std::collections::BTreeMap::from([("noop".to_string(), noop(&runtime))]);

@@ -15,8 +15,8 @@ use super::error::ErrorBody;
 use super::tickets::instant;
 use super::{ApiError, AppState};
 use crate::audit::export::{Scope, Trailer, csv_row, csv_trailer_row};
-use crate::audit::system::SYSTEM;
 use crate::audit::{self, AuditEvent, ChainHead};
+use crate::shared::system_trail::SYSTEM;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -71,7 +71,6 @@ impl From<Error> for ApiError {
             Error::Unavailable(_) | Error::Fenced(_) | Error::RolledBack(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Refused(_) => StatusCode::CONFLICT,
             Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Usage(_) | Error::Config(_) | Error::Workflow(_) | Error::Manifest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

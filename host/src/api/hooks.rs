@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::hooks::Hooks;
+use crate::intake::webhook::Hooks;
 
 /// Hooks and their shared secrets.
 #[derive(Debug, Default)]
@@ -104,10 +104,7 @@ pub(super) async fn receive(
     }
     let by = format!("hook:{name}");
     // One event's people form a batch, to follow and steer together.
-    let batch = format!(
-        "H-{}",
-        &crate::runtime::sha256_hex(format!("{name}\n{event_id}").as_bytes())[..16]
-    );
+    let batch = crate::intake::webhook::batch_id(&name, &event_id);
     let (mut created, mut existing) = (0, 0);
     let mut tickets = Vec::new();
     let mut errors = Vec::new();
@@ -115,7 +112,7 @@ pub(super) async fn receive(
         let result = match person {
             Ok(mut req) => {
                 req.batch = Some(batch.clone());
-                let key = format!("hook:{name}:{event_id}:{i}");
+                let key = crate::intake::webhook::person_key(&name, &event_id, i);
                 app.scheduler
                     .create(req, &by, Some(&key))
                     .await

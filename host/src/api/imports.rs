@@ -1,4 +1,6 @@
-//! `POST /v1/imports?workflow=NAME`: bulk intake, one ticket per row.
+//! `POST /v1/imports?workflow=NAME`: bulk intake, one ticket per row. The
+//! rows, their keys and their creation are [`crate::intake`]'s; this is
+//! the HTTP side.
 //!
 //! The body is CSV (`text/csv`, a header row with a `subject` column; other
 //! columns become inputs) or JSON lines (`application/x-ndjson`, objects with
@@ -9,63 +11,18 @@
 //! row numbers and do not stop the rest. Each row's idempotency key is the
 //! file hash and row number, so importing the same file again creates nothing.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::Role;
-use crate::intake::IntakeLimits;
-use crate::runtime::sha256_hex;
-use crate::scheduler::{NewTicket, subject_key};
-
-/// Rows created at once.
-const CONCURRENCY: usize = 64;
-
-/// Imports in progress: batch id to (rows, rows done). Kept in memory only;
-/// the tickets themselves are the durable record.
-#[derive(Debug, Default)]
-pub struct Running(std::sync::Mutex<std::collections::HashMap<String, Arc<Progress>>>);
-
-/// One import's progress.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Rows in the file.
-    pub rows: usize,
-    /// Rows handled (created, found existing, or refused).
-    pub done: std::sync::atomic::AtomicUsize,
-}
-
-impl Running {
-    /// The progress of the import of `batch`, if one is running.
-    pub fn get(&self, batch: &str) -> Option<(usize, usize)> {
-        let map = self.0.lock().expect("imports lock");
-        map.get(batch)
-            .map(|p| (p.rows, p.done.load(std::sync::atomic::Ordering::Relaxed)))
-    }
-
-    fn start(&self, batch: &str, rows: usize) -> Arc<Progress> {
-        let p = Arc::new(Progress {
-            rows,
-            done: Default::default(),
-        });
-        self.0
-            .lock()
-            .expect("imports lock")
-            .insert(batch.to_string(), p.clone());
-        p
-    }
-
-    fn finish(&self, batch: &str) {
-        self.0.lock().expect("imports lock").remove(batch);
-    }
-}
+use crate::digest::sha256_hex;
+use crate::intake::import::{batch_id, create_rows};
+use crate::intake::rows::{self, Format, Shape};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -106,165 +63,6 @@ pub(super) struct ImportReport {
     stopped: Option<String>,
 }
 
-/// One parsed row: its number (1 = first data row) and the request, or why not.
-type Row = (usize, Result<NewTicket, String>);
-
-/// A subject's second row in one file is an error naming the first: one
-/// person, one ticket.
-fn refuse_repeats(rows: &mut [Row]) {
-    let mut first: std::collections::HashMap<String, usize> = Default::default();
-    for (row, parsed) in rows.iter_mut() {
-        let Ok(req) = parsed else { continue };
-        let key = subject_key(&req.subject);
-        if key.is_empty() {
-            continue;
-        }
-        match first.get(&key) {
-            Some(earlier) => {
-                *parsed = Err(format!(
-                    "same subject as row {earlier} ({}): one ticket per person",
-                    req.subject.trim()
-                ))
-            }
-            None => {
-                first.insert(key, *row);
-            }
-        }
-    }
-}
-
-/// How to turn rows into ticket requests.
-struct Shape<'a> {
-    workflow: &'a str,
-    batch: &'a str,
-    allow_duplicate: bool,
-    limits: IntakeLimits,
-}
-
-fn csv_rows(body: &[u8], shape: &Shape<'_>) -> Result<Vec<Row>, ApiError> {
-    let (workflow, batch, allow_duplicate, limits) = (
-        shape.workflow,
-        shape.batch,
-        shape.allow_duplicate,
-        shape.limits,
-    );
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        // Row length is checked per row below, with a message naming the counts.
-        .flexible(true)
-        .from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|e| ApiError::bad_request(format!("CSV header row: {e}")))?
-        .clone();
-    if headers.len() > limits.columns {
-        return Err(ApiError::too_large(format!(
-            "the CSV header has {} columns; the limit is {} (itsm serve --max-columns)",
-            headers.len(),
-            limits.columns
-        )));
-    }
-    let Some(subject_col) = headers.iter().position(|h| h == "subject") else {
-        return Err(ApiError::bad_request(format!(
-            "the CSV header has no `subject` column (it has: {})",
-            headers.iter().collect::<Vec<_>>().join(", ")
-        )));
-    };
-    Ok(reader
-        .records()
-        .enumerate()
-        .map(|(i, rec)| {
-            let row = i + 1;
-            let parsed = rec
-                .map_err(|e| format!("not a CSV row: {e}"))
-                .and_then(|rec| {
-                    if rec.len() != headers.len() {
-                        return Err(format!(
-                            "has {} fields, the header has {}",
-                            rec.len(),
-                            headers.len()
-                        ));
-                    }
-                    let row_len = rec.as_byte_record().as_slice().len() + rec.len();
-                    if row_len > limits.row_bytes {
-                        return Err(IntakeLimits::over(
-                            "the row",
-                            row_len,
-                            limits.row_bytes,
-                            "--max-row-bytes",
-                        ));
-                    }
-                    if let Some((h, v)) = headers
-                        .iter()
-                        .zip(rec.iter())
-                        .find(|(_, v)| v.len() > limits.cell_bytes)
-                    {
-                        return Err(IntakeLimits::over(
-                            &format!("column `{h}`"),
-                            v.len(),
-                            limits.cell_bytes,
-                            "--max-cell-bytes",
-                        ));
-                    }
-                    let subject = rec.get(subject_col).unwrap_or_default().to_string();
-                    let inputs: Map<String, Value> = headers
-                        .iter()
-                        .zip(rec.iter())
-                        .filter(|(h, _)| *h != "subject")
-                        .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
-                        .collect();
-                    Ok(NewTicket {
-                        workflow: workflow.to_string(),
-                        subject,
-                        inputs: Value::Object(inputs),
-                        batch: Some(batch.to_string()),
-                        allow_duplicate,
-                    })
-                });
-            (row, parsed)
-        })
-        .collect())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRow {
-    subject: String,
-    #[serde(default)]
-    inputs: Value,
-}
-
-fn json_rows(body: &[u8], shape: &Shape<'_>) -> Vec<Row> {
-    let (workflow, batch, allow_duplicate, limits) = (
-        shape.workflow,
-        shape.batch,
-        shape.allow_duplicate,
-        shape.limits,
-    );
-    String::from_utf8_lossy(body)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
-            if line.len() > limits.row_bytes {
-                let e =
-                    IntakeLimits::over("the row", line.len(), limits.row_bytes, "--max-row-bytes");
-                return (i + 1, Err(e));
-            }
-            let parsed = serde_json::from_str::<JsonRow>(line)
-                .map_err(|e| format!("not a valid row: {e}"))
-                .map(|r| NewTicket {
-                    workflow: workflow.to_string(),
-                    subject: r.subject,
-                    inputs: r.inputs,
-                    batch: Some(batch.to_string()),
-                    allow_duplicate,
-                });
-            (i + 1, parsed)
-        })
-        .collect()
-}
-
 #[utoipa::path(post, path = "/v1/imports", tag = "tickets", params(ImportQuery),
     request_body(description = "CSV with a `subject` column, or JSON lines of {\"subject\", \"inputs\"}; as `application/octet-stream` (for clients that send files as bytes), JSON lines if the first non-blank byte is `{`, CSV otherwise", content(
         (String = "text/csv"), (String = "application/x-ndjson"), (Vec<u8> = "application/octet-stream"))),
@@ -293,7 +91,7 @@ pub(super) async fn import(
         return Err(crate::Error::NotFound(format!("no workflow named `{}`", q.workflow)).into());
     }
     let file_hash = sha256_hex(&body);
-    let batch = format!("B-{}", &file_hash[..16]);
+    let batch = batch_id(&file_hash);
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -304,26 +102,17 @@ pub(super) async fn import(
         allow_duplicate: q.allow_duplicates,
         limits,
     };
-    let json = if content_type.starts_with("text/csv") {
-        false
-    } else if content_type.starts_with("application/x-ndjson")
-        || content_type.starts_with("application/jsonl")
-    {
-        true
-    } else if content_type.starts_with("application/octet-stream") {
-        // A CSV header cannot start with `{`; a JSON line must.
-        body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-    } else {
+    let Some(format) = Format::of(content_type, &body) else {
         return Err(ApiError::unsupported(format!(
             "send the rows as text/csv or application/x-ndjson, not {content_type:?}"
         )));
     };
-    let mut rows = if json {
-        json_rows(&body, &shape)
-    } else {
-        csv_rows(&body, &shape)?
-    };
-    refuse_repeats(&mut rows);
+    // A body whose header cannot be read is malformed: 400, not the 422 of
+    // a request that reads but does not fit.
+    let rows = rows::parse(&body, format, &shape).map_err(|e| match e {
+        crate::Error::Usage(m) => ApiError::bad_request(m),
+        other => ApiError::from(other),
+    })?;
     let by = who.name;
     let mut report = ImportReport {
         batch,
@@ -334,7 +123,15 @@ pub(super) async fn import(
         stopped: None,
     };
     let progress = app.imports.start(&report.batch, rows.len());
-    let created = create_rows(&app, rows, &file_hash, &by, &progress).await;
+    let scheduler = app.scheduler.clone();
+    let created = create_rows(rows, &file_hash, &progress, |req, key| {
+        let (scheduler, by) = (scheduler.clone(), by.clone());
+        async move {
+            let (ticket, created) = scheduler.create(req, &by, Some(&key)).await?;
+            Ok((ticket.id, created))
+        }
+    })
+    .await;
     app.imports.finish(&report.batch);
     let created = created?;
     for (row, result) in created.results {
@@ -361,86 +158,3 @@ pub(super) async fn import(
     ));
     Ok((status, Json(report)))
 }
-
-/// What became of each row: its ticket (and whether it is new), or why not.
-type RowResult = (usize, Result<(String, bool), String>);
-
-/// The rows' results, and the store error that stopped the import, if one did.
-struct Created {
-    results: Vec<RowResult>,
-    stopped: Option<crate::Error>,
-}
-
-/// A row's failure that is the store's, not the row's: the rows after it
-/// would meet it too, so the import stops there.
-fn stops_the_import(e: &crate::Error) -> bool {
-    matches!(e, crate::Error::StorageFull(_) | crate::Error::Store(_))
-}
-
-/// Create the rows' tickets, `CONCURRENCY` at a time; results in row order.
-/// At the first store error no further row is started; the rows already
-/// started finish, and every row not started says so.
-async fn create_rows(
-    app: &AppState,
-    rows: Vec<Row>,
-    file_hash: &str,
-    by: &str,
-    progress: &Progress,
-) -> Result<Created, ApiError> {
-    use std::sync::atomic::Ordering;
-    let mut pending = tokio::task::JoinSet::new();
-    let mut results = Vec::with_capacity(rows.len());
-    let mut stopped: Option<crate::Error> = None;
-    let note = |results: &mut Vec<RowResult>,
-                stopped: &mut Option<crate::Error>,
-                (row, r): (usize, crate::Result<(String, bool)>)| {
-        progress.done.fetch_add(1, Ordering::Relaxed);
-        match r {
-            Err(e) if stops_the_import(&e) => {
-                results.push((row, Err(e.to_string())));
-                stopped.get_or_insert(e);
-            }
-            r => results.push((row, r.map_err(|e| e.to_string()))),
-        }
-    };
-    let mut rows = rows.into_iter();
-    for (row, parsed) in rows.by_ref() {
-        let req = match parsed {
-            Ok(req) => req,
-            Err(error) => {
-                results.push((row, Err(error)));
-                progress.done.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        if pending.len() >= CONCURRENCY
-            && let Some(done) = pending.join_next().await
-        {
-            let done = done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?;
-            note(&mut results, &mut stopped, done);
-        }
-        if stopped.is_some() {
-            results.push((row, Err(NOT_STARTED.into())));
-            break;
-        }
-        let scheduler = app.scheduler.clone();
-        let key = format!("import:{file_hash}:{row}");
-        let by = by.to_string();
-        pending.spawn(async move {
-            let r = scheduler.create(req, &by, Some(&key)).await;
-            (row, r.map(|(t, created)| (t.id, created)))
-        });
-    }
-    for (row, _) in rows {
-        results.push((row, Err(NOT_STARTED.into())));
-    }
-    while let Some(done) = pending.join_next().await {
-        let done = done.map_err(|e| ApiError::from(crate::Error::Store(e.to_string())))?;
-        note(&mut results, &mut stopped, done);
-    }
-    results.sort_by_key(|(row, _)| *row);
-    Ok(Created { results, stopped })
-}
-
-/// The error of each row after the one where the store failed.
-const NOT_STARTED: &str = "not imported: the import stopped at a store error (see `stopped`)";

@@ -28,9 +28,9 @@ pub use hooks::HookSet;
 use std::sync::Arc;
 
 use crate::admin::Admin;
-use crate::audit::system::SystemTrail;
 use crate::auth::Tokens;
 use crate::scheduler::Scheduler;
+use crate::shared::system_trail::SystemTrail;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ pub struct AppState {
     /// HR webhooks.
     pub hooks: Arc<HookSet>,
     /// Imports running now, by batch: what `itsm ticket import` shows as progress.
-    pub imports: Arc<imports::Running>,
+    pub imports: Arc<crate::intake::import::Running>,
     /// Plugin installs compiling off the request path.
     pub installs: Arc<installs::Installs>,
     /// Plugin folders found unusable at start-up and skipped (`/readyz` names them).
@@ -159,7 +159,7 @@ async fn short_work(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    crate::runtime::cpu::short(next.run(request)).await
+    crate::cpu::short(next.run(request)).await
 }
 
 /// While the server shuts down, every request that would change something

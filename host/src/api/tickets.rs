@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
-use crate::scheduler::NewTicket;
+use crate::intake::NewTicket;
 use crate::scheduler::machine::Event;
 use crate::store::{Listing, TicketSummary as Summary};
 use crate::ticket::{Ticket, TicketState};

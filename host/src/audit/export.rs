@@ -93,7 +93,7 @@ fn digest(events: &[AuditEvent]) -> String {
         text.push_str(&e.hash);
         text.push('\n');
     }
-    crate::runtime::sha256_hex(text.as_bytes())
+    crate::digest::sha256_hex(text.as_bytes())
 }
 
 impl Trailer {

@@ -6,7 +6,6 @@
 //! an edited, deleted, inserted or reordered event, and a cut-off tail.
 
 pub mod export;
-pub mod system;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -469,7 +468,7 @@ mod tests {
         let mut copy = e.clone();
         copy.hash = String::new();
         let canonical = serde_json::to_value(&copy).unwrap().to_string();
-        crate::runtime::sha256_hex(canonical.as_bytes())
+        crate::digest::sha256_hex(canonical.as_bytes())
     }
 
     #[test]

@@ -20,16 +20,17 @@ use clap::Args;
 use super::Exit;
 use crate::admin::{Admin, PluginPolicy};
 use crate::api::{AppState, HookSet, serve};
-use crate::audit::system::SystemTrail;
 use crate::audit::{AuditKind, Draft};
 use crate::auth::{TOKENS_DOCUMENT, TokenPlace, Tokens};
 use crate::bundled::OFFBOARDING_WORKFLOW;
-use crate::hooks::Hooks;
+use crate::intake::webhook::Hooks;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::scheduler::StoreKv;
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::shared::system_trail::SystemTrail;
 use crate::signing::TrustedKeys;
+use crate::store::Store;
 use crate::store::checkpoint::{Checkpoint, shortfall};
-use crate::store::{Store, StoreKv};
 use crate::workflow::Workflow;
 use itsm_sandbox::world::{Misbehaviour, World};
 
@@ -287,13 +288,13 @@ pub(crate) async fn assemble(
     let mut workflows = Workflow::load_dir_with(&home.join("workflows"), &settings)?;
     let shared = store.documents().is_some();
     if shared {
-        workflows = crate::workflow::shared::adopt(store.as_ref(), workflows)?;
+        workflows = crate::shared::workflows::adopt(store.as_ref(), workflows)?;
         // A new worker (a fresh home) joins a fleet whose workflows name
         // plugins it has yet to read from the store: it starts, and they
         // wait until it has.
         let known = |p: &str| plugins.contains_key(p) || unavailable.contains_key(p);
-        for name in crate::workflow::shared::lacking(&workflows, known) {
-            unavailable.insert(name, crate::workflow::shared::NOT_HERE.to_string());
+        for name in crate::shared::workflows::lacking(&workflows, known) {
+            unavailable.insert(name, crate::shared::workflows::NOT_HERE.to_string());
         }
     }
     let mut secrets = secrets_from_env();
@@ -336,8 +337,8 @@ pub(crate) async fn assemble(
                     .collect()
             })
             .unwrap_or_default();
-        crate::workflow::shared::follow(scheduler.clone(), local);
-        crate::shared_plugins::follow(scheduler.clone(), admin.clone());
+        crate::admin::follow::workflows(scheduler.clone(), local);
+        crate::admin::follow::plugins(scheduler.clone(), admin.clone());
     }
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));

@@ -7,14 +7,13 @@
 
 mod bindings;
 mod cache;
-pub mod cpu;
 pub mod kv;
 mod limits;
 pub mod net;
 mod oauth;
+mod outcome;
 pub mod package;
 pub mod redact;
-mod report;
 mod state;
 
 use std::collections::BTreeMap;
@@ -23,29 +22,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub use cache::{CodeSource, sha256_hex};
+pub use crate::digest::sha256_hex;
+pub use crate::report::{
+    CallReport, Evidence, FailureCause, FailureKind, LogLine, Op, Outcome, StepFailure, StepInput,
+};
+pub use cache::CodeSource;
 pub use limits::{MAX_FIELDS_BYTES, MAX_FIELDS_MEMORY, MAX_RESOURCES};
 pub use package::PluginFiles;
-pub use report::{
-    CallReport, Evidence, FailureCause, FailureKind, Op, Outcome, StepFailure, StepInput,
-};
-pub use state::LogLine;
 
 use self::bindings::{PluginPre, types as wit};
 use self::kv::{KvBackend, KvQuota, KvUsage, MemoryKv, MeteredKv};
 use self::limits::{LimitNotes, RequestSlots};
-use self::net::{Attach, AttachedCredential, Journal, NetGrants, NetPolicy};
+use self::net::{Journal, NetGrants, NetPolicy};
+use self::outcome::{
+    Returned, check_returned, classify_trap, from_step_error, mask_outcome, timeout_failure,
+    with_notes,
+};
 use self::redact::Redactor;
 use self::state::CallState;
+use crate::cpu;
 use crate::error::{Error, Result};
-use crate::manifest::{AuthScheme, MAX_MEMORY_MB, Manifest};
+use crate::manifest::{MAX_MEMORY_MB, Manifest};
 
 /// How often the engine's epoch advances: a running call yields to the
 /// executor at each tick (see [`cpu`]), so a tick is the longest a plugin
@@ -499,64 +501,7 @@ impl Plugin {
             .iter()
             .map(|h| m.resolve_origin(h, config))
             .collect::<Result<Vec<_>>>()?;
-        let mut secret_values: Vec<String> = Vec::new();
-        let mut credentials = Vec::new();
-        for cred in &caps.credentials {
-            let value = grants.secrets.get(&cred.secret).ok_or_else(|| {
-                Error::Config(format!(
-                    "plugin {} needs secret `{}` for {}: supply it",
-                    m.name, cred.secret, cred.host
-                ))
-            })?;
-            secret_values.push(value.clone());
-            let origin = m.resolve_origin(&cred.host, config)?;
-            if cred.scheme.is_token_flow() {
-                let flow = self.flow(cred, value, config, &allowed)?;
-                secret_values.extend(flow.secrets());
-                credentials.push(AttachedCredential {
-                    origin,
-                    header: http::header::AUTHORIZATION,
-                    value: Attach::Flow(flow),
-                    // The token joins when it is fetched.
-                    forms: Vec::new(),
-                });
-                continue;
-            }
-            let (header, text) = match cred.scheme {
-                AuthScheme::Bearer => (http::header::AUTHORIZATION, format!("Bearer {value}")),
-                AuthScheme::Basic => (
-                    http::header::AUTHORIZATION,
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(value)
-                    ),
-                ),
-                AuthScheme::ApiKey => {
-                    let name = cred.header.as_deref().unwrap_or_default();
-                    (
-                        HeaderName::from_bytes(name.as_bytes())
-                            .map_err(|e| Error::Manifest(format!("header {name:?}: {e}")))?,
-                        value.clone(),
-                    )
-                }
-                AuthScheme::OAuth2ClientCredentials | AuthScheme::GoogleServiceAccount => {
-                    unreachable!("token flows are handled above")
-                }
-            };
-            let mut header_value = HeaderValue::from_str(&text).map_err(|_| {
-                Error::Config(format!(
-                    "secret `{}` has characters not allowed in a header",
-                    cred.secret
-                ))
-            })?;
-            header_value.set_sensitive(true);
-            credentials.push(AttachedCredential {
-                origin,
-                header,
-                value: Attach::Static(header_value),
-                forms: credential_forms(&text, value),
-            });
-        }
+        let (credentials, mut secret_values) = net::resolve(m, config, &grants.secrets, &allowed)?;
         let mut readable = BTreeMap::new();
         for name in &caps.secrets {
             readable.insert(name.clone(), grants.secrets.get(name).cloned());
@@ -571,73 +516,13 @@ impl Plugin {
             redactor: Arc::new(Redactor::new(secret_values.iter().map(String::as_str))),
         })
     }
-
-    /// A credential's token flow for this call. Its token URL must be an
-    /// allowed origin: the manifest shows everywhere a secret can go.
-    fn flow(
-        &self,
-        cred: &crate::manifest::Credential,
-        secret: &str,
-        config: &BTreeMap<String, String>,
-        allowed: &[crate::manifest::Origin],
-    ) -> Result<oauth::Flow> {
-        let m = &self.inner.manifest;
-        let token_url = m.interpolate(cred.token_url.as_deref().unwrap_or_default(), config)?;
-        let parsed = url::Url::parse(&token_url)
-            .map_err(|e| Error::Config(format!("token URL {token_url:?}: {e}")))?;
-        let origin = crate::manifest::Origin::of_url(&parsed)
-            .map_err(|e| Error::Config(format!("token URL {token_url:?}: {e}")))?;
-        if !allowed.contains(&origin) {
-            return Err(Error::Config(format!(
-                "token URL {token_url} is not in plugin {}'s allowed_hosts",
-                m.name
-            )));
-        }
-        let scope = cred
-            .scope
-            .as_deref()
-            .map(|s| m.interpolate(s, config))
-            .transpose()?;
-        let bad_secret = |e: String| Error::Config(format!("secret `{}`: {e}", cred.secret));
-        match cred.scheme {
-            AuthScheme::GoogleServiceAccount => {
-                let subject = cred
-                    .subject
-                    .as_deref()
-                    .map(|s| m.interpolate(s, config))
-                    .transpose()?;
-                oauth::Flow::google(token_url, secret, scope.unwrap_or_default(), subject)
-                    .map_err(bad_secret)
-            }
-            _ => oauth::Flow::client_credentials(token_url, secret, scope).map_err(bad_secret),
-        }
-    }
-}
-
-/// Every form of a static credential the host puts on the wire, and the
-/// secret itself: a response carrying any of them is scrubbed. For basic
-/// credentials that is `user:password`, its base64, and the password alone.
-fn credential_forms(header_value: &str, secret: &str) -> Vec<String> {
-    let mut forms = redact::encodings(secret);
-    forms.push(header_value.to_string());
-    if let Some((_, password)) = secret.split_once(':') {
-        forms.push(password.to_string());
-    }
-    forms.sort();
-    forms.dedup();
-    forms
 }
 
 struct Prepared {
     allowed: Vec<crate::manifest::Origin>,
-    credentials: Vec<AttachedCredential>,
+    credentials: Vec<net::AttachedCredential>,
     readable: BTreeMap<String, Option<String>>,
     redactor: Arc<Redactor>,
-}
-
-enum Returned {
-    Run(wit::StepOutcome),
-    Evidence(wit::Evidence),
 }
 
 fn wit_context(input: &StepInput, config: &BTreeMap<String, String>) -> wit::StepContext {
@@ -662,250 +547,5 @@ fn wit_context(input: &StepInput, config: &BTreeMap<String, String>) -> wit::Ste
         config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         attempt: input.attempt.max(1),
         idempotency_key,
-    }
-}
-
-fn timeout_failure(limit_ms: u64) -> StepFailure {
-    StepFailure::retryable(
-        FailureCause::Timeout,
-        format!(
-            "the call ran past its time limit of {limit_ms} ms (limits.timeout_ms) and was stopped"
-        ),
-    )
-}
-
-fn classify_trap(err: &wasmtime::Error, store: &Store<CallState>, m: &Manifest) -> StepFailure {
-    let data = store.data();
-    if data.limiter.memory_hit {
-        return StepFailure::fatal(
-            FailureCause::MemoryLimit,
-            format!(
-                "the plugin tried to use more than its memory limit of {} MiB (limits.memory_mb) and was stopped",
-                m.limits.memory_mb
-            ),
-        );
-    }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return timeout_failure(m.limits.timeout_ms),
-        Some(Trap::StackOverflow) => {
-            return StepFailure::fatal(
-                FailureCause::StackOverflow,
-                "the plugin overflowed its stack (runaway recursion) and was stopped",
-            );
-        }
-        _ => {}
-    }
-    if err.chain().any(|c| {
-        c.downcast_ref::<wasmtime::component::ResourceTableError>()
-            .is_some()
-    }) {
-        return StepFailure::fatal(
-            FailureCause::ResourceLimit,
-            format!(
-                "host resource limit: the plugin held more than {MAX_RESOURCES} open resources \
-                 (header sets, requests, bodies, streams) at once and was stopped"
-            ),
-        );
-    }
-    if let Some(e) = err
-        .chain()
-        .find_map(|c| c.downcast_ref::<wasmtime_wasi_http::FieldMapError>())
-    {
-        return StepFailure::fatal(
-            FailureCause::ResourceLimit,
-            format!(
-                "host resource limit: a header set may hold at most {MAX_FIELDS_BYTES} bytes \
-                 ({e}); the plugin tried to add more and was stopped"
-            ),
-        );
-    }
-    if err
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        return StepFailure::retryable(
-            FailureCause::Capacity,
-            "the host is at its instance limit; try again",
-        );
-    }
-    // A Rust panic prints "thread .. panicked at FILE:LINE:\nMESSAGE\nnote: .."
-    // to stderr before trapping: that is what the plugin author needs to see.
-    let stderr = String::from_utf8_lossy(&data.stderr.contents()).to_string();
-    let panic = panic_message(&stderr)
-        .map(|p| format!(" ({p})"))
-        .unwrap_or_default();
-    // wasmtime's own message is "error while executing at wasm backtrace":
-    // the cause is further down the chain.
-    let trap = err
-        .downcast_ref::<Trap>()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| {
-            err.chain()
-                .map(|c| c.to_string())
-                .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
-                .collect::<Vec<_>>()
-                .join(": ")
-        });
-    let trap = if trap.is_empty() {
-        format!("{:?}", err.root_cause())
-    } else {
-        trap
-    };
-    let hint = if panic.is_empty() && trap.contains("out of bounds memory access") {
-        " (a Rust plugin's stack lives in linear memory: runaway recursion ends this way)"
-    } else {
-        ""
-    };
-    StepFailure::fatal(
-        FailureCause::Trap,
-        format!("the plugin trapped: {trap}{panic}{hint}"),
-    )
-}
-
-/// The panic location and message from a guest's stderr, if it panicked.
-fn panic_message(stderr: &str) -> Option<String> {
-    let start = stderr.rfind("panicked at ")?;
-    let text: Vec<&str> = stderr[start..]
-        .lines()
-        .take_while(|l| !l.starts_with("note: "))
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    Some(cap_message(text.join(" ")))
-}
-
-fn from_step_error(e: wit::StepError) -> StepFailure {
-    match e {
-        wit::StepError::Retryable(r) => StepFailure {
-            kind: FailureKind::Retryable,
-            cause: FailureCause::Plugin,
-            message: cap_message(r.message),
-            retry_after_ms: r.retry_after_ms,
-        },
-        wit::StepError::Fatal(message) => {
-            StepFailure::fatal(FailureCause::Plugin, cap_message(message))
-        }
-    }
-}
-
-fn cap_message(mut m: String) -> String {
-    if m.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push_str(" [cut]");
-    }
-    m
-}
-
-/// Never trust plugin output: sizes, JSON shape, then masking.
-fn check_returned(returned: Returned, redactor: &Redactor) -> Outcome {
-    let result = match returned {
-        Returned::Run(o) => {
-            if o.outputs.len() > MAX_OUTPUTS_BYTES {
-                Err(StepFailure::fatal(
-                    FailureCause::OutputLimit,
-                    format!(
-                        "the plugin returned {} bytes of outputs; the limit is {MAX_OUTPUTS_BYTES}",
-                        o.outputs.len()
-                    ),
-                ))
-            } else {
-                parse_json("outputs", &o.outputs).and_then(|outputs| {
-                    if !outputs.is_object() {
-                        return Err(StepFailure::fatal(
-                            FailureCause::InvalidOutput,
-                            "the plugin's outputs must be a JSON object",
-                        ));
-                    }
-                    Ok((Some(outputs), check_evidence(o.evidence)?))
-                })
-            }
-        }
-        Returned::Evidence(e) => check_evidence(e).map(|e| (None, e)),
-    };
-    match result {
-        Ok((outputs, evidence)) => Outcome::Succeeded {
-            outputs: outputs.map(|o| redactor.redact_json(o)),
-            evidence,
-        },
-        Err(error) => Outcome::Failed { error },
-    }
-}
-
-fn check_evidence(e: wit::Evidence) -> Result<Evidence, StepFailure> {
-    let size = e.summary.len()
-        + e.target.len()
-        + e.before.as_ref().map_or(0, String::len)
-        + e.after.as_ref().map_or(0, String::len);
-    if size > MAX_EVIDENCE_BYTES {
-        return Err(StepFailure::fatal(
-            FailureCause::OutputLimit,
-            format!(
-                "the plugin returned {size} bytes of evidence; the limit is {MAX_EVIDENCE_BYTES}"
-            ),
-        ));
-    }
-    if e.summary.trim().is_empty() {
-        return Err(StepFailure::fatal(
-            FailureCause::InvalidOutput,
-            "the plugin returned evidence without a summary",
-        ));
-    }
-    Ok(Evidence {
-        summary: e.summary,
-        target: e.target,
-        before: e
-            .before
-            .map(|b| parse_json("evidence.before", &b))
-            .transpose()?,
-        after: e
-            .after
-            .map(|a| parse_json("evidence.after", &a))
-            .transpose()?,
-    })
-}
-
-fn parse_json(what: &str, text: &str) -> Result<Value, StepFailure> {
-    serde_json::from_str(text).map_err(|e| {
-        StepFailure::fatal(
-            FailureCause::InvalidOutput,
-            format!("the plugin's {what} is not valid JSON: {e}"),
-        )
-    })
-}
-
-/// A failed call also names the host limits it ran into: the plugin may have
-/// turned the refusal into a vague error of its own, or trapped on it.
-fn with_notes(outcome: Outcome, notes: &LimitNotes) -> Outcome {
-    match (outcome, notes.summary()) {
-        (Outcome::Failed { mut error }, Some(note)) if !error.message.contains(&note) => {
-            error.message = cap_message(format!("{} ({note})", error.message));
-            if error.cause == FailureCause::Plugin || error.cause == FailureCause::Trap {
-                error.cause = FailureCause::ResourceLimit;
-            }
-            Outcome::Failed { error }
-        }
-        (outcome, _) => outcome,
-    }
-}
-
-fn mask_outcome(outcome: Outcome, r: &Redactor) -> Outcome {
-    match outcome {
-        Outcome::Failed { mut error } => {
-            error.message = r.redact(&error.message);
-            Outcome::Failed { error }
-        }
-        Outcome::Succeeded { outputs, evidence } => Outcome::Succeeded {
-            outputs,
-            evidence: Evidence {
-                summary: r.redact(&evidence.summary),
-                target: r.redact(&evidence.target),
-                before: evidence.before.map(|v| r.redact_json(v)),
-                after: evidence.after.map(|v| r.redact_json(v)),
-            },
-        },
     }
 }

@@ -169,3 +169,14 @@ fn built_crate_wasm(dir: &Path, cargo_toml: &Path) -> Result<PathBuf> {
         ))
     })
 }
+
+/// A plugin as uploaded: the files a signature covers.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// `plugin.toml` text.
+    pub manifest: String,
+    /// The component.
+    pub wasm: Vec<u8>,
+    /// `plugin.sig` text.
+    pub signature: Option<String>,
+}

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,19 +21,10 @@ use super::net::NetPolicy;
 pub const MAX_LOG_LINES: usize = 1000;
 /// Bytes per log line before it is cut.
 pub const MAX_LOG_LINE: usize = 8 * 1024;
+pub use crate::report::LogLine;
+
 /// Bytes of stdout or stderr kept per call.
 const MAX_STDIO: usize = 64 * 1024;
-
-/// One line of a step's log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogLine {
-    /// Milliseconds since the call started.
-    pub at_ms: u64,
-    /// `trace` .. `error`, or `stdout`/`stderr` for captured output.
-    pub level: String,
-    /// The message, secrets masked.
-    pub message: String,
-}
 
 /// The log of one call, capped.
 pub(crate) struct LogBuffer {

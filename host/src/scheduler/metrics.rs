@@ -184,12 +184,12 @@ impl Metrics {
             (
                 "itsm_calls_long",
                 "Plugin calls past their first 5 ms of CPU, giving way to short work.",
-                crate::runtime::cpu::long_running(),
+                crate::cpu::long_running(),
             ),
             (
                 "itsm_short_work_ready",
                 "Short work (ticket steps, requests, commits) ready to run now.",
-                crate::runtime::cpu::short_ready(),
+                crate::cpu::short_ready(),
             ),
         ];
         for (name, help, value) in gauges {

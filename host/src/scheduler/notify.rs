@@ -65,7 +65,7 @@ impl Scheduler {
                 };
                 let metrics = self.inner.metrics.clone();
                 let (id, plugin_name) = (ticket.id.clone(), rule.plugin.clone());
-                tokio::spawn(crate::runtime::cpu::short(async move {
+                tokio::spawn(crate::cpu::short(async move {
                     loop {
                         let started = std::time::Instant::now();
                         let result = plugin.call(Op::Run, &input, &grants).await;

@@ -15,7 +15,12 @@ use super::{Batch, Refusal, Store};
 use crate::error::{Error, Result};
 
 /// A batch, and where to send back the result with the batch.
-type Job = (Batch, oneshot::Sender<(Result<()>, Option<Batch>)>);
+type Job = (Batch, oneshot::Sender<(Answer, Option<Batch>)>);
+
+/// What the committer answers a batch: durable, refused by a shared store
+/// (an expected outcome for a create: another worker's create stands
+/// against it), or failed.
+type Answer = Result<Result<(), Refusal>>;
 
 /// Handle to the committer thread. Cheap to clone.
 #[derive(Clone)]
@@ -71,8 +76,8 @@ impl CommitQueue {
                                  over when this one's lease ran out, so this write was refused",
                                 batch.tickets.first().map_or("?", |t| t.id())
                             ))),
-                            (_, Some(other)) => Err(Error::Refused(other.clone())),
-                            (Ok(_), None) => Ok(()),
+                            (_, Some(other)) => Ok(Err(other.clone())),
+                            (Ok(_), None) => Ok(Ok(())),
                             (Err(e), None) => Err(e.copy()),
                         };
                         // Freed by its driver, not on the committer's thread.
@@ -92,12 +97,23 @@ impl CommitQueue {
     /// [`CommitQueue::commit`], handing the batch back (to try it again
     /// after a full disk, say, without a copy kept meanwhile).
     pub async fn commit_returning(&self, batch: Batch) -> (Result<()>, Option<Batch>) {
+        let (answer, batch) = self.commit_refusable(batch).await;
+        let answer = answer.and_then(|r| {
+            r.map_err(|refusal| Error::Conflict(format!("the store refused the write: {refusal}")))
+        });
+        (answer, batch)
+    }
+
+    /// [`CommitQueue::commit_returning`] for a create, which a shared store
+    /// may refuse ([`Refusal::KeyTaken`], [`Refusal::SubjectOpen`]): the
+    /// refusal is the creating side's to answer, not an error.
+    pub async fn commit_refusable(&self, batch: Batch) -> (Answer, Option<Batch>) {
         if batch.is_empty() {
-            return (Ok(()), Some(batch));
+            return (Ok(Ok(())), Some(batch));
         }
         // The committer thread needs a core, and the waiter runs on as soon
         // as it is durable: long plugin calls give way meanwhile.
-        let _held = crate::runtime::cpu::hold();
+        let _held = crate::cpu::hold();
         let stopped = || Error::Store("the committer has stopped".into());
         let (tx, rx) = oneshot::channel();
         if let Err(mpsc::SendError((batch, _))) = self.tx.send((batch, tx)) {

@@ -39,7 +39,7 @@ pub fn ticket(id: &str, state: TicketState) -> Ticket {
 pub fn attempt(n: u32, result: crate::ticket::AttemptResult) -> crate::ticket::Attempt {
     crate::ticket::Attempt {
         n,
-        op: crate::runtime::Op::Run,
+        op: crate::report::Op::Run,
         started_ms: u64::from(n),
         ended_ms: None,
         result,

@@ -72,7 +72,7 @@ pub struct Batch {
     /// while that lease is the ticket's current one. `None`: unfenced (a
     /// single-process store, or a tool).
     pub fence: Option<i64>,
-    /// (workflow, subject key as [`crate::scheduler::subject_key`] folds
+    /// (workflow, subject key as [`crate::ticket::subject_key`] folds
     /// it): this batch creates a ticket that must be the subject's only
     /// open one of the workflow. A shared store refuses the batch if
     /// another worker created one meanwhile ([`Refusal::SubjectOpen`]); a
@@ -266,7 +266,7 @@ pub trait Leases: Send + Sync {
     /// Extend this worker's leases on `ids`: those it still holds.
     fn renew(&self, ids: &[String]) -> Result<Vec<String>>;
     /// The open ticket of `workflow` for a subject (as
-    /// [`crate::scheduler::subject_key`] folds it), across every worker.
+    /// [`crate::ticket::subject_key`] folds it), across every worker.
     fn open_for(&self, workflow: &str, subject_key: &str) -> Result<Option<String>>;
 }
 
@@ -323,25 +323,4 @@ pub struct Damage {
     pub key: String,
     /// What is wrong with it.
     pub problem: String,
-}
-
-/// Plugin key-value state served from a [`Store`].
-pub struct StoreKv(pub std::sync::Arc<dyn Store>);
-
-impl crate::runtime::kv::KvBackend for StoreKv {
-    fn get(&self, plugin: &str, key: &str) -> std::result::Result<Option<Vec<u8>>, String> {
-        self.0.kv_get(plugin, key).map_err(|e| e.to_string())
-    }
-    fn set(&self, plugin: &str, key: &str, value: Vec<u8>) -> std::result::Result<(), String> {
-        self.0
-            .kv_set(plugin, key, &value)
-            .map_err(|e| e.to_string())
-    }
-    fn delete(&self, plugin: &str, key: &str) -> std::result::Result<(), String> {
-        self.0.kv_delete(plugin, key).map_err(|e| e.to_string())
-    }
-    fn usage(&self, plugin: &str) -> std::result::Result<crate::runtime::kv::KvUsage, String> {
-        let (keys, bytes) = self.0.kv_usage(plugin).map_err(|e| e.to_string())?;
-        Ok(crate::runtime::kv::KvUsage { keys, bytes })
-    }
 }

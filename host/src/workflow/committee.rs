@@ -157,7 +157,7 @@ impl Approval {
         if escalated && let Some(e) = &self.escalate_to {
             eligible.push(e);
         }
-        let any_approver = |g: &str| g == crate::auth::Role::Approver.as_str();
+        let any_approver = |g: &str| g == crate::principal::Role::Approver.as_str();
         let mine: Vec<&str> = eligible
             .iter()
             .copied()

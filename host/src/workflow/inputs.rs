@@ -22,6 +22,7 @@
 //! read any of them. A workflow that declares no inputs takes any object, as
 //! before inputs could be declared.
 
+pub use crate::principal::is_email;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -157,20 +158,6 @@ impl InputDef {
                 _ => want("a list of texts"),
             },
         }
-    }
-}
-
-/// A plausible address: one `@` with something either side, no spaces.
-/// Whether it exists is the directory's business, not the host's.
-pub fn is_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !s.chars().any(char::is_whitespace)
-        }
-        None => false,
     }
 }
 

@@ -39,7 +39,6 @@ pub mod committee;
 pub mod condition;
 pub mod inputs;
 pub mod notify;
-pub mod shared;
 pub mod task;
 pub mod time;
 pub mod window;
@@ -676,7 +675,7 @@ impl Workflow {
     /// Content hash: what a ticket pins. Canonical JSON of the parsed definition.
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).expect("workflow serializes");
-        crate::runtime::sha256_hex(&json)[..16].to_string()
+        crate::digest::sha256_hex(&json)[..16].to_string()
     }
 }
 

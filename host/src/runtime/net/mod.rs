@@ -7,72 +7,35 @@
 //! then connects to the address it checked, so a DNS answer cannot change
 //! between the check and the connect. Redirects are not followed here: each
 //! hop is a new request from the plugin and is checked again. Credentials the
-//! manifest binds to an origin are attached here, out of the plugin's reach.
+//! manifest binds to an origin are attached here, out of the plugin's reach
+//! ([`credentials`]).
 
+mod credentials;
 mod journal;
 mod scrub;
 mod special;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+pub(crate) use self::credentials::{AttachedCredential, resolve};
 pub(crate) use self::journal::Journal;
 use self::scrub::{ScrubBody, Scrubber};
 pub use self::special::special_purpose;
 use super::limits::{InFlight, LimitNotes, RequestSlots};
-use super::oauth::{Flow, TokenCache};
+use super::oauth::TokenCache;
 use super::redact::Redactor;
 use crate::manifest::Origin;
 
-/// One outbound request, as the step log records it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct RequestRecord {
-    /// HTTP method.
-    pub method: String,
-    /// Full URL, with secret values masked.
-    pub url: String,
-    /// Response status, when a response arrived.
-    pub status: Option<u16>,
-    /// Why no response arrived: refused by policy, connect failure, ...
-    pub error: Option<String>,
-    /// From the request leaving the plugin to the response headers.
-    pub duration_ms: u64,
-    /// Made by the host for the plugin (a credential's token request).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub by_host: bool,
-    /// The host attached a credential to it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub credential: bool,
-}
-
-/// A credential resolved for one call: where it goes and what header it sets.
-#[derive(Clone)]
-pub(crate) struct AttachedCredential {
-    pub origin: Origin,
-    pub header: HeaderName,
-    pub value: Attach,
-    /// Every form of the value the host produced (the header as sent, the
-    /// bare secret, basic's base64, ...): what responses are scrubbed of.
-    pub forms: Vec<String>,
-}
-
-/// What a credential puts in its header.
-#[derive(Clone)]
-pub(crate) enum Attach {
-    /// A fixed value (bearer, basic, API key).
-    Static(HeaderValue),
-    /// `Bearer <token>` from a token flow the host runs.
-    Flow(Flow),
-}
+pub use crate::report::RequestRecord;
 
 /// What one call may reach. Cheap to clone into each request's future.
 #[derive(Clone)]
@@ -200,28 +163,9 @@ impl PolicyInner {
                 return Err(code);
             }
         };
-        let mut flows = Vec::new();
-        for cred in self.credentials.iter().filter(|c| c.origin == origin) {
-            let value = match &cred.value {
-                Attach::Static(v) => v.clone(),
-                Attach::Flow(flow) => match self.flow_header(flow).await {
-                    Ok(v) => {
-                        flows.push(flow);
-                        v
-                    }
-                    Err(e) => {
-                        self.journal.finish(
-                            entry,
-                            None,
-                            Some(self.redactor.redact(&format!("credential: {e}"))),
-                        );
-                        return Err(HttpError::InternalError(Some(self.redactor.redact(&e))));
-                    }
-                },
-            };
-            request.headers_mut().insert(cred.header.clone(), value);
-            self.journal.credential_attached(entry);
-        }
+        let flows = self
+            .attach_credentials(&mut request, &origin, entry)
+            .await?;
         let scrubber = self.scrubber();
         if scrubber.is_some() {
             // A partial range of an echo would be a piece of a credential
@@ -281,38 +225,6 @@ impl PolicyInner {
                 Err(e)
             }
         }
-    }
-
-    /// The scrubber for every credential form attached so far, if any.
-    fn scrubber(&self) -> Option<Arc<Scrubber>> {
-        let mut forms = self.forms.lock().expect("forms lock");
-        if forms.1.is_none() && !forms.0.is_empty() {
-            forms.1 = Scrubber::new(&forms.0).map(Arc::new);
-        }
-        forms.1.clone()
-    }
-
-    /// `Bearer <token>` for a flow, fetching the token if none is cached.
-    async fn flow_header(&self, flow: &Flow) -> Result<HeaderValue, String> {
-        let (token, fetched) = self.tokens.token(flow).await;
-        if let Some(mut r) = fetched {
-            r.error = r.error.map(|e| self.redactor.redact(&e));
-            self.journal.push_host(r);
-        }
-        let token = token?;
-        self.redactor.add(&token);
-        {
-            let header = format!("Bearer {token}");
-            let mut forms = self.forms.lock().expect("forms lock");
-            if !forms.0.contains(&header) {
-                forms.0.extend([header, token.clone()]);
-                forms.1 = None;
-            }
-        }
-        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the token endpoint returned a token unfit for a header".to_string())?;
-        v.set_sensitive(true);
-        Ok(v)
     }
 
     /// Decide whether a URL may be reached, and at which addresses.
@@ -397,7 +309,7 @@ impl PolicyInner {
                 None => rustls::pki_types::ServerName::try_from(origin.host.clone())
                     .map_err(HttpError::InvalidDnsNameError)?,
             };
-            let tls = tokio_rustls::TlsConnector::from(tls_config())
+            let tls = tokio_rustls::TlsConnector::from(crate::tls::client_config())
                 .connect(name, stream)
                 .await
                 .map_err(HttpError::Tls)?;
@@ -467,25 +379,4 @@ fn describe(e: &HttpError) -> String {
         HttpError::Hyper(h) => format!("HTTP error: {h}"),
         other => format!("{other:?}"),
     }
-}
-
-/// The TLS client configuration every outbound connection uses: the Mozilla
-/// roots, ring, the safe protocol versions.
-pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
 }

@@ -160,7 +160,7 @@ impl PgStore {
             .build()
             .map_err(|e| Error::Store(format!("cannot start the PostgreSQL runtime: {e}")))?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-            crate::runtime::net::tls_config().as_ref().clone(),
+            crate::tls::client_config().as_ref().clone(),
         );
         let listener = (config.clone(), tls.clone());
         let manager = Manager::from_config(
@@ -357,7 +357,7 @@ impl TicketRow {
             updated_ms: t.updated_ms as i64,
             in_flight: !t.state.is_terminal(),
             body: encode(t)?,
-            subject_key: crate::scheduler::subject_key(&t.subject),
+            subject_key: crate::ticket::subject_key(&t.subject),
             fence: fence.unwrap_or(0),
             events: t.head.len as i64,
             head_hash: t.head.hash.clone(),
@@ -798,7 +798,9 @@ impl Store for PgStore {
             Some((i, Refusal::Fenced)) => Err(Error::Fenced(format!(
                 "batch {i} was written under a lease its ticket no longer has"
             ))),
-            Some((_, other)) => Err(Error::Refused(other)),
+            // A create refused for its key or subject is an expected
+            // outcome only through the commit queue, which asks for it.
+            Some((i, other)) => Err(Error::Conflict(format!("batch {i} was refused: {other}"))),
         }
     }
 

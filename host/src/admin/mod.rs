@@ -7,17 +7,20 @@
 //! for different code. `--dev` relaxes both, loudly. Every change lands in
 //! the system trail with its principal.
 
+pub mod follow;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::audit::system::SystemTrail;
 use crate::audit::{AuditKind, Draft};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+pub use crate::runtime::package::Bundle;
 use crate::runtime::{Plugin, Runtime, package::PluginFiles, sha256_hex};
 use crate::scheduler::Scheduler;
+use crate::shared::system_trail::SystemTrail;
 use crate::signing::{SIGNATURE_FILE, TrustedKeys};
 use crate::ticket::now_ms;
 use crate::workflow::Workflow;
@@ -33,17 +36,6 @@ pub struct PluginPolicy {
     /// Development mode: accept unsigned, untrusted or tampered plugins and
     /// downgrades, with a warning.
     pub dev: bool,
-}
-
-/// A plugin as uploaded: the files a signature covers.
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    /// `plugin.toml` text.
-    pub manifest: String,
-    /// The component.
-    pub wasm: Vec<u8>,
-    /// `plugin.sig` text.
-    pub signature: Option<String>,
 }
 
 /// What an install did.
@@ -283,7 +275,7 @@ impl Admin {
 
     /// Check, compile, write to `plugins/<name>/`, record, and hand the
     /// plugin to the scheduler; on a shared store, publish it for the
-    /// other workers to install too ([`crate::shared_plugins`]).
+    /// other workers to install too ([`crate::shared::plugins`]).
     pub async fn install(
         &self,
         scheduler: &Scheduler,
@@ -296,7 +288,7 @@ impl Admin {
             let store = scheduler.store().clone();
             let name = installed.name.clone();
             tokio::task::spawn_blocking(move || {
-                crate::shared_plugins::publish(store.as_ref(), &name, &published)
+                crate::shared::plugins::publish(store.as_ref(), &name, &published)
             })
             .await
             .map_err(|e| Error::Store(e.to_string()))?
@@ -425,7 +417,7 @@ impl Admin {
         scheduler.set_workflows(all)?;
         if scheduler.store().documents().is_some() {
             // Every worker of the shared store follows.
-            crate::workflow::shared::publish(scheduler.store().as_ref(), &wf)?;
+            crate::shared::workflows::publish(scheduler.store().as_ref(), &wf)?;
         }
         let path = self.workflows_dir.join(format!("{name}.toml"));
         let tmp = path.with_extension("toml.tmp");

@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::NewTicket;
 use crate::error::{Error, Result};
-use crate::scheduler::NewTicket;
 
 /// One hook.
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +228,19 @@ impl Hook {
             .collect();
         Ok((event_id, tickets))
     }
+}
+
+/// The batch of one event's people (`H-…`, from the hook and the event
+/// id), to follow and steer together.
+pub fn batch_id(hook: &str, event_id: &str) -> String {
+    let hash = crate::digest::sha256_hex(format!("{hook}\n{event_id}").as_bytes());
+    format!("H-{}", &hash[..16])
+}
+
+/// The idempotency key of the `index`th person of an event: a replayed
+/// event creates nothing new.
+pub fn person_key(hook: &str, event_id: &str, index: usize) -> String {
+    format!("hook:{hook}:{event_id}:{index}")
 }
 
 #[cfg(test)]

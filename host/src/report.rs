@@ -1,10 +1,10 @@
-//! What a call returns: the outcome, the log, the outbound requests.
+//! What a plugin call returns (the outcome, the log, the outbound requests)
+//! and what it is given: plain data shared by the runtime, which makes it,
+//! the ticket and the store, which keep it, and the API, which shows it.
+//! A leaf: it imports nothing of the crate.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::net::RequestRecord;
-use super::state::LogLine;
 
 /// Which export to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,4 +197,36 @@ impl CallReport {
             Outcome::Succeeded { .. } => None,
         }
     }
+}
+
+/// One line of a step's log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    /// Milliseconds since the call started.
+    pub at_ms: u64,
+    /// `trace` .. `error`, or `stdout`/`stderr` for captured output.
+    pub level: String,
+    /// The message, secrets masked.
+    pub message: String,
+}
+
+/// One outbound request, as the step log records it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Full URL, with secret values masked.
+    pub url: String,
+    /// Response status, when a response arrived.
+    pub status: Option<u16>,
+    /// Why no response arrived: refused by policy, connect failure, ...
+    pub error: Option<String>,
+    /// From the request leaving the plugin to the response headers.
+    pub duration_ms: u64,
+    /// Made by the host for the plugin (a credential's token request).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_host: bool,
+    /// The host attached a credential to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credential: bool,
 }

@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{AuditEvent, ChainHead, Draft, link, verify};
+use super::documents;
+use crate::audit::{AuditEvent, ChainBreak, ChainHead, Draft, link, verify};
 use crate::error::{Error, Result};
 use crate::store::{Batch, Store};
 
@@ -58,9 +59,7 @@ impl SystemTrail {
     /// The trail every worker of `store` shares (a store with
     /// [`Store::documents`]); this worker's events name it as `worker`.
     pub fn shared(store: Arc<dyn Store>, worker: &str) -> Result<Self> {
-        if store.documents().is_none() {
-            return Err(Error::Store("this store keeps no shared documents".into()));
-        }
+        documents(store.as_ref())?;
         Ok(Self {
             place: Place::Shared {
                 store,
@@ -132,7 +131,7 @@ impl SystemTrail {
     /// event past its head (a worker stopped between its append and the
     /// head's advance): that is not loss, and the events past it must
     /// chain on as well.
-    pub fn verify(&self) -> Result<std::result::Result<(), super::ChainBreak>> {
+    pub fn verify(&self) -> Result<std::result::Result<(), ChainBreak>> {
         let events = self.events()?;
         let head = self.head()?;
         if matches!(self.place, Place::File { .. }) {
@@ -156,9 +155,7 @@ fn head_of(events: &[AuditEvent]) -> ChainHead {
 
 /// The shared head and its document version.
 fn shared_head(store: &dyn Store) -> Result<(ChainHead, Option<i64>)> {
-    let docs = store
-        .documents()
-        .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))?;
+    let docs = documents(store)?;
     match docs.get(HEAD_DOCUMENT)? {
         Some((text, version)) => Ok((
             serde_json::from_str(&text)
@@ -191,9 +188,7 @@ fn append_shared(store: &dyn Store, worker: &str, draft: Draft, at_ms: u64) -> R
             Err(e) => return Err(e),
         }
     };
-    let docs = store
-        .documents()
-        .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))?;
+    let docs = documents(store)?;
     loop {
         let (head, version) = shared_head(store)?;
         if head.len > event.seq {

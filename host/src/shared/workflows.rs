@@ -7,23 +7,13 @@
 //! worker publishes; every worker follows within a second.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::Workflow;
+use super::documents;
 use crate::error::{Error, Result};
-use crate::scheduler::Scheduler;
-use crate::store::{Batch, Documents, Store};
+use crate::store::{Batch, Store};
+use crate::workflow::Workflow;
 
 const PREFIX: &str = "workflows/";
-
-/// How often a worker looks for workflows changed through another.
-const FOLLOW_EVERY: Duration = Duration::from_secs(1);
-
-fn documents(store: &dyn Store) -> Result<&dyn Documents> {
-    store
-        .documents()
-        .ok_or_else(|| Error::Store("this store keeps no shared documents".into()))
-}
 
 /// Make `wf` the current version of its workflow for every worker: pin
 /// it, then point its document at it.
@@ -44,7 +34,9 @@ pub fn publish(store: &dyn Store, wf: &Workflow) -> Result<()> {
 }
 
 /// The store's current workflows, and the hash each document named.
-fn current(store: &dyn Store) -> Result<(BTreeMap<String, Workflow>, BTreeMap<String, String>)> {
+pub fn current(
+    store: &dyn Store,
+) -> Result<(BTreeMap<String, Workflow>, BTreeMap<String, String>)> {
     let mut workflows = BTreeMap::new();
     let mut hashes = BTreeMap::new();
     for (doc, hash, _) in documents(store)?.list(PREFIX)? {
@@ -98,43 +90,4 @@ pub fn lacking(
         .filter(|p| !has(p))
         .map(str::to_string)
         .collect()
-}
-
-/// Keep `scheduler`'s workflows the store's current ones (plus `local`,
-/// this worker's own: the sandbox's), looking every second. A plugin they
-/// name that this worker lacks is marked unavailable
-/// ([`Scheduler::lacks_plugin`]); a set it still cannot load is logged and
-/// the last one kept.
-pub fn follow(scheduler: Scheduler, local: BTreeMap<String, Workflow>) {
-    let weak = scheduler.downgrade();
-    drop(scheduler);
-    tokio::spawn(async move {
-        let mut seen: Option<BTreeMap<String, String>> = None;
-        loop {
-            tokio::time::sleep(FOLLOW_EVERY).await;
-            let Some(scheduler) = Scheduler::upgrade(&weak) else {
-                return;
-            };
-            if scheduler.is_draining() {
-                return;
-            }
-            match current(scheduler.store().as_ref()) {
-                Ok((workflows, hashes)) if seen.as_ref() != Some(&hashes) => {
-                    for plugin in workflows.values().flat_map(Workflow::plugins) {
-                        scheduler.lacks_plugin(plugin, NOT_HERE);
-                    }
-                    let mut all = workflows;
-                    all.extend(local.clone());
-                    match scheduler.set_workflows(all) {
-                        Ok(()) => seen = Some(hashes),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot load the shared workflows; keeping the last set")
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the shared workflows"),
-            }
-        }
-    });
 }
