@@ -10,9 +10,12 @@
 //!    file's content (so the same file sent again creates nothing) and
 //!    hands the rows to the scheduler `CONCURRENCY` at a time, stopping at
 //!    the first store error;
-//! 3. [`request`] holds each [`NewTicket`] to its shape and the limits;
-//! 4. the scheduler (`crate::scheduler`, `create.rs`) checks its inputs
-//!    against the workflow's declarations and commits it.
+//! 3. [`request`] holds each [`NewTicket`] to its shape and the limits,
+//!    checks its inputs against the workflow's declarations (typed,
+//!    defaults filled in) and builds the ticket it opens;
+//! 4. the scheduler (`crate::scheduler`, `create.rs`) calls those under the
+//!    locks that keep one open ticket per person and workflow and one
+//!    ticket per idempotency key, and commits the ticket before answering.
 //!
 //! An HR webhook's event takes the same path from step 3, mapped by
 //! [`webhook`]; the API's create starts at step 3.

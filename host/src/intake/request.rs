@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use super::IntakeLimits;
 use crate::error::{Error, Result};
+use crate::ticket::{StepRecord, Ticket, TicketState, new_id};
+use crate::workflow::Workflow;
 
 /// A request for a new ticket: one subject, one workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -65,5 +67,51 @@ impl NewTicket {
             )));
         }
         Ok(())
+    }
+
+    /// The inputs as a ticket of `wf` keeps them: checked against its
+    /// declarations, typed, defaults filled in; the error names every
+    /// field that does not fit.
+    pub fn checked_inputs(&self, wf: &Workflow) -> Result<Value> {
+        wf.check_inputs(&self.subject, &self.inputs)
+            .map_err(Error::Usage)
+    }
+
+    /// The ticket this request opens at `now`, pinned to `wf` (whose
+    /// content hash is `hash`), with `inputs` as [`Self::checked_inputs`]
+    /// gave them: its SLA set from the workflow, every step pending.
+    pub fn open(
+        self,
+        wf: &Workflow,
+        hash: &str,
+        inputs: Value,
+        requested_by: &str,
+        now: u64,
+    ) -> Result<Ticket> {
+        let sla = wf.sla_times(now).map_err(Error::Workflow)?;
+        Ok(Ticket {
+            id: new_id(now),
+            workflow: wf.name.clone(),
+            workflow_hash: hash.to_string(),
+            workflow_version: wf.version.clone(),
+            subject: self.subject.trim().to_string(),
+            inputs,
+            state: TicketState::Pending,
+            requested_by: requested_by.to_string(),
+            batch: self.batch,
+            created_ms: now,
+            updated_ms: now,
+            sla_deadline_ms: sla.map(|(deadline, _)| deadline),
+            sla_breached: false,
+            sla_at_risk_ms: sla.map(|(_, at_risk)| at_risk),
+            sla_at_risk: false,
+            compensating: false,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| (s.name.clone(), StepRecord::new()))
+                .collect(),
+            head: Default::default(),
+        })
     }
 }

@@ -13,7 +13,7 @@ use crate::cpu;
 use crate::error::{Error, Result};
 use crate::intake::NewTicket;
 use crate::store::{Batch, Committed, Refusal};
-use crate::ticket::{StepRecord, Ticket, TicketState, new_id, now_ms, subject_key};
+use crate::ticket::{Ticket, now_ms, subject_key};
 
 impl Scheduler {
     /// Create a ticket; it is durable when this returns. With an
@@ -47,10 +47,7 @@ impl Scheduler {
             .get(&req.workflow)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no workflow named `{}`", req.workflow)))?;
-        // The inputs as the ticket keeps them: typed, defaults filled in.
-        let inputs = wf
-            .check_inputs(&req.subject, &req.inputs)
-            .map_err(Error::Usage)?;
+        let inputs = req.checked_inputs(&wf)?;
         let _guard = match idempotency_key {
             Some(key) => {
                 let guard = self.inner.create_locks[stripe(key)].lock().await;
@@ -63,18 +60,7 @@ impl Scheduler {
         };
         let open_key = (wf.name.clone(), subject_key(&req.subject));
         let _subject_guard = self.inner.subject_locks[stripe(&open_key)].lock().await;
-        let open = match self.leases() {
-            // Shared by several workers: the database knows every open ticket.
-            Some(leases) if !req.allow_duplicate => leases.open_for(&open_key.0, &open_key.1)?,
-            Some(_) => None,
-            None => self
-                .inner
-                .open
-                .lock()
-                .expect("open lock")
-                .get(&open_key)
-                .cloned(),
-        };
+        let open = self.open_ticket(&open_key, req.allow_duplicate)?;
         if !req.allow_duplicate
             && let Some(id) = open
         {
@@ -86,31 +72,8 @@ impl Scheduler {
             return Err(already_open(req.subject.trim(), &wf.name, &id));
         }
         let now = now_ms();
-        let sla = wf.sla_times(now).map_err(Error::Workflow)?;
-        let mut ticket = Ticket {
-            id: new_id(now),
-            workflow: wf.name.clone(),
-            workflow_hash: hash.clone(),
-            workflow_version: wf.version.clone(),
-            subject: req.subject.trim().to_string(),
-            inputs,
-            state: TicketState::Pending,
-            requested_by: requested_by.to_string(),
-            batch: req.batch,
-            created_ms: now,
-            updated_ms: now,
-            sla_deadline_ms: sla.map(|(deadline, _)| deadline),
-            sla_breached: false,
-            sla_at_risk_ms: sla.map(|(_, at_risk)| at_risk),
-            sla_at_risk: false,
-            compensating: false,
-            steps: wf
-                .steps
-                .iter()
-                .map(|s| (s.name.clone(), StepRecord::new()))
-                .collect(),
-            head: Default::default(),
-        };
+        let allow_duplicate = req.allow_duplicate;
+        let mut ticket = req.open(&wf, &hash, inputs, requested_by, now)?;
         let set = self.plugin_set();
         let tr = machine::apply(
             &mut ticket,
@@ -140,7 +103,7 @@ impl Scheduler {
                 .map(|k| vec![(k.to_string(), ticket.id.clone())])
                 .unwrap_or_default(),
             fence: self.leases().map(|l| l.fence_for_new()).transpose()?,
-            exclusive: (!req.allow_duplicate).then(|| open_key.clone()),
+            exclusive: (!allow_duplicate).then(|| open_key.clone()),
         };
         let fence = batch.fence;
         let counted: Vec<AuditKind> = batch.events.iter().map(|e| e.kind).collect();
@@ -163,22 +126,7 @@ impl Scheduler {
                     .remove(&ticket.workflow_hash);
             }
             return match e {
-                // Another worker's create for the same key landed first:
-                // its ticket is the answer, as for a repeat here.
-                Ok(Refusal::KeyTaken(key)) => match self.created_for(Some(&key))? {
-                    Some(found) => Ok((found, false)),
-                    None => Err(Error::Store(format!(
-                        "idempotency key {key} was taken and is gone"
-                    ))),
-                },
-                Ok(Refusal::SubjectOpen(id)) => match self.created_for(idempotency_key)? {
-                    Some(found) => Ok((found, false)),
-                    None => Err(already_open(&ticket.subject, &wf.name, &id)),
-                },
-                Ok(Refusal::Fenced) => Err(Error::Fenced(format!(
-                    "the create of {} was written under a lease it does not hold",
-                    ticket.id
-                ))),
+                Ok(refusal) => self.refused(refusal, &ticket, idempotency_key),
                 Err(other) => Err(other),
             };
         }
@@ -193,6 +141,55 @@ impl Scheduler {
             fence,
         );
         Ok((ticket, true))
+    }
+
+    /// The open ticket of `open_key` (workflow, subject key), unless a
+    /// duplicate is allowed: a shared store asks the database, which knows
+    /// every worker's; one process knows its own.
+    fn open_ticket(
+        &self,
+        open_key: &(String, String),
+        allow_duplicate: bool,
+    ) -> Result<Option<String>> {
+        Ok(match self.leases() {
+            Some(leases) if !allow_duplicate => leases.open_for(&open_key.0, &open_key.1)?,
+            Some(_) => None,
+            None => self
+                .inner
+                .open
+                .lock()
+                .expect("open lock")
+                .get(open_key)
+                .cloned(),
+        })
+    }
+
+    /// The answer to a create a shared store refused: another worker's
+    /// create for the same key, or of an open ticket for the same subject,
+    /// landed first.
+    fn refused(
+        &self,
+        refusal: Refusal,
+        ticket: &Ticket,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Ticket, bool)> {
+        match refusal {
+            // Its ticket is the answer, as for a repeat here.
+            Refusal::KeyTaken(key) => match self.created_for(Some(&key))? {
+                Some(found) => Ok((found, false)),
+                None => Err(Error::Store(format!(
+                    "idempotency key {key} was taken and is gone"
+                ))),
+            },
+            Refusal::SubjectOpen(id) => match self.created_for(idempotency_key)? {
+                Some(found) => Ok((found, false)),
+                None => Err(already_open(&ticket.subject, &ticket.workflow, &id)),
+            },
+            Refusal::Fenced => Err(Error::Fenced(format!(
+                "the create of {} was written under a lease it does not hold",
+                ticket.id
+            ))),
+        }
     }
 
     /// The ticket idempotency key `key` created, if it created one.

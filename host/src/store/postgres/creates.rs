@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use sha2::Digest;
 
-use super::{BatchRows, pg};
+use super::pg;
+use super::write::BatchRows;
 use crate::error::Result;
 use crate::store::Refusal;
 
