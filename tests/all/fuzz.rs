@@ -1,7 +1,9 @@
 //! Schemathesis, a schema-driven fuzzer, against the real `itsm serve` and
 //! its own `/v1/openapi.json`: no input it generates may cause a 5xx, and
 //! every answer must match the documented status codes, content types and
-//! schemas.
+//! schemas. And `openapi-spec-validator`, an independent validator of the
+//! document itself: client generators refuse a document it refuses (two
+//! operations with one `operationId`, say).
 
 use crate::support::{create_token, start_server};
 
@@ -55,6 +57,54 @@ async fn the_openapi_document_holds_under_schemathesis() {
     assert!(
         report.contains("Tested: 30"),
         "every operation was exercised: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_passes_openapi_spec_validator_with_one_id_per_operation() {
+    let home = tempfile::tempdir().unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let doc: serde_json::Value = server
+        .client()
+        .get(format!("{}/v1/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The document is the whole API: every operation is there, each with an id.
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op.get("operationId").and_then(|id| id.as_str()))
+        .collect();
+    assert_eq!(ids.len(), 30, "every operation has an operationId: {ids:?}");
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "operationIds repeat: {ids:?}");
+
+    let path = home.path().join("openapi.json");
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let validator = which("openapi-spec-validator").unwrap_or_else(|| {
+        panic!(
+            "openapi-spec-validator is not installed: run `pip install -r requirements-test.txt`"
+        )
+    });
+    let out = tokio::process::Command::new(validator)
+        .args(["--validation-errors", "all"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with(": OK"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

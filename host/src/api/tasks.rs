@@ -74,7 +74,7 @@ struct TaskList {
 }
 
 /// Open human tasks: all, the caller's (`mine`), or a group's.
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", operation_id = "list_tasks", params(TaskQuery),
     responses((status = 200, description = "Open tasks", body = TaskList), (status = 400, description = "Malformed query, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
 async fn list(
     State(app): State<AppState>,
