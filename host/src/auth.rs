@@ -41,6 +41,40 @@ pub struct TokenEntry {
     /// When it was made (RFC 3339), for people reading the file.
     #[serde(default)]
     pub created: String,
+    /// When it stops working (RFC 3339); absent: never. A person's token
+    /// expires after [`PERSON_TOKEN_LIFETIME`] unless told otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// A service's token (an HR system, a pipeline), not a person's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
+}
+
+/// How long a person's token works unless `--expires` says otherwise: a
+/// token handed to someone for one layoff should not outlive their role.
+pub const PERSON_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// How long a new token works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// A person's: [`PERSON_TOKEN_LIFETIME`]; a service's: no end.
+    #[default]
+    Default,
+    /// No end.
+    Never,
+    /// This long from now.
+    For(std::time::Duration),
+}
+
+impl TokenEntry {
+    /// When it stops working, if it does; an `expires` that does not read
+    /// as RFC 3339 (a hand edit gone wrong) counts as already past.
+    fn expiry(&self) -> Option<SystemTime> {
+        self.expires
+            .as_deref()
+            .map(|e| humantime::parse_rfc3339_weak(e).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
 }
 
 /// The whole file.
@@ -111,6 +145,19 @@ impl TokenFile {
         roles: &[String],
         email: Option<&str>,
     ) -> Result<String> {
+        self.issue_with(name, roles, email, false, Lifetime::Default)
+    }
+
+    /// [`TokenFile::issue_for`], as a service's token (`service`) or a
+    /// person's, working for `lifetime`.
+    pub fn issue_with(
+        &mut self,
+        name: &str,
+        roles: &[String],
+        email: Option<&str>,
+        service: bool,
+        lifetime: Lifetime,
+    ) -> Result<String> {
         validate_name(name)?;
         if let Some(e) = email
             && !crate::principal::is_email(e)
@@ -138,6 +185,13 @@ impl TokenFile {
             email: email.map(|e| e.trim().to_lowercase()),
             sha256: hash(&token),
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            expires: match (lifetime, service) {
+                (Lifetime::For(d), _) => Some(d),
+                (Lifetime::Default, false) => Some(PERSON_TOKEN_LIFETIME),
+                (Lifetime::Default, true) | (Lifetime::Never, _) => None,
+            }
+            .map(|d| humantime::format_rfc3339_seconds(SystemTime::now() + d).to_string()),
+            service,
         });
         Ok(token)
     }
@@ -254,6 +308,9 @@ pub enum Unauthenticated {
     /// A token not in the file.
     #[error("unknown or revoked token")]
     Unknown,
+    /// A token past its expiry: whose, and when it expired.
+    #[error("the token of {0} expired at {1}: ask an admin for a new one (`itsm token create`)")]
+    Expired(String, String),
     /// The server has no tokens at all.
     #[error(
         "this server has no API tokens yet: create one with `itsm token create --name NAME --role ROLE`"
@@ -276,7 +333,8 @@ pub struct Tokens {
 #[derive(Debug, Default)]
 struct Cached {
     stamp: Option<Stamp>,
-    by_hash: BTreeMap<String, Principal>,
+    /// Each token's principal, and when the token stops working.
+    by_hash: BTreeMap<String, (Principal, Option<SystemTime>)>,
 }
 
 /// What says the cached tokens are current.
@@ -325,11 +383,19 @@ impl Tokens {
         if cache.by_hash.is_empty() {
             return Err(Unauthenticated::NoTokens);
         }
-        cache
+        let (principal, expiry) = cache
             .by_hash
             .get(&hash(token))
-            .cloned()
-            .ok_or(Unauthenticated::Unknown)
+            .ok_or(Unauthenticated::Unknown)?;
+        if let Some(at) = expiry
+            && *at <= SystemTime::now()
+        {
+            return Err(Unauthenticated::Expired(
+                principal.name.clone(),
+                humantime::format_rfc3339_seconds(*at).to_string(),
+            ));
+        }
+        Ok(principal.clone())
     }
 
     /// Re-read the file if its modification time or size changed; the
@@ -367,13 +433,17 @@ impl Tokens {
             .tokens
             .into_iter()
             .map(|t| {
+                let expiry = t.expiry();
                 (
                     t.sha256.to_ascii_lowercase(),
-                    Principal {
-                        name: t.name,
-                        roles: t.roles.into_iter().collect(),
-                        email: t.email,
-                    },
+                    (
+                        Principal {
+                            name: t.name,
+                            roles: t.roles.into_iter().collect(),
+                            email: t.email,
+                        },
+                        expiry,
+                    ),
                 )
             })
             .collect();
@@ -444,5 +514,86 @@ mod tests {
         assert!(file.issue("has space", &["operator".into()]).is_err());
         assert!(file.issue("ok", &[]).is_err());
         assert!(file.issue("ok", &["bad role".into()]).is_err());
+    }
+
+    #[test]
+    fn a_persons_token_expires_by_default_a_services_does_not_and_a_past_expiry_is_refused_naming_it()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let mut file = TokenFile::default();
+        let person = file.issue("ann", &["operator".into()]).unwrap();
+        let service = file
+            .issue_with(
+                "hr-system",
+                &["operator".into()],
+                None,
+                true,
+                Lifetime::Default,
+            )
+            .unwrap();
+        let short = file
+            .issue_with(
+                "temp",
+                &["auditor".into()],
+                None,
+                false,
+                Lifetime::For(std::time::Duration::from_secs(3600)),
+            )
+            .unwrap();
+        let expiry = |name: &str| {
+            let t = file.tokens.iter().find(|t| t.name == name).unwrap();
+            t.expiry()
+                .map(|at| at.duration_since(SystemTime::now()).unwrap().as_secs())
+        };
+        // A person's: about 90 days; a service's: none; an hour: an hour.
+        let days_90 = PERSON_TOKEN_LIFETIME.as_secs();
+        assert!(expiry("ann").is_some_and(|s| s > days_90 - 60 && s <= days_90));
+        assert_eq!(expiry("hr-system"), None);
+        assert!(expiry("temp").is_some_and(|s| s > 3500 && s <= 3600));
+        assert!(
+            file.tokens
+                .iter()
+                .any(|t| t.name == "hr-system" && t.service)
+        );
+
+        // The same tokens, one of them past its expiry, as the server reads them.
+        let past = "2020-01-01T00:00:00Z";
+        file.tokens
+            .iter_mut()
+            .find(|t| t.name == "temp")
+            .unwrap()
+            .expires = Some(past.into());
+        file.write(&path).unwrap();
+        let tokens = Tokens::new(path.clone());
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(
+            tokens.authenticate(Some(&bearer(&person))).unwrap().name,
+            "ann"
+        );
+        assert_eq!(
+            tokens.authenticate(Some(&bearer(&service))).unwrap().name,
+            "hr-system"
+        );
+        let refused = tokens.authenticate(Some(&bearer(&short))).unwrap_err();
+        assert_eq!(
+            refused,
+            Unauthenticated::Expired("temp".into(), past.into())
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains("expired at 2020-01-01T00:00:00Z")
+        );
+        // A file written before expiry existed reads, and its tokens never expire.
+        let old = TokenFile::parse(
+            &format!(
+                "[[tokens]]\nname = \"old\"\nroles = [\"operator\"]\nsha256 = \"{}\"\n",
+                hash("itsm_old")
+            ),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(old.tokens[0].expiry(), None);
     }
 }

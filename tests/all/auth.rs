@@ -162,3 +162,86 @@ async fn roles_gate_each_call_and_an_approver_cannot_approve_what_they_imported(
     let tokens = std::fs::read_to_string(home.path().join("tokens.toml")).unwrap();
     assert!(!tokens.contains("helpdesk") && tokens.contains("sec-lead"));
 }
+
+/// `itsm token create --expires` against the real server: the token works,
+/// then, past its expiry, gets a 401 naming it; `itsm token list` shows
+/// each token's kind and expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_gets_401_naming_its_expiry() {
+    let home = tempfile::tempdir().unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let itsm = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+            .args(args)
+            .arg("--home")
+            .arg(home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lifetime = std::time::Duration::from_secs(8);
+    let created = std::time::Instant::now();
+    let token = itsm(&[
+        "token",
+        "create",
+        "--name",
+        "temp",
+        "--role",
+        "auditor",
+        "--expires",
+        "8s",
+    ])
+    .trim()
+    .to_string();
+    let url = format!("{}/v1/tickets", server.base);
+    // Before its expiry the token works (the situation under test: it was valid).
+    let (status, error) = status_and_error(client_as(&token).get(&url)).await;
+    assert_eq!(status, 200, "{error}");
+    assert!(
+        created.elapsed() < lifetime,
+        "the valid call came too late to count"
+    );
+
+    itsm(&[
+        "token",
+        "create",
+        "--name",
+        "hr-system",
+        "--role",
+        "operator",
+        "--service",
+    ]);
+    let list = itsm(&["token", "list"]);
+    let line = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{list}"))
+            .to_string()
+    };
+    assert!(
+        line("hr-system ").contains(" service ") && line("hr-system ").ends_with("never"),
+        "{list}"
+    );
+    assert!(
+        line("temp ").contains(" person ") && !line("temp ").ends_with("never"),
+        "{list}"
+    );
+
+    let past =
+        (lifetime + std::time::Duration::from_millis(1500)).saturating_sub(created.elapsed());
+    tokio::time::sleep(past).await;
+    let (status, error) = status_and_error(client_as(&token).get(&url)).await;
+    assert_eq!(status, 401);
+    assert!(
+        error.contains("the token of temp expired at "),
+        "the 401 names the expiry: {error}"
+    );
+    // Other tokens are untouched.
+    let (status, _) = status_and_error(server.client().get(&url)).await;
+    assert_eq!(status, 200);
+}

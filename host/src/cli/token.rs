@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::Exit;
 use super::serve::TOKENS_FILE;
-use crate::auth::{BUILTIN_ROLES, TokenPlace};
+use crate::auth::{BUILTIN_ROLES, Lifetime, TokenPlace};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
@@ -26,6 +26,14 @@ pub(crate) enum TokenCommand {
         /// The person's e-mail: human tasks assigned to it are theirs.
         #[arg(long)]
         email: Option<String>,
+        /// A service's token (an HR system, a pipeline), not a person's: it
+        /// does not expire unless `--expires` says so.
+        #[arg(long)]
+        service: bool,
+        /// How long the token works (`90d`, `12h`, ...), or `never`. A
+        /// person's token works 90 days by default.
+        #[arg(long, value_parser = parse_lifetime)]
+        expires: Option<Lifetime>,
         #[command(flatten)]
         home: Home,
     },
@@ -81,18 +89,30 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
             name,
             roles,
             email,
+            service,
+            expires,
             home,
         } => {
             let place = home.place()?;
-            let token = place.update(|file| file.issue_for(&name, &roles, email.as_deref()))?;
+            let lifetime = expires.unwrap_or_default();
+            let token = place.update(|file| {
+                file.issue_with(&name, &roles, email.as_deref(), service, lifetime)
+            })?;
             for r in roles
                 .iter()
                 .filter(|r| !BUILTIN_ROLES.contains(&r.as_str()))
             {
                 eprintln!("note: `{r}` is not a built-in role; it is a group (approvals, tasks)");
             }
+            let (file, _) = place.read()?;
+            let expires = file
+                .tokens
+                .iter()
+                .find(|t| t.name == name)
+                .and_then(|t| t.expires.clone())
+                .map_or_else(|| "never expires".to_string(), |at| format!("expires {at}"));
             eprintln!(
-                "token for {name} ({}); shown once, only its hash is kept in {}:",
+                "token for {name} ({}; {expires}); shown once, only its hash is kept in {}:",
                 roles.join(", "),
                 place.describe()
             );
@@ -100,14 +120,19 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
         }
         TokenCommand::List { home } => {
             let (file, _) = home.place()?.read()?;
-            println!("{:<24} {:<32} {:<28} CREATED", "NAME", "ROLES", "EMAIL");
+            println!(
+                "{:<24} {:<8} {:<32} {:<28} {:<21} EXPIRES",
+                "NAME", "KIND", "ROLES", "EMAIL", "CREATED"
+            );
             for t in file.tokens {
                 println!(
-                    "{:<24} {:<32} {:<28} {}",
+                    "{:<24} {:<8} {:<32} {:<28} {:<21} {}",
                     t.name,
+                    if t.service { "service" } else { "person" },
                     t.roles.join(","),
                     t.email.as_deref().unwrap_or("-"),
-                    t.created
+                    t.created,
+                    t.expires.as_deref().unwrap_or("never")
                 );
             }
         }
@@ -119,4 +144,17 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
         }
     }
     Ok(())
+}
+
+/// `--expires`: a duration (`90d`, `12h`) or `never`.
+fn parse_lifetime(text: &str) -> Result<Lifetime, String> {
+    if text == "never" {
+        return Ok(Lifetime::Never);
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 90d or 12h, nor `never`: {e}"))?;
+    if d.is_zero() {
+        return Err("a token that expires at once is no token: give a duration above 0".into());
+    }
+    Ok(Lifetime::For(d))
 }
