@@ -18,6 +18,7 @@ pub mod tls;
 // The core, lowest first: the trail and signatures, plain tickets and
 // manifests and workflows, the store that keeps them, the runtime that
 // runs plugins, and the scheduler that drives tickets through them.
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod bundled;

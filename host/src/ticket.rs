@@ -192,6 +192,10 @@ pub struct Vote {
 pub struct TaskRecord {
     /// The person it is for (an e-mail or principal name, lower case).
     pub assignee: Option<String>,
+    /// Who held it before a reassignment, oldest first: they still read
+    /// the ticket's task ([`crate::access`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_assignees: Vec<String>,
     /// The group whose members may do it.
     pub group: Option<String>,
     /// When it is due (ms since the epoch).

@@ -1197,9 +1197,9 @@
         badge(t.state, { id: 'ticket-state', 'data-testid': 'ticket-state', class: `badge big state-${t.state}` }));
     }
 
-    function renderMeta(t, sla) {
+    function renderMeta(t, sla, view) {
       // The minute makes the relative SLA time ("in 23 h 59 min") move on.
-      if (!changed('meta', [t.workflow, t.workflow_version, t.workflow_hash, t.requested_by, t.batch,
+      if (!changed('meta', [view, t.workflow, t.workflow_version, t.workflow_hash, t.requested_by, t.batch,
         t.created_ms, t.updated_ms, t.sla_deadline_ms, t.sla_breached, t.sla_at_risk, t.compensating, t.inputs,
         Math.floor(Date.now() / 60000)])) return;
       const row = (label, ...value) => [h('dt', null, label), h('dd', null, value)];
@@ -1221,7 +1221,11 @@
             t.sla_breached ? [' ', h('span', { class: 'badge state-failed', 'data-testid': 'sla-breached' }, 'SLA breached')] : '']
           : h('span', { class: 'muted' }, 'none')),
         t.compensating ? row('Compensation', h('span', { class: 'badge state-waiting_approval' }, 'Undoing completed steps')) : null,
-        inputs ? row('Inputs', jsonBlock(inputs, 'Inputs')) : null);
+        inputs ? row('Inputs', jsonBlock(inputs, 'Inputs')) : null,
+        // The server sends a task holder only their task: say so, so an
+        // empty inputs list and a short timeline are not taken for the ticket's.
+        view === 'task' ? row('Shown', h('span', { 'data-testid': 'task-view' },
+          'your task only: the ticket\'s inputs and its other steps are not shown to you')) : null);
     }
 
     function waitingSteps(t) {
@@ -1400,7 +1404,7 @@
       const t = d.ticket;
       const trail = d.trail || [];
       renderHead(t);
-      renderMeta(t, d.sla);
+      renderMeta(t, d.sla, d.view);
       renderApproval(t, trail);
       renderOps(t);
       renderSteps(t, trail, d.workflow_steps);

@@ -19,7 +19,9 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
 async fn a_client_generated_from_the_openapi_document_creates_lists_and_shows_tickets() {
     let home = tempfile::tempdir().unwrap();
     let server = start_server(home.path(), &["--sandbox"]).await;
-    let token = create_token(home.path(), "generated-client", &["operator"]);
+    // The client creates tickets and exports their trail: an operator and
+    // an auditor in one (an operator alone may not export).
+    let token = create_token(home.path(), "generated-client", &["operator", "auditor"]);
     let doc = server
         .client()
         .get(format!("{}/v1/openapi.json", server.base))

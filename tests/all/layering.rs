@@ -25,8 +25,9 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "bundled"],
     // Plain tickets and workflows.
     &["ticket", "workflow"],
-    // Durable state, and running a plugin: neither knows the other.
-    &["store", "runtime"],
+    // Durable state, and running a plugin: neither knows the other. Who
+    // reads which ticket is decided beside them, over plain tickets.
+    &["store", "runtime", "access"],
     &["shared"],
     &["auth", "intake"],
     &["scheduler"],

@@ -29,6 +29,7 @@ mod offboarding;
 mod other_language;
 mod pg;
 mod plugin_new;
+mod read_access;
 mod scheduler;
 mod scim;
 mod scim_peer;

@@ -294,7 +294,7 @@ async fn a_step_whose_plugin_did_not_load_waits_and_runs_once_it_is_installed() 
     let admin = crate::support::client_as(&create_token(home.path(), "admin-1", &["admin"]));
 
     let system: serde_json::Value = crate::support::get_json(
-        &operator,
+        &server.auditor_client(),
         &format!("{}/v1/audit?ticket=system", server.base),
     )
     .await;

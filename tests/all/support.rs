@@ -134,6 +134,9 @@ pub struct Server {
     pub base: String,
     /// A token of `operator-1`, an operator.
     pub operator: String,
+    /// A token of `auditor-1`, an auditor: trails in bulk (export,
+    /// verify) are the auditor's and the admin's, not the operator's.
+    pub auditor: String,
 }
 
 impl Server {
@@ -141,6 +144,31 @@ impl Server {
     pub fn client(&self) -> reqwest::Client {
         client_as(&self.operator)
     }
+
+    /// A client that sends the auditor's token.
+    pub fn auditor_client(&self) -> reqwest::Client {
+        client_as(&self.auditor)
+    }
+}
+
+/// The token of `name` (with `roles`) saved in `home`, made the first time
+/// a server starts there: restarts on the same home keep it, as a real
+/// server's would.
+fn saved_token(home: &std::path::Path, name: &str, roles: &[&str]) -> String {
+    let saved = home.join(format!("{name}.token"));
+    match std::fs::read_to_string(&saved) {
+        Ok(t) => t,
+        Err(_) => {
+            let t = create_token(home, name, roles);
+            std::fs::write(&saved, &t).unwrap();
+            t
+        }
+    }
+}
+
+/// A client with the auditor token a server started on `home` made.
+pub fn auditor_in(home: &std::path::Path) -> reqwest::Client {
+    client_as(&saved_token(home, "auditor-1", &["auditor"]))
 }
 
 /// `itsm token create --home HOME --name NAME --role R...`: the printed token.
@@ -248,16 +276,8 @@ async fn spawn_server(
     stderr: std::process::Stdio,
 ) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    // Restarts on the same home keep the token, as a real server's would.
-    let saved = home.join("operator-1.token");
-    let operator = match std::fs::read_to_string(&saved) {
-        Ok(t) => t,
-        Err(_) => {
-            let t = create_token(home, "operator-1", &["operator"]);
-            std::fs::write(&saved, &t).unwrap();
-            t
-        }
-    };
+    let operator = saved_token(home, "operator-1", &["operator"]);
+    let auditor = saved_token(home, "auditor-1", &["auditor"]);
     let itsm = env!("CARGO_BIN_EXE_itsm");
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
@@ -296,6 +316,7 @@ async fn spawn_server(
         child,
         base,
         operator,
+        auditor,
     }
 }
 

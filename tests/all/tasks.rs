@@ -99,10 +99,20 @@ async fn a_manager_completes_their_task_from_the_inbox_and_the_ticket_moves_on()
     assert!(tasks(&deputy, &base, "mine=true").await.is_empty());
     assert_eq!(tasks(&ops, &base, "group=it-support").await.len(), 2);
 
-    // Someone else may not; an unanswered item and a "no" without a note are refused.
+    // Someone else may not: a person with no relation to the ticket is
+    // told it does not exist; an operator, who sees it, that it is not
+    // theirs. An unanswered item and a "no" without a note are refused.
     let url = |id: &str, what: &str| format!("{base}/v1/tickets/{id}/steps/collect/{what}");
     let (status, body) = post(
         &deputy,
+        &url(&ids[0], "complete"),
+        json!({ "checklist": { "laptop": true, "badge": true } }),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], format!("no ticket {}", ids[0]), "{body}");
+    let (status, body) = post(
+        &ops,
         &url(&ids[0], "complete"),
         json!({ "checklist": { "laptop": true, "badge": true } }),
     )
@@ -227,7 +237,11 @@ async fn a_manager_completes_their_task_from_the_inbox_and_the_ticket_moves_on()
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     // The trail verifies.
-    let verified = get_json(&ops, &format!("{base}/v1/audit/verify?ticket={}", ids[1])).await;
+    let verified = get_json(
+        &server.auditor_client(),
+        &format!("{base}/v1/audit/verify?ticket={}", ids[1]),
+    )
+    .await;
     assert_eq!(verified["verified"], true, "{verified}");
 }
 

@@ -192,10 +192,27 @@ depends_on = ["collect"]
         }),
     )
     .await;
+    // Another manager's leaver, in the same layoff: not this manager's to see.
+    let other = create_ticket(
+        &server.client(),
+        &base,
+        serde_json::json!({
+            "workflow": "leaver",
+            "subject": "leaver2@example.com",
+            "inputs": { "manager": "manager2@example.com" },
+        }),
+    )
+    .await;
     let url = format!("{base}/v1/tickets/{id}");
     wait_for_state(&server.client(), &url, "waiting_task").await;
+    wait_for_state(
+        &server.client(),
+        &format!("{base}/v1/tickets/{other}"),
+        "waiting_task",
+    )
+    .await;
 
-    browser(&root, "tasks.mjs", &[&base, &manager_token, &id]).await;
+    browser(&root, "tasks.mjs", &[&base, &manager_token, &id, &other]).await;
 
     // The API agrees: done by the manager, with the answers ticked in the browser.
     let detail = wait_for_state(&server.client(), &url, "succeeded").await;

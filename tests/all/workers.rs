@@ -528,6 +528,7 @@ async fn a_ticket_deleted_from_the_database_is_named_on_every_worker_until_accep
     let (_sink, sink_url) = start_slow_sink(Duration::from_millis(1)).await;
     let (homes, operator) = homes(2, &sink_url).await;
     let client = client_as(&operator);
+    let audit = crate::support::auditor_in(homes[0].path());
     let flags = ["--store", url.as_str()];
     let mut a = start_server(homes[0].path(), &flags).await;
     let mut ids = Vec::new();
@@ -564,7 +565,7 @@ async fn a_ticket_deleted_from_the_database_is_named_on_every_worker_until_accep
     // on the database's witness matches its tickets.
     let accepting = [flags[0], flags[1], "--accept-store-loss"];
     let mut worker = start_server(b, &accepting).await;
-    let system = get_json(&client, &format!("{}/v1/audit?ticket=system", worker.base)).await;
+    let system = get_json(&audit, &format!("{}/v1/audit?ticket=system", worker.base)).await;
     let accepted: Vec<&Value> = system["events"]
         .as_array()
         .unwrap()
@@ -792,6 +793,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         b,
     } = two_workers(&[]).await;
     let url = cluster.url();
+    let audit = crate::support::auditor_in(homes[0].path());
     let admin = client_as(&itsm_token(
         &url,
         &["create", "--name", "admin-1", "--role", "admin"],
@@ -830,7 +832,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         code,
         "in B's home, for B's next start"
     );
-    let system = get_json(&client, &format!("{}/v1/audit?ticket=system", b.base)).await;
+    let system = get_json(&audit, &format!("{}/v1/audit?ticket=system", b.base)).await;
     let recorded = system["events"]
         .as_array()
         .unwrap()
@@ -843,7 +845,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
         .unwrap_or_else(|| panic!("no plugin_installed of B's in the system trail: {system:#}"));
     // One system trail for both: A serves B's install and its own, each
     // naming the worker that appended it, and it verifies on either.
-    let on_a_trail = get_json(&client, &format!("{}/v1/audit?ticket=system", a.base)).await;
+    let on_a_trail = get_json(&audit, &format!("{}/v1/audit?ticket=system", a.base)).await;
     assert_eq!(on_a_trail["events"], system["events"]);
     let installs: Vec<(&str, &str)> = system["events"]
         .as_array()
@@ -861,7 +863,7 @@ async fn a_plugin_installed_on_one_worker_is_installed_on_the_others() {
     assert_eq!(installs[0].0, "admin-1");
     assert_ne!(installs[0].1, installs[1].1, "two workers: {installs:?}");
     for base in [&a.base, &b.base] {
-        let v = get_json(&client, &format!("{base}/v1/audit/verify?ticket=system")).await;
+        let v = get_json(&audit, &format!("{base}/v1/audit/verify?ticket=system")).await;
         assert_eq!(v["verified"], true, "{v:#}");
     }
     assert_eq!(
@@ -951,6 +953,7 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
     let a = start_server(homes[0].path(), &flags).await;
     let b = start_server(homes[1].path(), &flags).await;
     let client = client_as(&operator);
+    let audit = crate::support::auditor_in(homes[0].path());
     let admin = client_as(&itsm_token(
         &url,
         &["create", "--name", "admin-1", "--role", "admin"],
@@ -990,7 +993,7 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
     );
     crate::support::wait_for_state(&client, &on_b, "succeeded").await;
 
-    let trail = get_json(&client, &format!("{}/v1/audit?ticket={id}", a.base)).await;
+    let trail = get_json(&audit, &format!("{}/v1/audit?ticket={id}", a.base)).await;
     let events = trail["events"].as_array().unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     let waited = events
@@ -1011,7 +1014,7 @@ async fn a_step_a_worker_lacks_the_plugin_for_waits_and_runs_on_a_worker_that_ha
     // One run and its verify, both on A: B's wait made no attempt.
     assert_eq!(ops(&view, "wipe"), ["run", "verify"], "{view:#} {kinds:?}");
     for base in [&a.base, &b.base] {
-        let v = get_json(&client, &format!("{base}/v1/audit/verify?ticket={id}")).await;
+        let v = get_json(&audit, &format!("{base}/v1/audit/verify?ticket={id}")).await;
         assert_eq!(v["verified"], true, "{v:#}");
     }
 }
@@ -1032,6 +1035,7 @@ async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_
     let a = start_server(homes[0].path(), &flags).await;
     let b = start_server(homes[1].path(), &flags).await;
     let client = client_as(&operator);
+    let audit = crate::support::auditor_in(homes[0].path());
     let admin = client_as(&itsm_token(
         &url,
         &["create", "--name", "admin-1", "--role", "admin"],
@@ -1057,7 +1061,7 @@ async fn a_workflow_naming_a_plugin_only_one_worker_has_is_followed_and_a_fresh_
     )
     .await;
     assert_eq!(ops(&view, "wipe"), ["run", "verify"], "{view:#}");
-    let trail = get_json(&client, &format!("{}/v1/audit?ticket={id}", a.base)).await;
+    let trail = get_json(&audit, &format!("{}/v1/audit?ticket={id}", a.base)).await;
     let kinds: Vec<&str> = trail["events"]
         .as_array()
         .unwrap()

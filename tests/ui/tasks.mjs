@@ -1,19 +1,21 @@
 // Browser end-to-end test of the task inbox, in real headless Chromium.
 //
-//   node tests/ui/tasks.mjs <base-url> <manager-token> <ticket-id>
+//   node tests/ui/tasks.mjs <base-url> <manager-token> <ticket-id> <other-ticket-id>
 //
 // Signs in as the leaver's manager, opens "My tasks", finds the ticket's
 // collection task with its instructions and checklist, ticks the items,
 // writes a note, marks it done, follows the link to the ticket and waits
 // until it succeeds with the task's completion (by the manager) in its
-// steps and trail. Fails as approve.mjs does on foreign requests, page
-// errors or CSP violations.
+// steps and trail. "Tickets" lists that ticket alone, shown as the task
+// only; another manager's ticket is neither listed nor shown ("not
+// found"). Fails as approve.mjs does on foreign requests, page errors or
+// CSP violations.
 
 import { run, fail, log } from './harness.mjs';
 
-const [base, token, ticketId] = process.argv.slice(2);
-if (!base || !token || !ticketId) {
-  console.error('usage: node tests/ui/tasks.mjs <base-url> <manager-token> <ticket-id>');
+const [base, token, ticketId, otherId] = process.argv.slice(2);
+if (!base || !token || !ticketId || !otherId) {
+  console.error('usage: node tests/ui/tasks.mjs <base-url> <manager-token> <ticket-id> <other-ticket-id>');
   process.exit(2);
 }
 
@@ -62,4 +64,22 @@ await run('the manager completed the task from the inbox and the ticket moved on
   await event.first().waitFor({ state: 'visible' }).catch(() => fail(`the trail lists no task_completed by ${me.name}`));
   if ((await page.locator('#trail-status').getAttribute('data-verified')) !== 'true') fail('the trail does not verify');
   log(`ticket succeeded; the trail lists the task done by ${me.name}`);
+  await page.locator('[data-testid="task-view"]').waitFor({ state: 'visible' })
+    .catch(() => fail('the ticket page does not say it shows the task only'));
+  if (await page.locator('[data-testid="step"][data-step="disable"]').count()) fail('another step is shown to the manager');
+
+  // "Tickets" lists this manager's leaver alone; the other manager's is not there.
+  await page.locator('#nav-tickets').click();
+  await page.waitForURL((u) => u.hash.startsWith('#/tickets'));
+  const rows = page.locator('[data-testid="ticket-row"]');
+  await rows.first().waitFor({ state: 'visible' }).catch(async () => fail(`no ticket listed (page: ${await textOf('main')})`));
+  const listed = await rows.evaluateAll((els) => els.map((e) => e.dataset.id));
+  if (listed.join(',') !== ticketId) fail(`"Tickets" lists ${JSON.stringify(listed)}, not only ${ticketId}`);
+  log(`"Tickets" lists ${listed.length} ticket: the manager's own`);
+
+  // Opening the other manager's ticket by its address: not found.
+  await page.goto(`${base}/#/tickets/${otherId}`);
+  await page.getByText('Ticket not found').waitFor({ state: 'visible' })
+    .catch(async () => fail(`another manager's ticket was not refused (page: ${await textOf('main')})`));
+  log(`${otherId} (another manager's) answers "Ticket not found"`);
 });

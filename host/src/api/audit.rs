@@ -107,12 +107,13 @@ fn select(app: &AppState, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Trailer), 
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, description = "Events (JSON, JSON lines or CSV by `format`)", content(
-        (AuditExport = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+        (AuditExport = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "Not an auditor nor an admin; the body says so", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn export(
     State(app): State<AppState>,
-    _: Caller,
+    Caller(who): Caller,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    crate::access::may_read_trails(&who)?;
     let Query(q) = query?;
     let (events, trailer) = tokio::task::block_in_place(|| select(&app, &q))?;
     Ok(match q.format {
@@ -193,12 +194,13 @@ struct VerifyQuery {
 
 /// Verify chains against their recorded heads.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
-    responses((status = 200, description = "Verification of one chain (with `ticket`) or of all", body = Verification), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "Verification of one chain (with `ticket`) or of all", body = Verification), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 403, description = "Not an auditor nor an admin; the body says so", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn verify(
     State(app): State<AppState>,
-    _: Caller,
+    Caller(who): Caller,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Verification>, ApiError> {
+    crate::access::may_read_trails(&who)?;
     let Query(q) = query?;
     tokio::task::block_in_place(|| {
         let store = app.scheduler.store();

@@ -12,6 +12,7 @@ mod hooks;
 mod imports;
 mod installs;
 mod plugins;
+mod read_policy;
 mod tasks;
 mod tickets;
 mod ui;

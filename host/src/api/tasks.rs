@@ -73,7 +73,8 @@ struct TaskList {
     tasks: Vec<TaskView>,
 }
 
-/// Open human tasks: all, the caller's (`mine`), or a group's.
+/// Open human tasks: the caller's (`mine`, or always for a caller who
+/// does not read every ticket), everyone's, or a group's.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", operation_id = "list_tasks", params(TaskQuery),
     responses((status = 200, description = "Open tasks", body = TaskList), (status = 400, description = "Malformed query, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
 async fn list(
@@ -124,9 +125,7 @@ async fn list(
                             if q.group.as_deref().is_some_and(|g| !in_group(g)) {
                                 continue;
                             }
-                            let theirs = k.assignee.as_deref().is_some_and(|a| who.is(a))
-                                || who.roles.iter().any(|r| in_group(r));
-                            if q.mine && !theirs {
+                            if !crate::access::sees_task(&who, k, q.mine) {
                                 continue;
                             }
                             out.push(TaskView {
@@ -180,6 +179,7 @@ async fn complete(
     body: Result<Json<CompleteBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Ack>, ApiError> {
     let Json(body) = body?;
+    super::read_policy::require_visible(&app, &who, &id).await?;
     app.scheduler
         .send(
             &id,
@@ -215,6 +215,7 @@ async fn reassign(
     body: Result<Json<ReassignBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Ack>, ApiError> {
     let Json(body) = body?;
+    super::read_policy::require_visible(&app, &who, &id).await?;
     app.scheduler
         .send(
             &id,

@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::ErrorBody;
+use super::read_policy::{self, Pins};
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::intake::NewTicket;
@@ -143,12 +144,18 @@ struct WorkflowStep {
 /// A ticket with its pinned steps and its audit trail, verified.
 #[derive(Serialize, utoipa::ToSchema)]
 struct TicketView {
+    /// What of the ticket the caller sees: `whole`, or `task` (their
+    /// task steps and those steps' trail events; no inputs, no other
+    /// steps). Who sees what: the README's roles section.
+    view: String,
     ticket: Ticket,
     /// The pinned definition's steps, in the workflow's order.
     workflow_steps: Vec<WorkflowStep>,
-    /// The ticket's hash-chained events, oldest first.
+    /// The ticket's hash-chained events, oldest first (in a `task` view,
+    /// only its task steps' events).
     trail: Vec<crate::audit::AuditEvent>,
-    /// Whether the trail's hash chain verifies up to the ticket's head.
+    /// Whether the whole trail's hash chain verifies up to the ticket's
+    /// head (checked by the server on every event, shown or not).
     trail_verified: bool,
     /// Why it does not, when it does not.
     trail_error: Option<String>,
@@ -189,7 +196,7 @@ pub(super) const ACK: Ack = Ack { ok: true };
     responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
 async fn list(
     State(app): State<AppState>,
-    _: Caller,
+    Caller(who): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TicketList>, ApiError> {
     let Query(q) = query?;
@@ -204,12 +211,11 @@ async fn list(
         created_before_ms: instant("created_before", &q.created_before)?,
         after: q.after,
         newest_first: matches!(q.order, Some(Order::Newest)),
-        limit: limit.saturating_add(offset),
+        limit,
     };
-    let (mut page, total) = app
-        .read(move |store| Ok((store.list(&listing)?, store.count(&listing)?)))
+    let (page, total) = app
+        .read(move |store| read_policy::page(store, &who, &listing, offset, limit))
         .await?;
-    page.tickets.drain(..offset.min(page.tickets.len()));
     Ok(Json(TicketList {
         tickets: page.tickets,
         total,
@@ -268,12 +274,15 @@ async fn wait_for_change(
     responses((status = 200, description = "The ticket, its trail and whether the trail verifies", body = TicketView), (status = 400, description = "Malformed input (`wait`, `seen`), named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn show(
     State(app): State<AppState>,
-    _: Caller,
+    Caller(who): Caller,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TicketView>, ApiError> {
     let Query(q) = query?;
     if let Some(wait) = q.wait.as_deref() {
+        // Before holding the request: a ticket the caller may not see
+        // answers 404 at once, as one that does not exist does.
+        read_policy::require_visible(&app, &who, &id).await?;
         let wait = humantime::parse_duration(wait)
             .map_err(|e| {
                 ApiError::bad_request(format!(
@@ -283,21 +292,21 @@ async fn show(
             .min(MAX_WAIT);
         wait_for_change(&app, &id, q.seen, wait).await?;
     }
-    let (ticket, trail, pinned) = app
+    let (mut ticket, mut trail, pinned, view) = app
         .read(move |store| {
-            let ticket = store
-                .ticket(&id)?
-                .ok_or_else(|| crate::Error::NotFound(format!("no ticket {id}")))?;
+            let mut pins = Pins::default();
+            let (ticket, view) = read_policy::view(store, &who, &id, &mut pins)?;
             let mut trail = store.events(&id)?;
             // Two reads: a commit landing between them adds events past
             // the head just read. The ticket and its trail are shown as
             // of the same commit, and verified so.
             trail.truncate(ticket.head.len as usize);
-            let pinned = store.workflow(&ticket.workflow, &ticket.workflow_hash)?;
-            Ok((ticket, trail, pinned))
+            let pinned = pins.of(store, &ticket)?.cloned();
+            Ok((ticket, trail, pinned, view))
         })
         .await?;
     let verified = app.verified.verify(&ticket.id, &trail, &ticket.head);
+    view.redact(&mut ticket, &mut trail);
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
     let steps: Vec<WorkflowStep> = pinned
@@ -305,6 +314,7 @@ async fn show(
         .map(|wf| {
             wf.steps
                 .iter()
+                .filter(|s| view.shows_step(&s.name))
                 .map(|s| WorkflowStep {
                     name: s.name.clone(),
                     plugin: s.plugin.clone(),
@@ -336,6 +346,7 @@ async fn show(
         }
     });
     Ok(Json(TicketView {
+        view: view.as_str().to_string(),
         sla,
         ticket,
         workflow_steps: steps,
@@ -369,6 +380,7 @@ async fn decide(
     body: Option<Decision>,
     approve: bool,
 ) -> Result<Json<Ack>, ApiError> {
+    read_policy::require_visible(&app, &by, &id).await?;
     let comment = body.unwrap_or_default().comment;
     let event = if approve {
         Event::Approve { by, comment }
@@ -534,13 +546,19 @@ struct BatchAction {
     responses((status = 200, description = "Counts by state, tickets, and a running import's progress", body = BatchView), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn batch_show(
     State(app): State<AppState>,
-    _: Caller,
+    Caller(who): Caller,
     Path(batch): Path<String>,
 ) -> Result<Json<BatchView>, ApiError> {
     // While the batch is being imported, its progress is the answer: a
     // client polling it (`itsm ticket import`) must not make the server
     // decode every ticket a few times a second while it creates them.
-    if let Some((rows, done)) = app.imports.get(&batch) {
+    // Progress says how large a layoff is: only for those who read every
+    // ticket; anyone else sees the batch's tickets they may see.
+    let progress = app
+        .imports
+        .get(&batch)
+        .filter(|_| crate::access::reads_every_ticket(&who));
+    if let Some((rows, done)) = progress {
         return Ok(Json(BatchView {
             batch,
             import: Some(ImportProgress { rows, done }),
@@ -550,7 +568,7 @@ async fn batch_show(
             tickets: Vec::new(),
         }));
     }
-    let tickets = batch_tickets(&app, &batch).await?;
+    let tickets = batch_tickets(&app, &who, &batch).await?;
     if tickets.is_empty() {
         return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
     }
@@ -571,24 +589,34 @@ async fn batch_show(
     }))
 }
 
-/// Every ticket of a batch, oldest first, through the batch index.
-async fn batch_tickets(app: &AppState, batch: &str) -> Result<Vec<Summary>, ApiError> {
+/// Every ticket of a batch `who` may see, oldest first, through the
+/// batch index.
+async fn batch_tickets(
+    app: &AppState,
+    who: &Principal,
+    batch: &str,
+) -> Result<Vec<Summary>, ApiError> {
     let listing = Listing {
         batch: Some(batch.to_string()),
         limit: usize::MAX,
         ..Listing::default()
     };
-    Ok(app.read(move |store| store.list(&listing)).await?.tickets)
+    let who = who.clone();
+    let (page, _) = app
+        .read(move |store| read_policy::page(store, &who, &listing, 0, usize::MAX))
+        .await?;
+    Ok(page.tickets)
 }
 
 /// Apply one event to every ticket of a batch it fits; report per ticket.
 async fn batch_action(
     app: &AppState,
+    who: &Principal,
     batch: &str,
     fits: fn(TicketState) -> bool,
     event: impl Fn() -> Event,
 ) -> Result<Json<BatchAction>, ApiError> {
-    let tickets = batch_tickets(app, batch).await?;
+    let tickets = batch_tickets(app, who, batch).await?;
     if tickets.is_empty() {
         return Err(crate::Error::NotFound(format!("no tickets in batch {batch}")).into());
     }
@@ -627,9 +655,10 @@ async fn batch_retry(
     Path(batch): Path<String>,
 ) -> Result<Json<BatchAction>, ApiError> {
     who.require(Role::Operator, "retry tickets")?;
-    let by = who.name;
+    let by = who.name.clone();
     batch_action(
         &app,
+        &who,
         &batch,
         |s| s == TicketState::Failed,
         || Event::Retry { by: by.clone() },
@@ -646,12 +675,13 @@ async fn batch_cancel(
     body: axum::body::Bytes,
 ) -> Result<Json<BatchAction>, ApiError> {
     who.require(Role::Operator, "cancel tickets")?;
-    let by = who.name;
+    let by = who.name.clone();
     let reason = optional_body::<CancelBody>(&body)?
         .unwrap_or_default()
         .reason;
     batch_action(
         &app,
+        &who,
         &batch,
         |s| !s.is_terminal(),
         || Event::Cancel {

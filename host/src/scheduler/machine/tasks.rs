@@ -38,6 +38,7 @@ pub(super) fn assign_task(
     s.status = StepStatus::WaitingTask;
     let record = TaskRecord {
         assignee: a.assignee,
+        former_assignees: Vec::new(),
         group: def.group.clone(),
         due_ms: a.due.as_ref().map(|d| d.at_ms),
         due: a.due.map(|d| d.shown),
@@ -191,7 +192,9 @@ pub(super) fn reassign_task(
         .step(step)
         .by(&by.name),
     );
-    k.assignee = Some(to);
+    if let Some(from) = k.assignee.replace(to) {
+        k.former_assignees.push(from);
+    }
     k.reminders = 0;
     k.remind_at_ms = def
         .remind_every
