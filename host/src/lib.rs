@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod bundled;
 pub mod manifest;
+pub mod oidc;
 pub mod runtime;
 pub mod scheduler;
 pub mod shared;

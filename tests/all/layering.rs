@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     // reads which ticket is decided beside them, over plain tickets.
     &["store", "runtime", "access"],
     &["shared"],
-    &["auth", "intake"],
+    &["auth", "intake", "oidc"],
     &["scheduler"],
     &["admin"],
     &["api"],

@@ -26,6 +26,7 @@ mod layering;
 mod notify;
 mod oauth;
 mod offboarding;
+mod oidc;
 mod other_language;
 mod pg;
 mod plugin_new;

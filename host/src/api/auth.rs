@@ -1,5 +1,7 @@
 //! The bearer-token extractor: a handler that takes a [`Caller`] runs only
-//! for an authenticated principal, and checks roles itself.
+//! for an authenticated principal, and checks roles itself. The token is
+//! an `itsm` token, or, where a provider is configured, its JWT access
+//! token ([`crate::oidc`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -19,6 +21,20 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
+        let bearer = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        if let (Some(provider), Some(token)) = (&app.oidc, bearer)
+            && crate::oidc::looks_like_jwt(token)
+        {
+            return match provider.authenticate(token).await? {
+                Ok(who) => Ok(Caller(who)),
+                Err(why) => Err(ApiError::unauthorized(why)),
+            };
+        }
         app.tokens
             .authenticate(header)
             .map(Caller)

@@ -58,6 +58,8 @@ pub struct AppState {
     pub verified: Arc<crate::audit::Verified>,
     /// Store reads allowed at once ([`AppState::read`]).
     pub readers: Arc<tokio::sync::Semaphore>,
+    /// The organisation's identity provider, when `oidc.toml` configures one.
+    pub oidc: Option<Arc<crate::oidc::Provider>>,
 }
 
 /// Store reads run at once: half the cores (at least one), leaving the
@@ -83,7 +85,14 @@ impl AppState {
             export_key: Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand::random())),
             verified: Arc::default(),
             readers: Arc::new(tokio::sync::Semaphore::new(readers())),
+            oidc: None,
         }
+    }
+
+    /// Also take access tokens of this provider, and sign the UI in there.
+    pub fn with_oidc(mut self, provider: crate::oidc::Provider) -> Self {
+        self.oidc = Some(Arc::new(provider));
+        self
     }
 
     /// Run store reads on the blocking pool rather than on the async

@@ -4,7 +4,7 @@
 //! else `~/.local/share/itsm`): `data/` (the sled store), `plugins/` (one
 //! folder per plugin, beside the bundled ones), `workflows/` (`*.toml`),
 //! `cache/` (compiled code), `trusted-keys/` (publishers' `*.pub`),
-//! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks),
+//! `system-trail.jsonl` (plugin and workflow changes), `hooks.toml` (HR webhooks), `oidc.toml` (sign-in through the identity provider),
 //! `settings.toml` (per-workflow `[settings]` overrides), `tokens.toml` (API tokens, hashed; `itsm token`),
 //! `audit-export.key` and `.pub` (the key export trailers are signed with). Secrets come from `ITSM_SECRET_<NAME>` variables.
 //!
@@ -340,13 +340,24 @@ pub(crate) async fn assemble(
         crate::admin::follow::workflows(scheduler.clone(), local);
         crate::admin::follow::plugins(scheduler.clone(), admin.clone());
     }
+    // Read before recovery, so a broken `oidc.toml` stops the start at once.
+    let oidc = crate::oidc::Config::load(home)?;
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));
+    let mut state = AppState::new(scheduler, tokens, admin)
+        .with_hooks(hooks)
+        .with_skipped_plugins(skipped)
+        .with_export_key(crate::audit::export::load_or_create_key(home)?);
+    if let Some(config) = oidc {
+        tracing::info!(
+            "sign-in through {} (audience {}): its access tokens are taken beside itsm tokens",
+            config.issuer,
+            config.audience
+        );
+        state = state.with_oidc(crate::oidc::Provider::new(config));
+    }
     Ok(Assembled {
-        state: AppState::new(scheduler, tokens, admin)
-            .with_hooks(hooks)
-            .with_skipped_plugins(skipped)
-            .with_export_key(crate::audit::export::load_or_create_key(home)?),
+        state,
         plugins: plugins.into_keys().collect(),
         workflows: workflows.into_keys().collect(),
         resumed,
