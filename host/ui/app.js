@@ -263,6 +263,10 @@
     showMessage($('signin-error'), message);
     document.title = 'Sign in · itsm';
     $('token-input').focus();
+    // Offer the organisation's sign-in when the server has a provider.
+    fetch('/auth/sso', { headers: { accept: 'application/json' } })
+      .then((r) => { $('sso').hidden = !r.ok; })
+      .catch(() => { $('sso').hidden = true; });
   }
 
   function signOut(message) {
@@ -1437,6 +1441,12 @@
     try {
       token = sessionStorage.getItem(TOKEN_KEY);
     } catch (_) { /* storage disabled */ }
+    // Back from the identity provider: the server put the access token in
+    // the fragment (never sent to a server). Take it, and clear the address.
+    if (location.hash.startsWith('#sso=')) {
+      token = decodeURIComponent(location.hash.slice('#sso='.length));
+      history.replaceState(null, '', `${location.pathname}#/tasks`);
+    }
     if (!token) {
       showSignin();
       return;

@@ -2,7 +2,9 @@
 //! an approver signs in, opens a ticket that waits for approval, approves
 //! it, and watches it move on (`tests/ui/approve.mjs`); a manager signs in,
 //! completes their task from "My tasks" and watches the ticket move on
-//! (`tests/ui/tasks.mjs`).
+//! (`tests/ui/tasks.mjs`); a manager signs in through an independent
+//! OpenID provider (`oidc-provider` from npm, `tests/ui/oidc-provider.mjs`)
+//! and does the same (`tests/ui/sso.mjs`).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium`), Node.js 20+ and
 //! `tests/ui/node_modules` (`npm ci --prefix tests/ui`). Without them the
@@ -133,8 +135,9 @@ async fn an_approver_approves_in_the_browser_and_the_ticket_moves_on() {
     assert_eq!(decision["by"], "sec-lead", "{decision}");
 }
 
-/// Run `tests/ui/SCRIPT` with `args` under node; fail with its output.
-async fn browser(root: &Path, script: &str, args: &[&str]) {
+/// Run `tests/ui/SCRIPT` with `args` under node; fail with its output;
+/// what it printed.
+async fn browser(root: &Path, script: &str, args: &[&str]) -> String {
     let run = tokio::process::Command::new("node")
         .arg(root.join("tests/ui").join(script))
         .args(args)
@@ -152,6 +155,7 @@ async fn browser(root: &Path, script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,4 +232,153 @@ depends_on = ["collect"]
         "{done}"
     );
     assert_eq!(detail["ticket"]["steps"]["disable"]["status"], "succeeded");
+}
+
+/// The `oidc-provider` process of `tests/ui/oidc-provider.mjs` on loopback
+/// port `port`, sending browsers back to `redirect_uri`; its issuer.
+async fn start_provider_on(
+    root: &Path,
+    port: u16,
+    redirect_uri: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("tests/ui/oidc-provider.mjs"))
+        .args([&port.to_string(), redirect_uri])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node tests/ui/oidc-provider.mjs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the provider starts within 30 s")
+        .unwrap()
+        .expect("the provider prints its issuer");
+    let issuer = first
+        .strip_prefix("issuer ")
+        .unwrap_or_else(|| panic!("not an issuer line: {first:?}"))
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, issuer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_signs_in_through_the_identity_provider_and_completes_their_task() {
+    let root = repo_root();
+    require_browser_toolchain(&root);
+    let home = tempfile::tempdir().unwrap();
+    install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/leaver.toml"),
+        r#"
+name = "leaver"
+version = "1"
+[inputs.manager]
+type = "email"
+required = true
+[[steps]]
+name = "collect"
+task = { assignee = "${inputs.manager}", instructions = "Collect the leaver's laptop.", checklist = ["laptop"], due_in = "1d" }
+[[steps]]
+name = "disable"
+plugin = "noop"
+depends_on = ["collect"]
+"#,
+    )
+    .unwrap();
+    // The provider's port is known before the server starts; the server's
+    // before the provider starts (its one redirect URI).
+    let provider_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    std::fs::write(
+        home.path().join("oidc.toml"),
+        format!(
+            r#"
+issuer = "{issuer}"
+audience = "itsm"
+client_id = "itsm-ui"
+scopes = ["openid", "email", "itsm"]
+algorithms = ["RS256"]
+[roles]
+"security-team" = ["approver", "security"]
+"#
+        ),
+    )
+    .unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let base = server.base.clone();
+    let (_provider, started) =
+        start_provider_on(&root, provider_port, &format!("{base}/auth/callback")).await;
+    assert_eq!(started, issuer);
+
+    let id = create_ticket(
+        &server.client(),
+        &base,
+        serde_json::json!({
+            "workflow": "leaver",
+            "subject": "leaver1@example.com",
+            "inputs": { "manager": "mgr.a@example.com" },
+        }),
+    )
+    .await;
+    let url = format!("{base}/v1/tickets/{id}");
+    wait_for_state(&server.client(), &url, "waiting_task").await;
+
+    let said = browser(
+        &root,
+        "sso.mjs",
+        &[&base, &issuer, "mgr.a@example.com", &id],
+    )
+    .await;
+    let token = said
+        .lines()
+        .find_map(|l| l.strip_prefix("access-token "))
+        .unwrap_or_else(|| panic!("sso.mjs printed no access token:\n{said}"))
+        .to_string();
+
+    // Done by the person the provider signed in, named by their e-mail.
+    let detail = wait_for_state(&server.client(), &url, "succeeded").await;
+    let done = &detail["ticket"]["steps"]["collect"]["task"]["done"];
+    assert_eq!(done["by"], "mgr.a@example.com", "{done}");
+    assert_eq!(done["checklist"], serde_json::json!({ "laptop": true }));
+
+    // The same provider's access token calls the API: a JWT of the
+    // provider's (not an itsm token), good for what its holder may read.
+    assert_eq!(token.matches('.').count(), 2, "{token}");
+    let person = client_as(&token);
+    let me: Value = person
+        .get(format!("{base}/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "mgr.a@example.com", "{me}");
+    assert_eq!(
+        me["roles"],
+        serde_json::json!([]),
+        "managers map to no role: {me}"
+    );
+    let list: Value = person
+        .get(format!("{base}/v1/tickets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 1, "{list}");
+    let audit = person
+        .get(format!("{base}/v1/audit/verify"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 403);
 }

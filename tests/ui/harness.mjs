@@ -4,6 +4,11 @@
 //
 //   import { run, fail, log } from './harness.mjs';
 //   await run('what passed', base, token, async ({ page, me, textOf }) => { ... });
+//
+// With `token` null, `options.signIn({ page, log })` signs in instead (the
+// identity provider's pages); `options.allowOrigins` are the origins the
+// browser may reach beside the server's (the provider's). `me` is then
+// read with the token the page keeps, and `token` passed to the body.
 
 import { chromium } from 'playwright-core';
 import { tmpdir } from 'node:os';
@@ -24,7 +29,8 @@ export function fail(message) {
 }
 
 /** Sign in with `token` at `base`, run `body`, print PASS or FAIL, exit. */
-export async function run(passed, baseArg, token, body) {
+export async function run(passed, baseArg, tokenArg, body, options = {}) {
+  let token = tokenArg;
   const base = baseArg.replace(/\/+$/, '');
   const origin = new URL(base).origin;
   // A hung browser must not hang the caller.
@@ -50,13 +56,21 @@ export async function run(passed, baseArg, token, body) {
     }
   }
 
-  async function main() {
-    // Who the token belongs to, straight from the API (not through the page).
-    const meResp = await fetch(`${base}/v1/me`, { headers: { authorization: `Bearer ${token}` } })
+  // Who the token belongs to, straight from the API (not through the page).
+  async function whoIs(t) {
+    const meResp = await fetch(`${base}/v1/me`, { headers: { authorization: `Bearer ${t}` } })
       .catch((e) => fail(`cannot reach the server at ${base}: ${e.cause ? e.cause.message || e.cause : e.message}`));
     if (!meResp.ok) fail(`GET /v1/me: HTTP ${meResp.status} ${await meResp.text()}`);
-    const me = await meResp.json();
-    log(`signing in as ${me.name} (${me.roles.join(', ') || 'no roles'}${me.email ? `, ${me.email}` : ''})`);
+    return meResp.json();
+  }
+
+  async function main() {
+    let me = null;
+    if (token) {
+      me = await whoIs(token);
+      log(`signing in as ${me.name} (${me.roles.join(', ') || 'no roles'}${me.email ? `, ${me.email}` : ''})`);
+    }
+    const allowed = new Set([origin, ...(options.allowOrigins || [])]);
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -67,8 +81,12 @@ export async function run(passed, baseArg, token, body) {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     context.setDefaultTimeout(STEP_MS);
     // Record every request of every page and worker; stop any that leaves the server.
+    // Origins the pages of others (the provider's) reach for, which the
+    // test machine cannot: refused like any other, and not held against the UI.
+    const ignored = new Set(options.ignoreOrigins || []);
     context.on('request', (req) => {
       const url = req.url();
+      if (process.env.ITSM_UI_TRACE) log(`request ${req.method()} ${url}`);
       if (url.startsWith('data:') || url === 'about:blank') return;
       let reqOrigin;
       try {
@@ -76,15 +94,19 @@ export async function run(passed, baseArg, token, body) {
       } catch (_) {
         reqOrigin = url;
       }
-      if (reqOrigin !== origin) foreign.push(`${req.method()} ${url}`);
+      if (!allowed.has(reqOrigin) && !ignored.has(reqOrigin)) foreign.push(`${req.method()} ${url}`);
     });
     await context.route('**/*', (route) => {
       const url = route.request().url();
-      if (url.startsWith('data:') || new URL(url).origin === origin) return route.continue();
+      if (url.startsWith('data:') || allowed.has(new URL(url).origin)) return route.continue();
       return route.abort('blockedbyclient');
     });
 
     page = await context.newPage();
+    if (process.env.ITSM_UI_TRACE) {
+      page.on('requestfailed', (req) => log(`failed ${req.method()} ${req.url()}: ${req.failure()?.errorText}`));
+      page.on('response', (resp) => log(`response ${resp.status()} ${resp.url()}`));
+    }
     page.on('pageerror', (err) => pageErrors.push(String(err && err.stack ? err.stack : err)));
     page.on('console', (msg) => {
       const text = msg.text();
@@ -99,17 +121,27 @@ export async function run(passed, baseArg, token, body) {
     if (!csp.includes("default-src 'self'")) fail(`GET / has no strict Content-Security-Policy (got ${JSON.stringify(csp)})`);
     await page.locator('#signin-form').waitFor({ state: 'visible' })
       .catch(() => fail('the sign-in form did not show'));
-    await page.getByLabel('API token').fill(token);
-    await page.locator('#signin-submit').click();
+    if (token) {
+      await page.getByLabel('API token').fill(token);
+      await page.locator('#signin-submit').click();
+    } else {
+      await options.signIn({ page, log, textOf });
+    }
     await page.locator('#whoami').waitFor({ state: 'visible' })
-      .catch(async () => fail(`sign-in did not complete: ${await textOf('#signin-error') || 'no error shown'}`));
+      .catch(async () => fail(`sign-in did not complete: ${await textOf('#signin-error') || await textOf('body') || 'no error shown'}`));
+    if (!token) {
+      token = await page.evaluate(() => sessionStorage.getItem('itsm.token'));
+      if (!token) fail('signed in, but the page keeps no token');
+      me = await whoIs(token);
+      log(`signed in through the provider as ${me.name} (${me.roles.join(', ') || 'no roles'}${me.email ? `, ${me.email}` : ''})`);
+    }
     const whoami = (await page.locator('#whoami').textContent()) || '';
     if (!whoami.includes(me.name)) fail(`the header shows ${JSON.stringify(whoami)}, not ${me.name}`);
     const stored = await page.evaluate(() => sessionStorage.getItem('itsm.token'));
     if (stored !== token) fail('the token is not kept in sessionStorage after sign-in');
     log(`signed in; header shows ${JSON.stringify(whoami.trim())}`);
 
-    await body({ page, me, textOf });
+    await body({ page, me, textOf, token });
 
     if (foreign.length) fail(`the page made requests to other origins than ${origin}:\n  ${foreign.join('\n  ')}`);
     if (cspViolations.length) fail(`Content-Security-Policy violations:\n  ${cspViolations.join('\n  ')}`);

@@ -13,6 +13,7 @@ mod imports;
 mod installs;
 mod plugins;
 mod read_policy;
+mod sso;
 mod tasks;
 mod tickets;
 mod ui;
@@ -155,6 +156,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(ui::router())
+        .merge(sso::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_writes_while_draining,

@@ -9,6 +9,7 @@
 //! issuer = "https://login.example.com"     # discovery at issuer/.well-known/openid-configuration
 //! audience = "itsm"                        # the `aud` access tokens must carry
 //! client_id = "itsm-ui"                    # the web UI's client at the provider
+//! redirect_uri = "https://itsm.example.com/auth/callback"   # default: http://HOST/auth/callback
 //! algorithms = ["RS256", "ES256"]          # the default; asymmetric only
 //! leeway = "60s"                           # clock skew allowed on exp and nbf
 //! name_claim = "email"                     # names the principal in the trail
@@ -60,6 +61,11 @@ pub struct Config {
     /// provider that registers it as confidential (PKCE is used either way).
     #[serde(default)]
     pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back after sign-in (registered
+    /// there); default: `http://HOST/auth/callback` for the host the browser
+    /// reached. Set it (https://...) behind a TLS proxy.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
     /// Scopes the UI asks for.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
