@@ -220,20 +220,24 @@ async fn an_expired_token_gets_401_naming_its_expiry() {
         "--service",
     ]);
     let list = itsm(&["token", "list"]);
-    let line = |name: &str| {
+    // NAME KIND ROLES EMAIL CREATED EXPIRES LAST-USED, by whitespace.
+    let row = |list: &str, name: &str| -> Vec<String> {
         list.lines()
-            .find(|l| l.starts_with(name))
+            .find(|l| l.starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("{name} not listed:\n{list}"))
-            .to_string()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     };
-    assert!(
-        line("hr-system ").contains(" service ") && line("hr-system ").ends_with("never"),
+    let hr = row(&list, "hr-system");
+    assert_eq!(
+        (hr[1].as_str(), hr[5].as_str()),
+        ("service", "never"),
         "{list}"
     );
-    assert!(
-        line("temp ").contains(" person ") && !line("temp ").ends_with("never"),
-        "{list}"
-    );
+    let temp = row(&list, "temp");
+    assert_eq!(temp[1], "person", "{list}");
+    assert_ne!(temp[5], "never", "{list}");
 
     let past =
         (lifetime + std::time::Duration::from_millis(1500)).saturating_sub(created.elapsed());
@@ -247,4 +251,17 @@ async fn an_expired_token_gets_401_naming_its_expiry() {
     // Other tokens are untouched.
     let (status, _) = status_and_error(server.client().get(&url)).await;
     assert_eq!(status, 200);
+
+    // Last use: the server wrote it out meanwhile (every 5 s). temp was
+    // used at the start (the refused call is no use); hr-system never.
+    let list = itsm(&["token", "list"]);
+    assert_eq!(row(&list, "hr-system")[6], "never", "{list}");
+    let used = row(&list, "temp")[6].clone();
+    let used = humantime::parse_rfc3339(&used).unwrap_or_else(|e| panic!("{used}: {e}\n{list}"));
+    let ago = std::time::SystemTime::now().duration_since(used).unwrap();
+    assert!(ago < std::time::Duration::from_secs(60), "{list}");
+    assert!(
+        ago >= std::time::Duration::from_secs(5),
+        "used at the start, not now: {list}"
+    );
 }

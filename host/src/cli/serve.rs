@@ -344,6 +344,7 @@ pub(crate) async fn assemble(
     let oidc = crate::oidc::Config::load(home)?;
     let resumed = scheduler.recover().await?;
     let tokens = Arc::new(Tokens::at(token_place(home, scheduler.store())?));
+    note_token_uses(tokens.clone());
     let mut state = AppState::new(scheduler, tokens, admin)
         .with_hooks(hooks)
         .with_skipped_plugins(skipped)
@@ -386,6 +387,23 @@ fn token_place(home: &std::path::Path, store: &Arc<dyn Store>) -> Result<TokenPl
         );
     }
     Ok(TokenPlace::Shared(store.clone()))
+}
+
+/// Write out when each token was last used, every few seconds, off the
+/// request path (`itsm token list` shows it).
+fn note_token_uses(tokens: Arc<Tokens>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::auth::LAST_USE_FLUSH_EVERY);
+        loop {
+            every.tick().await;
+            let tokens = tokens.clone();
+            match tokio::task::spawn_blocking(move || tokens.flush_last_use()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot write when tokens were last used: {e}"),
+                Err(e) => tracing::warn!("writing when tokens were last used failed: {e}"),
+            }
+        }
+    });
 }
 
 /// The completeness checkpoint beside the store: what it records of every

@@ -119,14 +119,25 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Exit> {
             println!("{token}");
         }
         TokenCommand::List { home } => {
-            let (file, _) = home.place()?.read()?;
+            let place = home.place()?;
+            let (file, _) = place.read()?;
+            let used = crate::auth::last_uses(&place)?;
             println!(
-                "{:<24} {:<8} {:<32} {:<28} {:<21} EXPIRES",
-                "NAME", "KIND", "ROLES", "EMAIL", "CREATED"
+                "{:<24} {:<8} {:<32} {:<28} {:<21} {:<21} LAST USED",
+                "NAME", "KIND", "ROLES", "EMAIL", "CREATED", "EXPIRES"
             );
             for t in file.tokens {
+                let last = used.get(&t.name).map_or_else(
+                    || "never".to_string(),
+                    |s| {
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(*s),
+                        )
+                        .to_string()
+                    },
+                );
                 println!(
-                    "{:<24} {:<8} {:<32} {:<28} {:<21} {}",
+                    "{:<24} {:<8} {:<32} {:<28} {:<21} {:<21} {last}",
                     t.name,
                     if t.service { "service" } else { "person" },
                     t.roles.join(","),

@@ -9,7 +9,12 @@
 //! cancel, retry), `approver` (approve, reject) and `auditor` (read and
 //! export). Any other role name is an approval group: a workflow step with
 //! `approval = { role = "security" }` needs an approver who also holds
-//! `security`. Every authenticated principal may read.
+//! `security`. Who reads which ticket is [`crate::access`]'s to decide.
+//! When each token was last used is noted apart ([`last_use`]).
+
+mod last_use;
+
+pub use last_use::{FLUSH_EVERY as LAST_USE_FLUSH_EVERY, LastUse, read as last_uses};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -328,6 +333,8 @@ pub enum Unauthenticated {
 pub struct Tokens {
     place: TokenPlace,
     cache: RwLock<Cached>,
+    /// When each token was last used, written out now and then.
+    last_use: LastUse,
 }
 
 #[derive(Debug, Default)]
@@ -361,6 +368,7 @@ impl Tokens {
         Self {
             place,
             cache: RwLock::new(Cached::default()),
+            last_use: LastUse::default(),
         }
     }
 
@@ -395,7 +403,13 @@ impl Tokens {
                 humantime::format_rfc3339_seconds(*at).to_string(),
             ));
         }
+        self.last_use.touch(&principal.name);
         Ok(principal.clone())
+    }
+
+    /// Write out the uses noted since the last call ([`LastUse::flush`]).
+    pub fn flush_last_use(&self) -> Result<()> {
+        self.last_use.flush(&self.place)
     }
 
     /// Re-read the file if its modification time or size changed; the
