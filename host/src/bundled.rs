@@ -74,14 +74,24 @@ pub const CHAT_WEBHOOK: Bundled = Bundled {
     )),
 };
 
+/// `plugins/chat-dm`: a direct message to the person a notification is about.
+pub const CHAT_DM: Bundled = Bundled {
+    manifest: include_str!("../../plugins/chat-dm/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_chat_dm.wasm"
+    )),
+};
+
 /// Every bundled plugin, loaded by `itsm serve`.
-pub const ALL: [Bundled; 6] = [
+pub const ALL: [Bundled; 7] = [
     SCIM_DEPROVISION,
     ENTRA_DISABLE,
     INTUNE_WIPE,
     MAIL_HOLD,
     SALESFORCE_DEACTIVATE,
     CHAT_WEBHOOK,
+    CHAT_DM,
 ];
 
 /// `workflows/offboarding.toml`: the first-party offboarding workflow, for
@@ -114,6 +124,10 @@ mod tests {
                 .contains("${inputs.last_day}")
         );
         assert!(wf.step("collect-equipment").unwrap().task.is_some());
+        // The manager is told of their task, and when it is overdue.
+        let told = wf.notify.iter().find(|r| r.plugin == "chat-dm").unwrap();
+        assert!(told.on.contains(&crate::audit::AuditKind::TaskAssigned));
+        assert!(told.on.contains(&crate::audit::AuditKind::TaskOverdue));
         for s in wf
             .steps
             .iter()

@@ -8,6 +8,7 @@
 //! noise to code that runs in tests and demos.
 
 pub mod chat;
+pub mod chat_api;
 pub mod faults;
 #[allow(clippy::result_large_err)]
 pub mod graph;

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use super::chat_api::ChatApi;
 use super::faults::Faults;
 use super::graph::Graph;
 use super::salesforce::Salesforce;
@@ -48,6 +49,8 @@ pub struct World {
     pub salesforce: Salesforce,
     /// SCIM apps by name ("slack", "zoom").
     pub scim: BTreeMap<String, Scim>,
+    /// The chat's Web API, where managers are told of their tasks.
+    pub chat: ChatApi,
     /// The Vault matter holds go to.
     pub matter_id: String,
     addrs: BTreeMap<String, SocketAddr>,
@@ -108,6 +111,13 @@ impl World {
             scim.insert(app.to_string(), Scim::new(Some(&token)));
         }
         let matter_id = vault.add_matter("Offboarding holds");
+        let chat_token = format!("xoxb-{}", random());
+        secrets.insert("chat_bot_token".to_string(), chat_token.clone());
+        let chat = ChatApi::new(&chat_token);
+        // The people who get tasks: the demo's and the tests' managers.
+        for i in 1..=5 {
+            chat.add_user(&format!("manager{i}@example.com"));
+        }
         for i in 1..=users {
             let email = format!("user{i}@example.com");
             let name = format!("User {i}");
@@ -146,11 +156,16 @@ impl World {
             let d = double.clone();
             tokio::spawn(async move { d.serve(listener, std::future::pending()).await });
         }
+        let listener = bind(port(3 + scim.len() as u16)).await?;
+        addrs.insert("chat".to_string(), listener.local_addr()?);
+        let c = chat.clone();
+        tokio::spawn(async move { c.serve(listener, std::future::pending()).await });
         let world = Self {
             graph,
             vault,
             salesforce,
             scim,
+            chat,
             matter_id,
             addrs,
             secrets,
@@ -211,6 +226,7 @@ impl World {
                 "zoom_scim_url".into(),
                 format!("{}{BASE_PATH}", self.url("zoom")),
             ),
+            ("chat_api_url".into(), format!("{}/api", self.url("chat"))),
         ])
     }
 
@@ -242,6 +258,10 @@ impl World {
             format!(
                 "SCIM 2.0 \"zoom\"                      {}{BASE_PATH}",
                 self.url("zoom")
+            ),
+            format!(
+                "Slack Web API (direct messages)      {}/api  (manager1..5@example.com)",
+                self.url("chat")
             ),
         ]
     }

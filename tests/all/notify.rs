@@ -148,3 +148,136 @@ config = {{ behaviour = "fail" }}
         "the 429 was retried: {metrics}"
     );
 }
+
+/// The bundled offboarding tells the leaver's manager in a direct chat
+/// message when their equipment task is assigned and when it is overdue,
+/// through the bundled `chat-dm` plugin against a strict double of Slack's
+/// Web API: the person is found by e-mail once (kept in the plugin's store,
+/// so a manager of many leavers costs one lookup), the bot token is the
+/// host's to attach, a 429 is retried, and a group's task tells nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_offboarding_tells_the_manager_in_a_direct_message() {
+    use itsm_sandbox::chat_api::ChatApi;
+
+    let token = "xoxb-tests-only";
+    let chat = ChatApi::new(token);
+    chat.add_user("mgr.a@example.com");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/api", listener.local_addr().unwrap());
+    let c = chat.clone();
+    tokio::spawn(async move { c.serve(listener, std::future::pending()).await });
+    chat.throttle(1);
+
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::copy(
+        crate::support::root().join("workflows/offboarding.toml"),
+        home.path().join("workflows/offboarding.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("settings.toml"),
+        format!("[offboarding]\nchat_api_url = \"{api_url}\"\n"),
+    )
+    .unwrap();
+    let server = crate::support::start_server_with_env(
+        home.path(),
+        &[],
+        &[("ITSM_SECRET_CHAT_BOT_TOKEN", token)],
+    )
+    .await;
+    let (base, ops) = (server.base.clone(), server.client());
+
+    // The last day is today (UTC): the equipment was due at midnight, so
+    // the task is overdue as soon as it is assigned; access is cut at
+    // 23:59, so nothing else runs meanwhile.
+    let today =
+        humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..10].to_string();
+    let leaver = |subject: &str, manager: Option<&str>| {
+        let mut inputs = json!({
+            "last_day": today,
+            "time_zone": "UTC",
+            "collect_by": "00:00",
+            "cut_off": "23:59",
+        });
+        if let Some(m) = manager {
+            inputs["manager"] = json!(m);
+        }
+        json!({ "workflow": "offboarding", "subject": subject, "inputs": inputs })
+    };
+    let told = |n: usize| {
+        let chat = chat.clone();
+        async move {
+            let started = Instant::now();
+            while chat.messages().len() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{} direct messages, not {n}: {:?}",
+                    chat.messages().len(),
+                    chat.messages()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // One leaver: their manager is told of the task, then that it is overdue.
+    let first = create_ticket(
+        &ops,
+        &base,
+        leaver("ann@example.com", Some("mgr.a@example.com")),
+    )
+    .await;
+    told(2).await;
+    let messages = chat.messages();
+    assert!(
+        messages.iter().all(|m| m.to == "mgr.a@example.com"),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.text.contains("ann@example.com") && m.text.contains(&first)),
+        "{messages:?}"
+    );
+    let view = crate::support::get_json(&ops, &format!("{base}/v1/tickets/{first}")).await;
+    let kinds: Vec<&str> = view["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"task_assigned") && kinds.contains(&"task_overdue"),
+        "the situation under test: assigned and overdue: {kinds:?}"
+    );
+    let lookups = chat.lookups();
+    assert!((1..=2).contains(&lookups), "{lookups}");
+
+    // Two more of the same manager's leavers, and one without a manager
+    // (it-support's task: nobody to tell in person).
+    for subject in ["bo@example.com", "cy@example.com"] {
+        create_ticket(&ops, &base, leaver(subject, Some("mgr.a@example.com"))).await;
+    }
+    let group = create_ticket(&ops, &base, leaver("dee@example.com", None)).await;
+    told(6).await;
+    crate::support::wait_for_state(&ops, &format!("{base}/v1/tickets/{group}"), "waiting_task")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = chat.messages();
+    assert_eq!(messages.len(), 6, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| !m.text.contains("dee@example.com")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        chat.lookups(),
+        lookups,
+        "the manager was looked up once, not once per leaver"
+    );
+    let overdue = messages
+        .iter()
+        .filter(|m| m.text.to_lowercase().contains("overdue"))
+        .count();
+    assert_eq!(overdue, 3, "{messages:?}");
+}
