@@ -2,7 +2,10 @@
 //! loopback, one durable ticket per row (sled, synced); then, at 100,000
 //! stored tickets, `GET /v1/tickets?limit=50` latency, and a 5,000-row
 //! import alone against one with 64 concurrent readers (listing pages and
-//! tickets by id). `cargo bench --bench import`.
+//! tickets by id). At the same 100,000: the list as a person who reads
+//! only some tickets (an approver of the group every ticket awaits, and a
+//! person with no ticket at all), which walks what the filters match
+//! (`api::read_policy`). `cargo bench --bench import`.
 //!
 //! The workflow's first step waits for an approval, so the figure is intake
 //! alone: parse, create, commit; no plugin runs.
@@ -73,6 +76,12 @@ fn main() {
         let token = file
             .issue("bench-importer", &["operator".into()])
             .expect("token");
+        let approver = file
+            .issue("bench-approver", &["approver".into(), "security".into()])
+            .expect("token");
+        let stranger = file
+            .issue_for("bench-stranger", &[], Some("nobody@example.com"))
+            .expect("token");
         file.write(&tokens_path).expect("write tokens");
         let tokens = Arc::new(Tokens::new(tokens_path));
         tokio::spawn(serve(
@@ -109,6 +118,7 @@ fn main() {
             ROWS as f64 / elapsed.as_secs_f64()
         );
         reads(&client, &base, &token, &report).await;
+        person_reads(&client, &base, &token, &approver, &stranger).await;
     });
 }
 
@@ -245,4 +255,42 @@ async fn reads(client: &reqwest::Client, base: &str, token: &str, report: &serde
         busy / alone * 100.0,
         ms.len()
     );
+}
+
+/// The list as people who do not read everything, against an operator's,
+/// at the store's size then (`ROWS` and the 10,000 `reads` added).
+async fn person_reads(
+    client: &reqwest::Client,
+    base: &str,
+    operator: &str,
+    approver: &str,
+    stranger: &str,
+) {
+    let url = format!("{base}/v1/tickets?limit=50");
+    let count = |token: &str| {
+        let (client, url, token) = (client.clone(), url.clone(), token.to_string());
+        async move {
+            let v: serde_json::Value = client
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            v["total"].as_u64().unwrap_or(0)
+        }
+    };
+    let all = count(operator).await;
+    println!("  the list by who asks, at {all} stored tickets, 10 requests each (p50 / p99):");
+    for (who, token, expected) in [
+        ("an operator (reads all)", operator, all),
+        ("an approver every ticket awaits", approver, all),
+        ("a person with no ticket", stranger, 0),
+    ] {
+        assert_eq!(count(token).await, expected, "{who}");
+        let (p50, p99) = latency(client, &url, token, 10).await;
+        println!("    {who:<34} {p50:8.2} ms / {p99:8.2} ms");
+    }
 }

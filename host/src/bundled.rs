@@ -112,6 +112,19 @@ mod tests {
             .expect("offboarding workflow");
         wf.check_plugins(&names).expect("every step has its plugin");
         assert_eq!(wf.sla, Some(std::time::Duration::from_secs(24 * 3600)));
+        // Counted from the cut, so a leaver filed days ahead is not late.
+        let ms = crate::workflow::time::ms;
+        let inputs = serde_json::json!({
+            "last_day": "2027-03-05", "time_zone": "Europe/Paris", "cut_off": "17:00",
+        });
+        let filed = ms("2027-03-01 09:00 in Europe/Paris");
+        let (deadline, at_risk) = wf.sla_times(&inputs, filed).unwrap().unwrap();
+        assert_eq!(deadline, ms("2027-03-06 17:00 in Europe/Paris"));
+        assert_eq!(at_risk, ms("2027-03-06 11:00 in Europe/Paris"));
+        // Filed after the last day: from the filing.
+        let late = ms("2027-03-10 09:00 in Europe/Paris");
+        let (deadline, _) = wf.sla_times(&inputs, late).unwrap().unwrap();
+        assert_eq!(deadline, late + 24 * 3_600_000);
         let wipe = wf.step("wipe-laptop").unwrap();
         assert_eq!(wipe.approval.as_ref().unwrap().role, "security");
         assert_eq!(wipe.depends_on, ["find-device"]);

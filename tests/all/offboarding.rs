@@ -109,7 +109,7 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
     };
     assert_eq!(detail["ticket"]["state"], "succeeded", "{detail:#}");
     assert_eq!(detail["trail_verified"], true);
-    assert_eq!(detail["ticket"]["workflow_version"], "2");
+    assert_eq!(detail["ticket"]["workflow_version"], "3");
     // The cut was due at 17:00 Paris on the last day, long past: at once.
     let scheduled = detail["trail"]
         .as_array()
@@ -235,5 +235,44 @@ async fn a_configured_offboarding_runs_every_connector_and_proves_each_step() {
         text.contains(&format!("kv:      {} of 10000 keys", kv["keys"])),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A leaver filed three days ahead: the SLA's 24 hours count from the
+    // cut at the end of their last day, so the ticket is neither at risk
+    // nor late before their access is due (counted from the filing, it
+    // would have been at risk after 18 hours and late after 24).
+    let in_three_days =
+        humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(3 * 86_400))
+            .to_string()[..10]
+            .to_string();
+    let ahead = crate::support::create_ticket(
+        &server.client(),
+        &base,
+        json!({
+            "workflow": "offboarding",
+            "subject": "user3@example.com",
+            "inputs": { "last_day": in_three_days, "time_zone": "UTC", "cut_off": "17:00", "manager": "boss@example.com" },
+        }),
+    )
+    .await;
+    let filed = get_json(&server.client(), &format!("{base}/v1/tickets/{ahead}")).await;
+    let cut = humantime::parse_rfc3339(&format!("{in_three_days}T17:00:00Z"))
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let created_ms = filed["ticket"]["created_ms"].as_u64().unwrap();
+    assert!(
+        cut > created_ms + 2 * 86_400_000,
+        "the situation: filed days ahead"
+    );
+    let sla = &filed["sla"];
+    assert_eq!(sla["deadline_ms"], cut + 86_400_000, "{filed:#}");
+    assert_eq!(sla["at_risk_ms"], cut + 18 * 3_600_000, "{filed:#}");
+    assert_eq!(sla["at_risk"], false);
+    assert_eq!(sla["breached"], false);
+    assert!(
+        sla["remaining_ms"].as_u64().unwrap() > 3 * 86_400_000,
+        "{sla}"
     );
 }

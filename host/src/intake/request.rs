@@ -88,7 +88,7 @@ impl NewTicket {
         requested_by: &str,
         now: u64,
     ) -> Result<Ticket> {
-        let sla = wf.sla_times(now).map_err(Error::Workflow)?;
+        let sla = wf.sla_times(&inputs, now).map_err(Error::Workflow)?;
         Ok(Ticket {
             id: new_id(now),
             workflow: wf.name.clone(),

@@ -61,9 +61,17 @@ pub struct Workflow {
     /// What the workflow is for.
     #[serde(default)]
     pub description: String,
-    /// Deadline per ticket from its creation; a breach is recorded in the trail.
+    /// Deadline per ticket from its creation (or from `sla_from`); a
+    /// breach is recorded in the trail.
     #[serde(default, with = "opt_duration")]
     pub sla: Option<Duration>,
+    /// Where the SLA starts counting, when not at creation: an instant with
+    /// the ticket's inputs in it, as a step's `not_before` takes
+    /// (`"${inputs.last_day} ${inputs.cut_off} in ${inputs.time_zone}"`).
+    /// A leaver filed days ahead is then not late before access is due to
+    /// be cut. An instant already past counts from creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_from: Option<String>,
     /// The business-hours calendar the SLA counts on (`[calendars.NAME]`);
     /// none: the SLA counts every hour of the clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -482,6 +490,12 @@ impl Workflow {
         if self.calendar.is_some() && self.sla.is_none() {
             return Err("`calendar` is set but there is no `sla` to count on it".into());
         }
+        if let Some(from) = &self.sla_from {
+            if self.sla.is_none() {
+                return Err("`sla_from` is set but there is no `sla` to count from it".into());
+            }
+            time::check_instant(self, from).map_err(|e| format!("sla_from{e}"))?;
+        }
         if let Some(r) = self.sla_at_risk
             && !(r > 0.0 && r < 1.0)
         {
@@ -653,11 +667,23 @@ impl Workflow {
         Ok(())
     }
 
-    /// The SLA's deadline and at-risk instant for a ticket created at
-    /// `now_ms`, in business time when the workflow has a calendar.
-    pub fn sla_times(&self, now_ms: u64) -> std::result::Result<Option<(u64, u64)>, String> {
+    /// The SLA's deadline and at-risk instant for a ticket with `inputs`
+    /// created at `now_ms`: counted from `sla_from` when that is later,
+    /// in business time when the workflow has a calendar.
+    pub fn sla_times(
+        &self,
+        inputs: &serde_json::Value,
+        now_ms: u64,
+    ) -> std::result::Result<Option<(u64, u64)>, String> {
         let Some(sla) = self.sla else {
             return Ok(None);
+        };
+        let now_ms = match &self.sla_from {
+            Some(from) => time::instant(from, inputs)
+                .map_err(|e| format!("sla_from: {e}"))?
+                .at_ms
+                .max(now_ms),
+            None => now_ms,
         };
         let total = sla.as_millis() as u64;
         let risk = (total as f64 * self.sla_at_risk.unwrap_or(0.75)) as u64;
@@ -779,6 +805,8 @@ mod tests {
             (WF.replace("\"10s\"", "\"ten seconds\""), "bad duration"),
             (WF.replace("name = \"directory\"\n        plugin = \"noop\"", "name = \"directory\"\n        plugin = \"noop\"\n        depends_on = [\"wipe\"]"), "cycle: directory -> wipe -> directory"),
             (WF.replace("sla = \"24h\"", "sla = \"24h\"\nowner = \"x\""), "unknown field `owner`"),
+            (WF.replace("sla = \"24h\"", "sla_from = \"2026-12-04 17:00\""), "`sla_from` is set but there is no `sla`"),
+            (WF.replace("sla = \"24h\"", "sla = \"24h\"\nsla_from = \"${inputs.last_day} 17:00\""), "sla_from uses input `last_day`, which [inputs] does not declare"),
         ];
         for (text, want) in cases {
             let err = Workflow::parse(&text, "wf.toml").unwrap_err().to_string();

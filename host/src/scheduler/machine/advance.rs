@@ -276,7 +276,7 @@ mod tests {
         );
         let ms = crate::workflow::time::ms;
         let created = ms("2026-12-23 16:00 in Europe/Paris");
-        let (deadline, at_risk) = wf.sla_times(created).unwrap().unwrap();
+        let (deadline, at_risk) = wf.sla_times(&json!({}), created).unwrap().unwrap();
         // 16 working hours: 1.5 Wednesday, 7.5 Thursday, Christmas and the
         // weekend off, 7 on Monday; at risk after 12 of them (75 %).
         assert_eq!(deadline, ms("2026-12-28 17:00 in Europe/Paris"));
