@@ -22,6 +22,7 @@ mod generated_client;
 mod hooks;
 mod hostile;
 mod intake;
+mod kinds;
 mod layering;
 mod notify;
 mod oauth;

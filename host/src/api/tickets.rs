@@ -148,6 +148,10 @@ struct TicketView {
     /// task steps and those steps' trail events; no inputs, no other
     /// steps). Who sees what: the README's roles section.
     view: String,
+    /// The kind of work its workflow is: request, incident, problem, change.
+    kind: crate::workflow::priority::Kind,
+    /// Its priority, from its workflow's matrix and its impact and urgency.
+    priority: Option<String>,
     ticket: Ticket,
     /// The pinned definition's steps, in the workflow's order.
     workflow_steps: Vec<WorkflowStep>,
@@ -306,6 +310,12 @@ async fn show(
         })
         .await?;
     let verified = app.verified.verify(&ticket.id, &trail, &ticket.head);
+    // Read before a task view drops the inputs it comes from.
+    let kind = pinned.as_ref().map(|wf| wf.kind).unwrap_or_default();
+    let priority = pinned
+        .as_ref()
+        .and_then(|wf| wf.priority.as_ref()?.of(&ticket.inputs))
+        .map(str::to_string);
     view.redact(&mut ticket, &mut trail);
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
@@ -347,6 +357,8 @@ async fn show(
     });
     Ok(Json(TicketView {
         view: view.as_str().to_string(),
+        kind,
+        priority,
         sla,
         ticket,
         workflow_steps: steps,

@@ -39,6 +39,7 @@ pub mod committee;
 pub mod condition;
 pub mod inputs;
 pub mod notify;
+pub mod priority;
 pub mod task;
 pub mod time;
 pub mod window;
@@ -61,6 +62,12 @@ pub struct Workflow {
     /// What the workflow is for.
     #[serde(default)]
     pub description: String,
+    /// The kind of work: request (the default), incident, problem, change.
+    #[serde(default, skip_serializing_if = "priority::Kind::is_request")]
+    pub kind: priority::Kind,
+    /// Impact x urgency -> priority, and SLAs by priority (see [`priority`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<priority::Priority>,
     /// Deadline per ticket from its creation (or from `sla_from`); a
     /// breach is recorded in the trail.
     #[serde(default, with = "opt_duration")]
@@ -487,11 +494,16 @@ impl Workflow {
                 }
             ));
         }
-        if self.calendar.is_some() && self.sla.is_none() {
+        let has_sla =
+            self.sla.is_some() || self.priority.as_ref().is_some_and(|p| !p.sla.is_empty());
+        if self.calendar.is_some() && !has_sla {
             return Err("`calendar` is set but there is no `sla` to count on it".into());
         }
+        if let Some(p) = &self.priority {
+            p.check(self)?;
+        }
         if let Some(from) = &self.sla_from {
-            if self.sla.is_none() {
+            if !has_sla {
                 return Err("`sla_from` is set but there is no `sla` to count from it".into());
             }
             time::check_instant(self, from).map_err(|e| format!("sla_from{e}"))?;
@@ -675,7 +687,11 @@ impl Workflow {
         inputs: &serde_json::Value,
         now_ms: u64,
     ) -> std::result::Result<Option<(u64, u64)>, String> {
-        let Some(sla) = self.sla else {
+        let by_priority = self
+            .priority
+            .as_ref()
+            .and_then(|p| p.sla.get(p.of(inputs)?).copied());
+        let Some(sla) = by_priority.or(self.sla) else {
             return Ok(None);
         };
         let now_ms = match &self.sla_from {
