@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    client_as, create_ticket, create_token, install_signed, person_token,
+    client_as, create_ticket, create_token, get_json, install_signed, person_token,
     set_up_wipe_home as set_up_home, start_server, wait_for_state,
 };
 
@@ -158,31 +158,36 @@ async fn browser(root: &Path, script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A home with the noop plugin and a `leaver` workflow: the manager's task
+/// (`instructions`, `checklist`), then a noop step.
+fn leaver_home(instructions: &str, checklist: &[&str]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    let task = serde_json::json!({
+        "assignee": "${inputs.manager}",
+        "instructions": instructions,
+        "checklist": checklist,
+        "due_in": "1d",
+    });
+    let workflow = format!(
+        "name = \"leaver\"\nversion = \"1\"\n[inputs.manager]\ntype = \"email\"\nrequired = true\n\
+         [[steps]]\nname = \"collect\"\n[steps.task]\n{}\n\
+         [[steps]]\nname = \"disable\"\nplugin = \"noop\"\ndepends_on = [\"collect\"]\n",
+        toml::to_string(&task).unwrap()
+    );
+    std::fs::write(home.path().join("workflows/leaver.toml"), workflow).unwrap();
+    home
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_completes_a_task_in_the_browser_and_the_ticket_moves_on() {
     let root = repo_root();
     require_browser_toolchain(&root);
-    let home = tempfile::tempdir().unwrap();
-    install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
-    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
-    std::fs::write(
-        home.path().join("workflows/leaver.toml"),
-        r#"
-name = "leaver"
-version = "1"
-[inputs.manager]
-type = "email"
-required = true
-[[steps]]
-name = "collect"
-task = { assignee = "${inputs.manager}", instructions = "Collect the leaver's laptop and badge.", checklist = ["laptop", "badge"], due_in = "1d" }
-[[steps]]
-name = "disable"
-plugin = "noop"
-depends_on = ["collect"]
-"#,
-    )
-    .unwrap();
+    let home = leaver_home(
+        "Collect the leaver's laptop and badge.",
+        &["laptop", "badge"],
+    );
     let manager_token = person_token(home.path(), "manager-1", "manager1@example.com");
     let server = start_server(home.path(), &[]).await;
     let base = server.base.clone();
@@ -267,27 +272,7 @@ async fn start_provider_on(
 async fn a_manager_signs_in_through_the_identity_provider_and_completes_their_task() {
     let root = repo_root();
     require_browser_toolchain(&root);
-    let home = tempfile::tempdir().unwrap();
-    install_signed(home.path(), "testing/noop", "itsm-plugin-test-noop");
-    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
-    std::fs::write(
-        home.path().join("workflows/leaver.toml"),
-        r#"
-name = "leaver"
-version = "1"
-[inputs.manager]
-type = "email"
-required = true
-[[steps]]
-name = "collect"
-task = { assignee = "${inputs.manager}", instructions = "Collect the leaver's laptop.", checklist = ["laptop"], due_in = "1d" }
-[[steps]]
-name = "disable"
-plugin = "noop"
-depends_on = ["collect"]
-"#,
-    )
-    .unwrap();
+    let home = leaver_home("Collect the leaver's laptop.", &["laptop"]);
     // The provider's port is known before the server starts; the server's
     // before the provider starts (its one redirect URI).
     let provider_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -352,28 +337,14 @@ algorithms = ["RS256"]
     // provider's (not an itsm token), good for what its holder may read.
     assert_eq!(token.matches('.').count(), 2, "{token}");
     let person = client_as(&token);
-    let me: Value = person
-        .get(format!("{base}/v1/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json(&person, &format!("{base}/v1/me")).await;
     assert_eq!(me["name"], "mgr.a@example.com", "{me}");
     assert_eq!(
         me["roles"],
         serde_json::json!([]),
         "managers map to no role: {me}"
     );
-    let list: Value = person
-        .get(format!("{base}/v1/tickets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&person, &format!("{base}/v1/tickets")).await;
     assert_eq!(list["total"], 1, "{list}");
     let audit = person
         .get(format!("{base}/v1/audit/verify"))
