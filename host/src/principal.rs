@@ -77,6 +77,20 @@ impl Principal {
         }
     }
 
+    /// The keys a ticket's parties are indexed under that name this
+    /// principal ([`crate::ticket::parties`]): its name, its e-mail, its
+    /// groups.
+    pub fn party_keys(&self) -> Vec<String> {
+        let mut keys = vec![format!("p:{}", self.name.trim().to_lowercase())];
+        keys.extend(
+            self.email
+                .iter()
+                .map(|e| format!("p:{}", e.trim().to_lowercase())),
+        );
+        keys.extend(self.roles.iter().map(|r| format!("g:{r}")));
+        keys
+    }
+
     /// Comma-separated roles, or `none`.
     pub fn roles_list(&self) -> String {
         if self.roles.is_empty() {

@@ -166,6 +166,13 @@ pub struct Decision {
 pub struct ApprovalRecord {
     /// Every vote so far, in order.
     pub votes: Vec<Vote>,
+    /// The groups whose decision it awaits (recorded when it is asked for,
+    /// so the store can index who may read the ticket).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The group it goes to as well once overdue, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<String>,
     /// When the request is overdue (ms since the epoch).
     pub due_ms: Option<u64>,
     /// It passed its deadline undecided (and escalated, if configured).
@@ -337,6 +344,36 @@ pub struct Ticket {
 
 /// A subject as the duplicate check compares it: trimmed, case folded
 /// (e-mail addresses are matched case-blind in practice).
+/// The people (`p:` and a lower-case name or e-mail) and groups (`g:`)
+/// related to a ticket: its requester, its tasks' holders past and present
+/// and their groups, and the groups of the approvals it reached. The store
+/// indexes tickets by them so a person's list need not walk every ticket;
+/// it is a superset of who may read, and [`crate::access`] decides.
+pub fn parties(t: &Ticket) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let person = |who: &str| format!("p:{}", who.trim().to_lowercase());
+    out.insert(person(&t.requested_by));
+    for s in t.steps.values() {
+        if let Some(k) = &s.task {
+            for who in k.assignee.iter().chain(&k.former_assignees) {
+                out.insert(person(who));
+            }
+            if let Some(done) = &k.done {
+                out.insert(person(&done.by));
+            }
+            for g in k.group.iter().chain(&k.escalated_to) {
+                out.insert(format!("g:{g}"));
+            }
+        }
+        if let Some(a) = &s.approval {
+            for g in a.groups.iter().chain(&a.escalate_to) {
+                out.insert(format!("g:{g}"));
+            }
+        }
+    }
+    out
+}
+
 pub fn subject_key(subject: &str) -> String {
     subject.trim().to_lowercase()
 }

@@ -69,10 +69,11 @@ pub(super) async fn require_visible(
 /// skipping `offset` of them, and how many they may see in all.
 ///
 /// For those who read everything this is the store's page. For everyone
-/// else it walks what the filters match and keeps the tickets the policy
-/// lets through: its cost grows with the tickets the filters match, not
-/// with the page (a per-person index would bound it; see the note in
-/// `docs/operating.md`).
+/// else it walks the tickets related to them by name, e-mail or group
+/// ([`crate::ticket::parties`]; on sled through an index of them, so the
+/// cost grows with their tickets, not the store's) and keeps those the
+/// policy lets through. A store without that index (PostgreSQL, for now)
+/// walks every ticket the filters match.
 pub(super) fn page(
     store: &dyn Store,
     who: &Principal,
@@ -104,6 +105,9 @@ pub(super) fn page(
     let mut walk = Listing {
         limit: 500,
         after: None,
+        // Only tickets related to the caller by name, e-mail or group,
+        // where the store keeps that index (sled does).
+        readers: Some(who.party_keys()),
         ..listing.clone()
     };
     loop {

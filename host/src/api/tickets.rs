@@ -216,6 +216,7 @@ async fn list(
         after: q.after,
         newest_first: matches!(q.order, Some(Order::Newest)),
         limit,
+        readers: None,
     };
     let (page, total) = app
         .read(move |store| read_policy::page(store, &who, &listing, offset, limit))

@@ -58,6 +58,12 @@ pub struct Listing {
     pub newest_first: bool,
     /// At most this many.
     pub limit: usize,
+    /// A hint: only tickets related to one of these parties
+    /// ([`crate::ticket::parties`], as [`crate::principal::Principal::party_keys`]
+    /// names a person) are wanted. A store may walk its index of them
+    /// instead of every ticket, or ignore the hint; the caller decides on
+    /// each ticket it gets.
+    pub readers: Option<Vec<String>>,
 }
 
 /// One page of a listing.

@@ -31,6 +31,11 @@ pub struct TicketWrite {
     /// too, so a store may keep a step's last attempt in the step's own
     /// record ([`StepRow::last`]) and file the one it displaces.
     pub attempts: Vec<(String, Attempt)>,
+    /// Who is related to the ticket ([`crate::ticket::parties`]), worked
+    /// out from the whole ticket, which the core alone does not show: a
+    /// store may index the ticket under each, so a person's list reads
+    /// their tickets, not every ticket.
+    pub parties: std::collections::BTreeSet<String>,
 }
 
 impl TicketWrite {
@@ -290,6 +295,7 @@ impl Committed {
             core: core_of(t),
             steps,
             attempts,
+            parties: crate::ticket::parties(t),
         }
     }
 }

@@ -145,6 +145,8 @@ pub(super) fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Trans
                     .map(|d| cx.now_ms.saturating_add(d.as_millis() as u64));
                 s.approval = Some(crate::ticket::ApprovalRecord {
                     votes: Vec::new(),
+                    groups: approval.voters().iter().map(|g| g.to_string()).collect(),
+                    escalate_to: approval.escalate_to.clone(),
                     due_ms,
                     overdue: false,
                 });

@@ -3,10 +3,15 @@
 //! | prefix | key | value |
 //! | --- | --- | --- |
 //! | `x/` | field letter `/` value `\0` ticket id | empty: a secondary index |
+//! | `x/r/` | party `\0` ticket id | empty: who is related to the ticket ([`crate::ticket::parties`]) |
 //! | `n/` | field letter `/` value (not `u`), or `all` | how many tickets (u64) |
 //! | `m/` | `listing` | present once the records above cover every ticket |
 //!
-//! Field letters: `u` subject, `b` batch, `w` workflow, `s` state. A
+//! Field letters: `u` subject, `b` batch, `w` workflow, `s` state; `r`
+//! the parties, a superset of who may read (a list for a person walks the
+//! tickets under their name, e-mail and groups, and the read policy
+//! decides each; entries are added, never removed, so a party that leaves
+//! a ticket leaves a stale entry the policy filters out). A
 //! listing walks one index (or the ticket cores, `t/`, with no filter) from
 //! its cursor and reads each ticket's summary from its core, so a page
 //! costs its length, not the store's size.
@@ -17,7 +22,7 @@
 //! insert per transition for the same fields. Opening a store of marker
 //! version 1 removes its `s/` records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use crate::error::Result;
@@ -29,8 +34,9 @@ use crate::ticket::Ticket;
 /// The marker saying every ticket has its listing records, and in which
 /// layout ([`LAYOUT`]).
 pub(super) const MARKER: &str = "m/listing";
-/// The listing layout this version writes: 2, summaries read from the cores.
-const LAYOUT: &[u8] = b"2";
+/// The listing layout this version writes: 3, summaries read from the
+/// cores and tickets indexed by their parties.
+pub(super) const LAYOUT: &[u8] = b"3";
 /// Where the layout before kept each ticket's summary.
 const RETIRED_SUMMARIES: &str = "s/";
 const ALL: &str = "n/all";
@@ -41,6 +47,26 @@ fn core_key(id: &str) -> String {
 
 fn index_prefix(field: Field, value: &str) -> String {
     format!("x/{}/{value}\0", field.letter())
+}
+
+/// The prefix of the tickets indexed under `party`.
+fn party_prefix(party: &str) -> String {
+    format!("x/r/{party}\0")
+}
+
+/// Index ticket `id` under each of `parties` (an insert of a key already
+/// there rewrites it, harmless).
+pub(super) fn index_parties<'a>(
+    batch: &mut sled::Batch,
+    id: &str,
+    parties: impl IntoIterator<Item = &'a String>,
+) {
+    for p in parties {
+        batch.insert(
+            [party_prefix(p).as_bytes(), id.as_bytes()].concat(),
+            &[] as &[u8],
+        );
+    }
 }
 
 fn counter_key(field: Field, value: &str) -> String {
@@ -85,6 +111,8 @@ pub(super) struct Indexer<'a> {
     /// before the store.
     known: Option<&'a Known>,
     seen: HashMap<String, TicketSummary>,
+    /// The parties indexed for each ticket of the group so far.
+    parties: HashMap<String, BTreeSet<String>>,
     deltas: BTreeMap<String, i64>,
     /// Building the records from nothing: every ticket is new to them,
     /// though its core is stored.
@@ -97,6 +125,7 @@ impl<'a> Indexer<'a> {
             db,
             known,
             seen: HashMap::new(),
+            parties: HashMap::new(),
             deltas: BTreeMap::new(),
             rebuilding: false,
         }
@@ -110,12 +139,28 @@ impl<'a> Indexer<'a> {
         }
     }
 
-    /// Index `t`; its state as stored before (none: a new ticket).
+    /// Index `t` (related to `parties`); its state as stored before (none:
+    /// a new ticket).
     pub(super) fn ticket(
         &mut self,
         batch: &mut sled::Batch,
         t: &Ticket,
+        parties: &BTreeSet<String>,
     ) -> Result<Option<crate::ticket::TicketState>> {
+        // Parties first: they change without the summary changing (a task
+        // reassigned). Only those not indexed before are written.
+        let before = self
+            .parties
+            .get(&t.id)
+            .or_else(|| self.known.and_then(|k| k.parties.get(&t.id)));
+        let added: Vec<&String> = parties
+            .iter()
+            .filter(|p| before.is_none_or(|b| !b.contains(*p)))
+            .collect();
+        index_parties(batch, &t.id, added);
+        let mut all = before.cloned().unwrap_or_default();
+        all.extend(parties.iter().cloned());
+        self.parties.insert(t.id.clone(), all);
         let new = TicketSummary::from(t);
         let old = match self.seen.get(&t.id) {
             Some(s) => Some(s.clone()),
@@ -162,7 +207,7 @@ impl<'a> Indexer<'a> {
     /// (the store serialises commits), so read-then-write is safe.
     /// Returns the group's tickets as indexed, for [`Known::learn`] once
     /// the batch is applied.
-    pub(super) fn finish(self, batch: &mut sled::Batch) -> Result<HashMap<String, TicketSummary>> {
+    pub(super) fn finish(self, batch: &mut sled::Batch) -> Result<Indexed> {
         for (key, delta) in self.deltas {
             if delta == 0 {
                 continue;
@@ -170,7 +215,10 @@ impl<'a> Indexer<'a> {
             let now = (counter(self.db, &key)? as i64 + delta).max(0) as u64;
             batch.insert(key.as_bytes(), seal(&now.to_be_bytes()));
         }
-        Ok(self.seen)
+        Ok(Indexed {
+            summaries: self.seen,
+            parties: self.parties,
+        })
     }
 }
 
@@ -180,46 +228,67 @@ impl<'a> Indexer<'a> {
 /// committer's time). Only the committer writes tickets, under the lock
 /// that holds this, so it cannot go stale; a ticket not here is read.
 #[derive(Default)]
-pub(super) struct Known(HashMap<String, TicketSummary>);
+pub(super) struct Known {
+    summaries: HashMap<String, TicketSummary>,
+    /// The parties each open ticket is indexed under.
+    parties: HashMap<String, BTreeSet<String>>,
+}
+
+/// What a group's commit indexed, for [`Known::learn`].
+pub(super) struct Indexed {
+    summaries: HashMap<String, TicketSummary>,
+    parties: HashMap<String, BTreeSet<String>>,
+}
 
 /// Open tickets remembered at most; past it the map starts again.
 const KNOWN_AT_MOST: usize = 100_000;
 
 impl Known {
     fn get(&self, id: &str) -> Option<&TicketSummary> {
-        self.0.get(id)
+        self.summaries.get(id)
     }
 
     /// Take in a group's tickets, once its batch is applied: terminal ones
     /// are forgotten (they seldom change again).
-    pub(super) fn learn(&mut self, seen: HashMap<String, TicketSummary>) {
-        if self.0.len() + seen.len() > KNOWN_AT_MOST {
-            self.0.clear();
+    pub(super) fn learn(&mut self, indexed: Indexed) {
+        let Indexed {
+            summaries,
+            mut parties,
+        } = indexed;
+        if self.summaries.len() + summaries.len() > KNOWN_AT_MOST {
+            self.summaries.clear();
+            self.parties.clear();
         }
-        for (id, s) in seen {
+        for (id, s) in summaries {
             if s.state.is_terminal() {
-                self.0.remove(&id);
+                self.summaries.remove(&id);
+                self.parties.remove(&id);
             } else {
-                self.0.insert(id, s);
+                if let Some(p) = parties.remove(&id) {
+                    self.parties.insert(id.clone(), p);
+                }
+                self.summaries.insert(id, s);
             }
         }
     }
 }
 
 /// Build the listing records from the tickets, once, for a store written
-/// before they existed; in a store of the layout before, remove the
-/// summary records it kept. Returns how many tickets it indexed.
-pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
+/// before they existed; in a store of a layout before, remove the summary
+/// records it kept. Returns how many tickets it indexed, and whether the
+/// tickets' parties still need indexing (then [`finish_parties`] writes
+/// them, from whole tickets, and the marker).
+pub(super) fn build_if_missing(db: &sled::Db) -> Result<(Option<usize>, bool)> {
     if let Some(marker) = db.get(MARKER).map_err(err)? {
-        if unseal(MARKER.as_bytes(), &marker)? != LAYOUT {
-            let mut batch = sled::Batch::default();
-            for kv in db.scan_prefix(RETIRED_SUMMARIES) {
-                batch.remove(kv.map_err(err)?.0);
-            }
-            batch.insert(MARKER, seal(LAYOUT));
-            db.apply_batch(batch).map_err(err)?;
+        if unseal(MARKER.as_bytes(), &marker)? == LAYOUT {
+            return Ok((None, false));
         }
-        return Ok(None);
+        let mut batch = sled::Batch::default();
+        for kv in db.scan_prefix(RETIRED_SUMMARIES) {
+            batch.remove(kv.map_err(err)?.0);
+        }
+        db.apply_batch(batch).map_err(err)?;
+        return Ok((None, true));
     }
     let mut n = 0;
     let mut batch = sled::Batch::default();
@@ -227,13 +296,23 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
     for kv in db.scan_prefix(b"t/") {
         let (k, v) = kv.map_err(err)?;
         let t = crate::store::record::decode_ticket(&k, &v)?;
-        let _ = indexer.ticket(&mut batch, &t)?;
+        let _ = indexer.ticket(&mut batch, &t, &BTreeSet::new())?;
         n += 1;
     }
     let _ = indexer.finish(&mut batch)?;
-    batch.insert(MARKER, seal(LAYOUT));
     db.apply_batch(batch).map_err(err)?;
-    Ok(Some(n))
+    Ok((Some(n), true))
+}
+
+/// Index every ticket under its parties (`tickets`: whole, steps and all),
+/// then mark the listing records as of this layout.
+pub(super) fn finish_parties(db: &sled::Db, tickets: &[Ticket]) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for t in tickets {
+        index_parties(&mut batch, &t.id, &crate::ticket::parties(t));
+    }
+    batch.insert(MARKER, seal(LAYOUT));
+    db.apply_batch(batch).map_err(err)
 }
 
 /// The ticket ids a listing walks, in its order: the keys under `prefix`
@@ -241,7 +320,7 @@ pub(super) fn build_if_missing(db: &sled::Db) -> Result<Option<usize>> {
 /// creation instant in hex ([`crate::ticket::new_id`]), so a creation range
 /// is a range of ids and the walk starts where the range does; the
 /// summaries are still checked against it.
-fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result<String>> {
+fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result<String>> + use<> {
     let key = |id: &str| [prefix.as_bytes(), id.as_bytes()].concat();
     let cursor = q.after.as_deref().map(key);
     let from = q.created_from_ms.map(|ms| key(&format!("T-{ms:012x}")));
@@ -284,6 +363,53 @@ fn walk(db: &sled::Db, q: &Listing, prefix: &str) -> impl Iterator<Item = Result
     })
 }
 
+/// The ticket ids a listing walks: those under its parties when it names
+/// some (each party's index walked lazily as [`walk`] does, merged in the
+/// listing's order, each id once), else [`walk`] over its narrowest index.
+fn candidates<'a>(
+    db: &'a sled::Db,
+    q: &'a Listing,
+) -> Box<dyn Iterator<Item = Result<String>> + 'a> {
+    let Some(parties) = &q.readers else {
+        return Box::new(walk(db, q, &prefix_for(q)));
+    };
+    let mut heads: Vec<std::iter::Peekable<_>> = parties
+        .iter()
+        .map(|p| walk(db, q, &party_prefix(p)).peekable())
+        .collect();
+    let newest_first = q.newest_first;
+    let mut last: Option<String> = None;
+    Box::new(std::iter::from_fn(move || {
+        loop {
+            // An error ends the walk, reported once.
+            for h in heads.iter_mut() {
+                if matches!(h.peek(), Some(Err(_))) {
+                    let e = h.next().expect("peeked");
+                    heads.clear();
+                    return Some(e);
+                }
+            }
+            let pick = heads
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, h)| match h.peek() {
+                    Some(Ok(id)) => Some((i, id.clone())),
+                    _ => None,
+                })
+                .reduce(|a, b| {
+                    let later = if newest_first { b.1 > a.1 } else { b.1 < a.1 };
+                    if later { b } else { a }
+                })?;
+            let id = heads[pick.0].next().expect("peeked").expect("an id");
+            if last.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            last = Some(id.clone());
+            return Some(Ok(id));
+        }
+    }))
+}
+
 /// The index a listing walks: its narrowest equality filter, or the cores.
 fn prefix_for(q: &Listing) -> String {
     match q.filters().first() {
@@ -306,7 +432,7 @@ fn summary(db: &sled::Db, id: &str) -> Result<Option<TicketSummary>> {
 pub(super) fn list(db: &sled::Db, q: &Listing) -> Result<Page> {
     let mut tickets = Vec::new();
     let mut next = None;
-    for id in walk(db, q, &prefix_for(q)) {
+    for id in candidates(db, q) {
         let id = id?;
         // The index names the ticket; its summary is checked against every
         // filter (the index's own included, so a value holding `\0` that
@@ -326,7 +452,7 @@ pub(super) fn list(db: &sled::Db, q: &Listing) -> Result<Page> {
 
 /// How many tickets `q` matches.
 pub(super) fn count(db: &sled::Db, q: &Listing) -> Result<usize> {
-    if q.counted_by_counter() {
+    if q.counted_by_counter() && q.readers.is_none() {
         let key = match q.filters().first() {
             Some((field, value)) => counter_key(*field, value),
             None => ALL.to_string(),
@@ -339,7 +465,7 @@ pub(super) fn count(db: &sled::Db, q: &Listing) -> Result<usize> {
         ..q.clone()
     };
     let mut n = 0;
-    for id in walk(db, &all, &prefix_for(&all)) {
+    for id in candidates(db, &all) {
         if summary(db, &id?)?.is_some_and(|s| q.matches(&s)) {
             n += 1;
         }

@@ -235,8 +235,17 @@ impl SledStore {
             applying: AtomicU64::new(0),
         };
         store.g("index the tickets", || {
-            if let Some(n) = listing::build_if_missing(&store.db)? {
+            let (built, parties) = listing::build_if_missing(&store.db)?;
+            if let Some(n) = built {
                 tracing::info!(tickets = n, "built the listing indexes");
+            }
+            if parties {
+                let tickets = store.tickets()?;
+                listing::finish_parties(&store.db, &tickets)?;
+                tracing::info!(
+                    tickets = tickets.len(),
+                    "indexed the tickets by who is related to them"
+                );
                 store.flush()?;
             }
             Ok(())
@@ -518,7 +527,7 @@ impl Store for SledStore {
                 for w in &b.tickets {
                     let t = &w.core;
                     batch.insert(format!("t/{}", t.id).as_bytes(), encode(t)?);
-                    let was = indexer.ticket(&mut batch, t)?;
+                    let was = indexer.ticket(&mut batch, t, &w.parties)?;
                     // The in-flight mark changes only when the ticket
                     // starts, ends, or is retried out of an end.
                     if was.is_none_or(|s| s.is_terminal() != t.state.is_terminal()) {
@@ -1041,9 +1050,89 @@ mod tests {
                 &store.db.get(listing::MARKER).unwrap().unwrap()
             )
             .unwrap(),
-            b"2"
+            listing::LAYOUT
         );
         assert_eq!(store.list(&everything).unwrap(), before);
+        assert!(store.check().unwrap().damage.is_empty());
+    }
+
+    #[test]
+    fn a_person_s_listing_walks_only_the_tickets_related_to_them_and_survives_a_rebuild() {
+        use crate::store::Listing;
+        use crate::ticket::{TaskRecord, TicketState};
+        let dir = tempfile::tempdir().unwrap();
+        let task = |assignee: &str| TaskRecord {
+            assignee: Some(assignee.into()),
+            former_assignees: Vec::new(),
+            group: None,
+            due_ms: None,
+            due: None,
+            overdue: false,
+            escalated_to: None,
+            remind_at_ms: None,
+            reminders: 0,
+            done: None,
+        };
+        let mine = |store: &SledStore, keys: &[&str]| -> Vec<String> {
+            let q = Listing {
+                limit: 100,
+                readers: Some(keys.iter().map(|k| k.to_string()).collect()),
+                ..Listing::default()
+            };
+            assert_eq!(
+                store.count(&q).unwrap(),
+                store.list(&q).unwrap().tickets.len()
+            );
+            store
+                .list(&q)
+                .unwrap()
+                .tickets
+                .into_iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for i in 1..=6 {
+                let mut t =
+                    crate::store::conformance::ticket(&format!("T-{i}"), TicketState::WaitingTask);
+                let boss = if i % 3 == 0 {
+                    "Boss@Example.com"
+                } else {
+                    "other@example.com"
+                };
+                t.steps.get_mut("a").unwrap().task = Some(task(boss));
+                store
+                    .commit(&[Batch {
+                        tickets: vec![t.into()],
+                        ..Batch::default()
+                    }])
+                    .unwrap();
+            }
+            // A reassign moves T-1 to the boss: the former assignee keeps it.
+            let mut t = store.ticket("T-1").unwrap().unwrap();
+            let k = t.steps.get_mut("a").unwrap().task.as_mut().unwrap();
+            k.former_assignees
+                .push(k.assignee.replace("boss@example.com".into()).unwrap());
+            store
+                .commit(&[Batch {
+                    tickets: vec![t.into()],
+                    ..Batch::default()
+                }])
+                .unwrap();
+            assert_eq!(mine(&store, &["p:boss@example.com"]), ["T-1", "T-3", "T-6"]);
+            assert_eq!(mine(&store, &["p:nobody", "g:hr"]), Vec::<String>::new());
+            assert_eq!(mine(&store, &["p:tester"]).len(), 6, "the requester");
+            store.drop_listing_records();
+        }
+        // Rebuilt at open, parties and all, from the whole tickets.
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(mine(&store, &["p:boss@example.com"]), ["T-1", "T-3", "T-6"]);
+        assert_eq!(
+            mine(&store, &["p:other@example.com"]).len(),
+            4,
+            "T-1 held, 2, 4, 5"
+        );
         assert!(store.check().unwrap().damage.is_empty());
     }
 
