@@ -198,26 +198,12 @@ approval = { role = "security", deadline = "1h", escalate_to = "cab" }
                 ..StepRecord::new()
             },
         );
-        Ticket {
-            id: "T-1".into(),
-            workflow: "leaver".into(),
-            workflow_hash: "h".into(),
-            workflow_version: "1".into(),
-            subject: "ann@example.com".into(),
-            inputs: serde_json::json!({ "manager": "boss@example.com", "legal_hold": true }),
-            state: TicketState::WaitingTask,
-            requested_by: "hr-feed".into(),
-            batch: None,
-            created_ms: 0,
-            updated_ms: 0,
-            sla_deadline_ms: None,
-            sla_breached: false,
-            sla_at_risk_ms: None,
-            sla_at_risk: false,
-            compensating: false,
-            steps,
-            head: Default::default(),
-        }
+        let mut t = crate::store::conformance::ticket("T-1", TicketState::WaitingTask);
+        t.subject = "ann@example.com".into();
+        t.inputs = serde_json::json!({ "manager": "boss@example.com", "legal_hold": true });
+        t.requested_by = "hr-feed".into();
+        t.steps = steps;
+        t
     }
 
     fn task(assignee: &str) -> TaskRecord {

@@ -21,13 +21,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        let bearer = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        if let (Some(provider), Some(token)) = (&app.oidc, bearer)
+        if let (Some(provider), Ok(token)) = (&app.oidc, crate::auth::bearer(header))
             && crate::oidc::looks_like_jwt(token)
         {
             return match provider.authenticate(token).await? {

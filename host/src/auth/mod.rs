@@ -296,6 +296,17 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: Option<&str>) -> Result<&str, Unauthenticated> {
+    let header = header.ok_or(Unauthenticated::Missing)?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(Unauthenticated::Malformed)
+}
+
 /// Hex SHA-256 of a token.
 pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -379,13 +390,7 @@ impl Tokens {
 
     /// The principal behind an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Unauthenticated> {
-        let header = header.ok_or(Unauthenticated::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Unauthenticated::Malformed)?;
+        let token = bearer(header)?;
         self.refresh()?;
         let cache = self.cache.read().expect("token cache lock");
         if cache.by_hash.is_empty() {

@@ -73,7 +73,7 @@ pub struct Config {
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[serde(default = "default_leeway", with = "humantime_serde_shim")]
+    #[serde(default = "default_leeway", with = "crate::workflow::duration")]
     pub leeway: Duration,
     /// The claim naming the principal.
     #[serde(default = "default_email")]
@@ -103,18 +103,6 @@ fn default_email() -> String {
 }
 fn default_group_claims() -> Vec<String> {
     vec!["groups".into(), "roles".into()]
-}
-
-/// `leeway = "60s"` through humantime.
-mod humantime_serde_shim {
-    use serde::Deserialize as _;
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<std::time::Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 /// The algorithms a provider may sign with: public-key ones only.

@@ -721,8 +721,8 @@ impl Workflow {
     }
 }
 
-/// Durations as humantime strings ("30s", "24h").
-mod duration {
+/// Durations as humantime strings ("30s", "24h"), for `#[serde(with)]`.
+pub(crate) mod duration {
     use super::*;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
