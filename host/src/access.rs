@@ -53,6 +53,7 @@ impl View {
     pub fn redact(&self, ticket: &mut Ticket, trail: &mut Vec<AuditEvent>) {
         let View::Tasks(steps) = self else { return };
         ticket.inputs = Value::Object(Default::default());
+        ticket.links.clear();
         ticket.steps.retain(|name, _| steps.contains(name));
         trail.retain(|e| e.step.as_ref().is_some_and(|s| steps.contains(s)));
     }

@@ -337,13 +337,99 @@ pub struct Ticket {
     pub compensating: bool,
     /// Steps by name.
     pub steps: BTreeMap<String, StepRecord>,
+    /// Its relations to other tickets, each kept on both tickets (the
+    /// other holds the reverse), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     /// The audit chain's head: `seq` and `hash` of the last event.
     #[schema(value_type = Object)]
     pub head: ChainHead,
 }
 
-/// A subject as the duplicate check compares it: trimmed, case folded
-/// (e-mail addresses are matched case-blind in practice).
+/// How one ticket relates to another. Each has a reverse, held by the
+/// other ticket, so either side lists the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rel {
+    /// The other ticket is this one's parent.
+    Parent,
+    /// The other ticket is this one's child.
+    Child,
+    /// This ticket (an incident) was caused by the other (a problem).
+    CausedBy,
+    /// This ticket (a problem) caused the other (an incident).
+    Causes,
+    /// This ticket (a change) fixes the other (a problem).
+    Fixes,
+    /// This ticket (a problem) is fixed by the other (a change).
+    FixedBy,
+    /// Related, no more said.
+    Related,
+}
+
+impl Rel {
+    /// Every relation, for error messages and docs.
+    pub const ALL: [Rel; 7] = [
+        Rel::Parent,
+        Rel::Child,
+        Rel::CausedBy,
+        Rel::Causes,
+        Rel::Fixes,
+        Rel::FixedBy,
+        Rel::Related,
+    ];
+
+    /// The relation as the other ticket holds it.
+    pub fn reverse(self) -> Self {
+        match self {
+            Rel::Parent => Rel::Child,
+            Rel::Child => Rel::Parent,
+            Rel::CausedBy => Rel::Causes,
+            Rel::Causes => Rel::CausedBy,
+            Rel::Fixes => Rel::FixedBy,
+            Rel::FixedBy => Rel::Fixes,
+            Rel::Related => Rel::Related,
+        }
+    }
+
+    /// Its name in the API (`caused_by`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rel::Parent => "parent",
+            Rel::Child => "child",
+            Rel::CausedBy => "caused_by",
+            Rel::Causes => "causes",
+            Rel::Fixes => "fixes",
+            Rel::FixedBy => "fixed_by",
+            Rel::Related => "related",
+        }
+    }
+
+    /// A relation by its API name, or why not.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!("`{name}` is no relation (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// A relation of a ticket to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Link {
+    /// How this ticket relates to `ticket`.
+    pub rel: Rel,
+    /// The other ticket's id.
+    pub ticket: String,
+    /// Who made it: a person, `hook:NAME` for correlation, a workflow.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
 /// The people (`p:` and a lower-case name or e-mail) and groups (`g:`)
 /// related to a ticket: its requester, its tasks' holders past and present
 /// and their groups, and the groups of the approvals it reached. The store
@@ -374,6 +460,8 @@ pub fn parties(t: &Ticket) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// A subject as the duplicate check compares it: trimmed, case folded
+/// (e-mail addresses are matched case-blind in practice).
 pub fn subject_key(subject: &str) -> String {
     subject.trim().to_lowercase()
 }

@@ -1019,6 +1019,7 @@
     task_reminded: 'Task reminder',
     task_overdue: 'Task overdue',
     approval_overdue: 'Approval overdue',
+    linked: 'Related',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -1053,6 +1054,8 @@
       case 'approval_requested':
         if (Array.isArray(d.groups)) return `needs ${d.quorum} of ${d.groups.join(', ')}`;
         return d.role ? `needs an approver in the ${d.role} group` : 'needs an approver';
+      case 'linked':
+        return `${String(d.rel || '').replace('_', ' ')} ${d.ticket || ''}`;
       case 'approval_overdue':
         return d.escalated_to ? `overdue; escalated to ${d.escalated_to}` : 'overdue';
       case 'step_waiting':
@@ -1133,6 +1136,18 @@
     const approvalSlot = h('div', { id: 'approval-slot' });
     const opsSlot = h('div', { id: 'ops-slot' });
     const stepsList = h('ol', { class: 'timeline', id: 'steps', 'data-testid': 'steps' });
+    const relatedBody = h('tbody');
+    const relatedSection = h('section', { class: 'section', 'aria-labelledby': 'related-title', hidden: true },
+      h('h2', { id: 'related-title' }, 'Related tickets'),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data', id: 'related-table', 'data-testid': 'related-table' },
+        h('caption', { class: 'visually-hidden' }, 'Tickets related to this one'),
+        h('thead', null, h('tr', null,
+          h('th', { scope: 'col' }, 'Relation'),
+          h('th', { scope: 'col' }, 'Ticket'),
+          h('th', { scope: 'col' }, 'Subject'),
+          h('th', { scope: 'col' }, 'Workflow'),
+          h('th', { scope: 'col' }, 'State'))),
+        relatedBody)));
     const trailStatus = h('div', { id: 'trail-status', 'data-testid': 'trail-status', class: 'trail-status' });
     const trailBody = h('tbody');
     const trailTable = h('table', { class: 'data trail', id: 'trail-table', 'data-testid': 'trail-table' },
@@ -1148,7 +1163,7 @@
       trailBody);
     const body = h('div', { class: 'ticket-body', hidden: true },
       h('div', { class: 'card' }, meta),
-      actionStatus, approvalSlot, opsSlot,
+      actionStatus, approvalSlot, opsSlot, relatedSection,
       h('section', { class: 'section', 'aria-labelledby': 'steps-title' },
         h('h2', { id: 'steps-title' }, 'Steps'), stepsList),
       h('section', { class: 'section', 'aria-labelledby': 'trail-title' },
@@ -1369,6 +1384,30 @@
         : h('li', { class: 'muted' }, 'This ticket has no steps.'));
     }
 
+    // A relation names the other ticket; its subject and state come from
+    // the list of tickets related to this one, which holds only those the
+    // reader may see.
+    async function renderRelated(t) {
+      const links = t.links || [];
+      relatedSection.hidden = links.length === 0;
+      if (!links.length) return;
+      let list;
+      try {
+        list = await api('GET', `/v1/tickets?related_to=${encodeURIComponent(id)}&limit=1000`);
+      } catch (_) {
+        return;
+      }
+      const byId = new Map(list.tickets.map((x) => [x.id, x]));
+      const rows = links.filter((l) => byId.has(l.ticket)).map((l) => [l, byId.get(l.ticket)]);
+      if (!changed('related', rows.map(([l, x]) => [l.rel, x.id, x.state]))) return;
+      replaceChildren(relatedBody, rows.map(([l, x]) => h('tr', { 'data-testid': 'related-row', dataset: { rel: l.rel, id: x.id } },
+        h('td', null, l.rel.replace('_', ' ')),
+        h('td', null, h('a', { href: ticketHref(x.id), class: 'mono' }, x.id)),
+        h('td', null, x.subject),
+        h('td', null, x.workflow),
+        h('td', null, badge(x.state)))));
+    }
+
     function renderTrail(d) {
       const trail = d.trail || [];
       if (changed('trailStatus', [d.trail_verified, d.trail_error, trail.length, d.ticket.head])) {
@@ -1412,6 +1451,7 @@
       renderApproval(t, trail);
       renderOps(t);
       renderSteps(t, trail, d.workflow_steps);
+      await renderRelated(t);
       renderTrail(d);
       live.ok();
     }

@@ -165,6 +165,14 @@ async fn an_emergency_change_needs_two_groups_then_runs_and_a_failed_verificatio
         .filter(|e| e["kind"] == "compensated")
         .map(|e| e["step"].as_str().unwrap())
         .collect();
-    assert_eq!(undone, ["apply-fix", "snapshot"], "undone in reverse");
+    // The step whose verification failed ran, so what it did is undone
+    // too, first; it stays the step that failed.
+    assert_eq!(
+        undone,
+        ["check-service", "apply-fix", "snapshot"],
+        "undone in reverse"
+    );
+    assert_eq!(steps["check-service"]["status"], "failed");
+    assert_eq!(steps["apply-fix"]["status"], "compensated");
     assert_eq!(view["trail_verified"], true);
 }

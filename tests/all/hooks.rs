@@ -8,14 +8,14 @@ use crate::support::{get_json, set_up_wipe_home, start_server_with_env};
 
 const SECRET: &str = "whsec-5c1f0e2a9b";
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-async fn deliver(
+pub(crate) async fn deliver(
     http: &reqwest::Client,
     url: &str,
     body: &str,

@@ -11,6 +11,7 @@ mod committee;
 mod conditions;
 mod connectors;
 mod contract;
+mod correlation;
 mod corruption;
 mod crash;
 mod demo;

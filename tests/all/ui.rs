@@ -4,7 +4,9 @@
 //! completes their task from "My tasks" and watches the ticket move on
 //! (`tests/ui/tasks.mjs`); a manager signs in through an independent
 //! OpenID provider (`oidc-provider` from npm, `tests/ui/oidc-provider.mjs`)
-//! and does the same (`tests/ui/sso.mjs`).
+//! and does the same (`tests/ui/sso.mjs`); an operator opens a problem
+//! that correlated alerts opened and finds its incidents, each naming it
+//! back (`tests/ui/problem.mjs`).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium`), Node.js 20+ and
 //! `tests/ui/node_modules` (`npm ci --prefix tests/ui`). Without them the
@@ -352,4 +354,25 @@ algorithms = ["RS256"]
         .await
         .unwrap();
     assert_eq!(audit.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_problem_opened_by_alerts_shows_its_incidents_in_the_browser() {
+    let root = repo_root();
+    require_browser_toolchain(&root);
+    let home = tempfile::tempdir().unwrap();
+    crate::correlation::set_up(home.path(), 3);
+    let operator = create_token(home.path(), "op-ui", &["operator"]);
+    let server = crate::correlation::start(home.path()).await;
+    let mut incidents = Vec::new();
+    let mut problem = None;
+    for (i, host) in ["ws-11", "ws-12", "ws-13"].iter().enumerate() {
+        let a = crate::correlation::alert(&server, &format!("ui-{i}"), host, "EICAR").await;
+        incidents.push(a["tickets"][0].as_str().unwrap().to_string());
+        problem = a["problems"][0].as_str().map(str::to_string);
+    }
+    let problem = problem.expect("the third alert opened the problem");
+    let mut args = vec![server.base.as_str(), operator.as_str(), problem.as_str()];
+    args.extend(incidents.iter().map(String::as_str));
+    browser(&root, "problem.mjs", &args).await;
 }

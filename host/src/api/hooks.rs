@@ -52,7 +52,9 @@ pub(super) struct HookError {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct HookResult {
     event_id: String,
-    /// `H-...`: the event's people as a batch.
+    /// `H-...`: the event's people as a batch. On a hook that correlates,
+    /// `C-...`: the batch of the first alert's fingerprint (each alert is
+    /// in its own fingerprint's).
     batch: String,
     /// Tickets created now.
     created: usize,
@@ -60,6 +62,10 @@ pub(super) struct HookResult {
     existing: usize,
     /// Ticket ids, created or existing.
     tickets: Vec<String>,
+    /// On a hook that correlates: the problems the event's alerts joined
+    /// (or opened), each once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
     errors: Vec<HookError>,
 }
 
@@ -103,20 +109,45 @@ pub(super) async fn receive(
         ));
     }
     let by = format!("hook:{name}");
-    // One event's people form a batch, to follow and steer together.
-    let batch = crate::intake::webhook::batch_id(&name, &event_id);
+    // One event's people form a batch, to follow and steer together; a
+    // correlating hook's alerts are each in their fingerprint's.
+    let mut batch = crate::intake::webhook::batch_id(&name, &event_id);
     let (mut created, mut existing) = (0, 0);
     let mut tickets = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
     let mut errors = Vec::new();
     for (i, person) in people.into_iter().enumerate() {
         let result = match person {
-            Ok(mut req) => {
-                req.batch = Some(batch.clone());
+            Ok(mapped) => {
+                let mut req = mapped.ticket;
+                req.batch = Some(match &mapped.fingerprint {
+                    Some(f) => crate::intake::correlation::batch_id(&name, f),
+                    None => batch.clone(),
+                });
+                if i == 0 && mapped.fingerprint.is_some() {
+                    batch.clone_from(req.batch.as_ref().expect("set"));
+                }
                 let key = crate::intake::webhook::person_key(&name, &event_id, i);
-                app.scheduler
-                    .create(req, &by, Some(&key))
-                    .await
-                    .map_err(|e| e.to_string())
+                match app.scheduler.create(req, &by, Some(&key)).await {
+                    Ok((t, new)) => {
+                        let joined = match (&hook.correlate, &mapped.fingerprint) {
+                            (Some(c), Some(f)) => app.scheduler.correlate(&name, c, f, &t).await,
+                            _ => Ok(None),
+                        };
+                        match joined {
+                            Ok(p) => {
+                                if let Some(p) = p.filter(|p| !problems.contains(p)) {
+                                    problems.push(p);
+                                }
+                                Ok((t, new))
+                            }
+                            // The incident stands; its correlation is done
+                            // again when the alert is sent again.
+                            Err(e) => Err(format!("{} was created, but not correlated: {e}", t.id)),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
             }
             Err(e) => Err(e),
         };
@@ -145,6 +176,7 @@ pub(super) async fn receive(
             created,
             existing,
             tickets,
+            problems,
             errors,
         }),
     ))

@@ -11,6 +11,7 @@ mod error;
 mod hooks;
 mod imports;
 mod installs;
+mod links;
 mod plugins;
 mod read_policy;
 mod sso;
@@ -203,6 +204,7 @@ fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(hooks::receive))
         .merge(tickets::router())
+        .merge(links::router())
         .merge(tasks::router())
         .merge(audit::router())
         .merge(plugins::router())

@@ -141,3 +141,44 @@ pub(super) fn page(
     }
     Ok((Page { tickets, next }, total))
 }
+
+/// [`page`] over the tickets related to `anchor` (`?related_to=`): those
+/// its links name, which the caller must also be able to read, filtered
+/// and paged as any listing. The caller must see the anchor (else its
+/// 404). Costs the anchor's links, not the store: a relation is kept on
+/// both tickets, so the anchor names every ticket related to it.
+pub(super) fn related_page(
+    store: &dyn Store,
+    who: &Principal,
+    anchor: &str,
+    listing: &Listing,
+    offset: usize,
+    limit: usize,
+) -> crate::Result<(Page, usize)> {
+    let mut pins = Pins::default();
+    let (anchor, _) = view(store, who, anchor, &mut pins)?;
+    let mut ids: Vec<&str> = anchor.links.iter().map(|l| l.ticket.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if listing.newest_first {
+        ids.reverse();
+    }
+    let mut visible = Vec::new();
+    for id in ids {
+        let Some(t) = store.ticket(id)? else {
+            continue;
+        };
+        let wf = pins.of(store, &t)?;
+        if access::ticket_view(who, &t, wf).is_some() && listing.matches(&(&t).into()) {
+            visible.push(TicketSummary::from(&t));
+        }
+    }
+    let total = visible.len();
+    let mut page = Listing {
+        limit: limit.saturating_add(offset),
+        ..listing.clone()
+    }
+    .page(visible.into_iter());
+    page.tickets.drain(..offset.min(page.tickets.len()));
+    Ok((page, total))
+}

@@ -75,6 +75,9 @@ struct ListQuery {
     workflow: Option<String>,
     subject: Option<String>,
     batch: Option<String>,
+    /// Only the tickets related to this one (its incidents, its problem,
+    /// its parent or children, ...), as its `links` name them.
+    related_to: Option<String>,
     /// Created at or after this instant (RFC 3339, e.g. 2026-11-01T00:00:00Z).
     created_after: Option<String>,
     /// Created before this instant (RFC 3339).
@@ -197,7 +200,7 @@ pub(super) struct Ack {
 pub(super) const ACK: Ack = Ack { ok: true };
 
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
-    responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody)))]
+    responses((status = 200, description = "Tickets, oldest first", body = TicketList), (status = 400, description = "Malformed input, named in the body", body = ErrorBody), (status = 401, description = "No valid bearer token; the body says why", body = ErrorBody), (status = 404, description = "`related_to` names no ticket the caller may see", body = ErrorBody)))]
 async fn list(
     State(app): State<AppState>,
     Caller(who): Caller,
@@ -218,8 +221,12 @@ async fn list(
         limit,
         readers: None,
     };
+    let related_to = q.related_to;
     let (page, total) = app
-        .read(move |store| read_policy::page(store, &who, &listing, offset, limit))
+        .read(move |store| match &related_to {
+            Some(anchor) => read_policy::related_page(store, &who, anchor, &listing, offset, limit),
+            None => read_policy::page(store, &who, &listing, offset, limit),
+        })
         .await?;
     Ok(Json(TicketList {
         tickets: page.tickets,

@@ -87,6 +87,9 @@ pub enum AuditKind {
     TaskOverdue,
     /// An approval request passed its deadline undecided (and escalated).
     ApprovalOverdue,
+    /// The ticket was related to another (the relation, the other ticket,
+    /// who made it): written on both tickets, each with its own side.
+    Linked,
 }
 
 /// The plugin that produced an event, pinned by its wasm hash.

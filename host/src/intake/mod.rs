@@ -24,6 +24,7 @@
 //! nothing of the scheduler: the bulk creation takes the create as a
 //! function, so the scheduler can use these types and stay below.
 
+pub mod correlation;
 pub mod import;
 mod limits;
 mod request;

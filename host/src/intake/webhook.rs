@@ -21,6 +21,10 @@
 //! captured request cannot be replayed later; a replay inside the window
 //! creates nothing new, because each person's ticket is keyed by hook, event
 //! id and position.
+//!
+//! A hook whose events are alerts may declare `[hooks.correlate]`: its
+//! alerts of one fingerprint then make one problem once enough arrive in a
+//! window ([`super::correlation`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +36,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::NewTicket;
+use super::correlation::Correlate;
 use crate::error::{Error, Result};
 
 /// One hook.
@@ -57,6 +62,18 @@ pub struct Hook {
     /// Allowed clock difference; default 5 minutes.
     #[serde(default, with = "humantime_serde_opt")]
     pub tolerance: Option<Duration>,
+    /// Its alerts' correlation into problems, if it has one.
+    #[serde(default)]
+    pub correlate: Option<Correlate>,
+}
+
+/// One person (or alert) of an event, mapped.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The ticket to create for them.
+    pub ticket: NewTicket,
+    /// The alert's fingerprint, when the hook correlates.
+    pub fingerprint: Option<String>,
 }
 
 mod humantime_serde_opt {
@@ -109,6 +126,10 @@ impl Hooks {
                         h.name
                     )));
                 }
+            }
+            if let Some(c) = &h.correlate {
+                c.check()
+                    .map_err(|e| Error::Config(format!("hook `{}`: correlate: {e}", h.name)))?;
             }
             if by_name.insert(h.name.clone(), h).is_some() {
                 return Err(Error::Config("two hooks share a name".into()));
@@ -192,7 +213,7 @@ impl Hook {
     pub fn map(
         &self,
         payload: &Value,
-    ) -> std::result::Result<(String, Vec<std::result::Result<NewTicket, String>>), String> {
+    ) -> std::result::Result<(String, Vec<std::result::Result<Mapped, String>>), String> {
         let event_id = match payload.pointer(&self.event_id) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -217,12 +238,22 @@ impl Hook {
                     .iter()
                     .filter_map(|(k, p)| person.pointer(p).map(|v| (k.clone(), v.clone())))
                     .collect();
-                Ok(NewTicket {
-                    workflow: self.workflow.clone(),
-                    subject,
-                    inputs: Value::Object(inputs),
-                    batch: None,
-                    allow_duplicate: false,
+                let fingerprint = self
+                    .correlate
+                    .as_ref()
+                    .map(|c| c.fingerprint_of(person))
+                    .transpose()?;
+                Ok(Mapped {
+                    ticket: NewTicket {
+                        workflow: self.workflow.clone(),
+                        subject,
+                        inputs: Value::Object(inputs),
+                        batch: None,
+                        // Each alert is an incident of its own, even on a
+                        // host that has one open: the count is of alerts.
+                        allow_duplicate: self.correlate.is_some(),
+                    },
+                    fingerprint,
                 })
             })
             .collect();
@@ -304,7 +335,7 @@ mod tests {
             ]}))
             .unwrap();
         assert_eq!(id, "evt-9");
-        let first = people[0].as_ref().unwrap();
+        let first = &people[0].as_ref().unwrap().ticket;
         assert_eq!(first.subject, "a@example.com");
         assert_eq!(first.inputs, json!({ "last_day": "2026-12-01" }));
         assert_eq!(people[1].as_ref().unwrap_err(), "no subject at `/email`");

@@ -146,7 +146,7 @@ impl Scheduler {
     /// The open ticket of `open_key` (workflow, subject key), unless a
     /// duplicate is allowed: a shared store asks the database, which knows
     /// every worker's; one process knows its own.
-    fn open_ticket(
+    pub(super) fn open_ticket(
         &self,
         open_key: &(String, String),
         allow_duplicate: bool,

@@ -344,7 +344,7 @@ impl Scheduler {
     ) -> Result<()> {
         // A tick with nothing due (or an interruption with nothing
         // running) changes nothing worth a write.
-        let event_kind = if matches!(event, Event::Tick | Event::Interrupted) {
+        let event_kind = if matches!(event, Event::Tick | Event::Interrupted | Event::Link { .. }) {
             EventKind::Quiet
         } else {
             EventKind::Changes

@@ -33,6 +33,11 @@ pub struct Metrics {
     fenced: AtomicU64,
     /// Tickets taken from the store: due, or left by a worker that stopped.
     leases_taken: AtomicU64,
+    /// Problems opened by correlated alerts.
+    problems_opened: AtomicU64,
+    /// Alerts that reached a threshold to open a problem another alert
+    /// had opened a moment before, and joined it.
+    problem_races: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +68,17 @@ impl Metrics {
     /// Count a ticket taken over from the store.
     pub fn lease_taken(&self) {
         self.leases_taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a problem opened by a correlation (`true`), or an alert that
+    /// found the problem it was about to open opened by another (`false`).
+    pub fn problem(&self, opened: bool) {
+        let n = if opened {
+            &self.problems_opened
+        } else {
+            &self.problem_races
+        };
+        n.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count what a committed transition recorded.
@@ -151,6 +167,16 @@ impl Metrics {
                 "itsm_leases_taken_total",
                 "Tickets taken from the shared store: fallen due, or left by a worker that stopped.",
                 &self.leases_taken,
+            ),
+            (
+                "itsm_problems_opened_total",
+                "Problems opened by correlated alerts reaching their threshold.",
+                &self.problems_opened,
+            ),
+            (
+                "itsm_problem_open_races_total",
+                "Alerts that reached a threshold as another alert opened the problem, and joined it.",
+                &self.problem_races,
             ),
         ];
         for (name, help, value) in counters {

@@ -9,7 +9,8 @@
 //!
 //! This file holds the engine's state ([`Scheduler`], its settings); what
 //! it does is in a file each: [`machine`] (the pure state machine),
-//! `create.rs` (new tickets), `drivers.rs` (one task per ticket in flight:
+//! `create.rs` (new tickets), `correlate.rs` (relations, and alerts
+//! correlated into problems), `drivers.rs` (one task per ticket in flight:
 //! apply, commit, then act), `calls.rs` (plugin calls on the worker pool),
 //! `registry.rs` (plugins and workflows), `lifecycle.rs` (recover at start,
 //! drain at shutdown), `leasing.rs` (tickets shared by several workers),
@@ -17,6 +18,7 @@
 //! `notify.rs`, `metrics.rs` and `plugin_kv.rs`.
 
 mod calls;
+mod correlate;
 mod create;
 mod drivers;
 mod leasing;

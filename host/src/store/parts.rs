@@ -321,6 +321,7 @@ fn core_of(t: &Ticket) -> Ticket {
         sla_at_risk,
         compensating,
         steps: _,
+        links,
         head,
     } = t;
     Ticket {
@@ -341,6 +342,7 @@ fn core_of(t: &Ticket) -> Ticket {
         sla_at_risk: *sla_at_risk,
         compensating: *compensating,
         steps: Default::default(),
+        links: links.clone(),
         head: head.clone(),
     }
 }

@@ -128,7 +128,8 @@ pub fn evaluate(
     }
 }
 
-fn compile(when: &str) -> Result<Program, String> {
+/// Parse a CEL expression, or say where it does not parse.
+pub(crate) fn compile(when: &str) -> Result<Program, String> {
     Program::compile(when).map_err(|e| {
         let first = e.errors.first();
         match first {

@@ -139,7 +139,13 @@ pub(super) fn finish_call(
                         json!({ "attempt": n, "evidence": evidence }),
                     ));
                     s.compensation = Some(serde_json::to_value(&evidence).unwrap_or(Value::Null));
-                    s.status = StepStatus::Compensated;
+                    // A step undone after its own verification failed
+                    // stays failed: it is what failed the ticket.
+                    s.status = if verify_failed(cx, step, s) {
+                        StepStatus::Failed
+                    } else {
+                        StepStatus::Compensated
+                    };
                 }
             }
         }
@@ -157,7 +163,11 @@ pub(super) fn finish_call(
                     json!({ "error": error.message }),
                 ));
                 s.compensation = Some(json!({ "error": error }));
-                s.status = StepStatus::Succeeded;
+                s.status = if verify_failed(cx, step, s) {
+                    StepStatus::Failed
+                } else {
+                    StepStatus::Succeeded
+                };
                 return;
             }
             let policy = cx
@@ -273,9 +283,25 @@ pub(super) fn undoing(t: &mut Ticket, cx: &Context<'_>, failed: bool) -> bool {
     t.compensating
 }
 
+/// Whether `s`'s run took effect but its verification did not prove it:
+/// the change is (perhaps half) made, so it is undone with the rest, and
+/// the step stays failed.
+fn verify_failed(cx: &Context<'_>, step: &str, s: &crate::ticket::StepRecord) -> bool {
+    let Some(last_run) = s.attempts.iter().rposition(|a| a.op == Op::Run) else {
+        return false;
+    };
+    s.attempts[last_run].result == AttemptResult::Succeeded
+        && s.verification.is_none()
+        && s.attempts[last_run..]
+            .iter()
+            .any(|a| a.op == Op::Verify && matches!(a.result, AttemptResult::Failed { .. }))
+        && cx.workflow.step(step).is_some_and(|d| d.verify)
+}
+
 /// Compensate a failed ticket: once nothing runs, undo the most recently
 /// completed step, then the one before, until none is left; then the ticket
-/// has failed. A person's task has no plugin to undo it.
+/// has failed. A step whose run took effect but whose verification failed
+/// is undone first (it ran last). A person's task has no plugin to undo it.
 pub(super) fn compensate(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
     for (step, op) in waiting_for_plugin(t, true) {
         start(t, cx, &step, op, tr);
@@ -288,7 +314,11 @@ pub(super) fn compensate(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) 
     let next = t
         .steps
         .iter()
-        .filter(|(_, s)| s.status == StepStatus::Succeeded && s.compensation.is_none())
+        .filter(|(n, s)| {
+            s.compensation.is_none()
+                && (s.status == StepStatus::Succeeded
+                    || (s.status == StepStatus::Failed && verify_failed(cx, n, s)))
+        })
         .filter(|(n, _)| cx.workflow.step(n).is_some_and(|d| d.task.is_none()))
         .max_by_key(|(_, s)| s.attempts.iter().filter_map(|a| a.ended_ms).max())
         .map(|(n, _)| n.clone());
@@ -355,6 +385,9 @@ pub(super) fn retry(t: &mut Ticket, by: &str, tr: &mut Transition) -> Result<()>
         if s.status == StepStatus::Failed {
             s.status = StepStatus::Pending;
             s.retry_at_ms = None;
+            // Undone after a failed verification: its next run may be
+            // undone again.
+            s.compensation = None;
             if s.decision.as_ref().is_some_and(|d| !d.approved) {
                 s.decision = None;
             }
@@ -371,6 +404,100 @@ pub(super) fn retry(t: &mut Ticket, by: &str, tr: &mut Transition) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
+
+    /// `step`'s call of `op` ended with `outcome` at `now_ms`.
+    fn called(
+        wf: &Workflow,
+        t: &mut Ticket,
+        now_ms: u64,
+        step: &str,
+        op: Op,
+        outcome: Outcome,
+    ) -> Transition {
+        let report = CallReport {
+            plugin: "p".into(),
+            version: "1".into(),
+            wasm_sha256: "x".into(),
+            op,
+            outcome,
+            log: Vec::new(),
+            requests: Vec::new(),
+            duration_ms: 1,
+        };
+        let event = Event::CallFinished {
+            step: step.into(),
+            report: Box::new(report),
+        };
+        at(wf, t, now_ms, event).unwrap()
+    }
+
+    fn fatal() -> Outcome {
+        Outcome::Failed {
+            error: StepFailure {
+                kind: FailureKind::Fatal,
+                cause: FailureCause::Plugin,
+                message: "the service answers 503 since the change".into(),
+                retry_after_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_change_whose_verification_fails_is_undone_itself_first_then_the_steps_before() {
+        let (wf, mut t) = with_inputs(
+            r#"
+            name = "w"
+            on_failure = "compensate"
+            [[steps]]
+            name = "snapshot"
+            plugin = "p"
+            verify = false
+            [[steps]]
+            name = "apply"
+            plugin = "p"
+            depends_on = ["snapshot"]
+            retry = { max_attempts = 1 }
+            "#,
+            json!({}),
+        );
+        create(&wf, &mut t);
+        called(&wf, &mut t, 10, "snapshot", Op::Run, ok());
+        let tr = called(&wf, &mut t, 20, "apply", Op::Run, ok());
+        assert_eq!(tr.calls[0].op, Op::Verify);
+        // The change's own verification fails: it is undone first ...
+        let tr = called(&wf, &mut t, 30, "apply", Op::Verify, fatal());
+        assert_eq!(
+            tr.calls
+                .iter()
+                .map(|c| (c.step.as_str(), c.op))
+                .collect::<Vec<_>>(),
+            [("apply", Op::Compensate)]
+        );
+        assert!(t.compensating);
+        // ... stays the step that failed ...
+        let tr = called(&wf, &mut t, 40, "apply", Op::Compensate, ok());
+        assert_eq!(t.steps["apply"].status, StepStatus::Failed);
+        assert!(t.steps["apply"].compensation.is_some());
+        // ... then the step before it.
+        assert_eq!(
+            tr.calls
+                .iter()
+                .map(|c| (c.step.as_str(), c.op))
+                .collect::<Vec<_>>(),
+            [("snapshot", Op::Compensate)]
+        );
+        let tr = called(&wf, &mut t, 50, "snapshot", Op::Compensate, ok());
+        assert_eq!(t.state, TicketState::Failed);
+        let end = tr.drafts.last().unwrap();
+        assert_eq!(end.kind, AuditKind::TicketFailed);
+        assert_eq!(
+            end.data,
+            json!({ "failed_steps": ["apply"], "compensated_steps": ["snapshot"] })
+        );
+        // A retry runs the change again, and could undo it again.
+        at(&wf, &mut t, 60, Event::Retry { by: "op".into() }).unwrap();
+        assert!(t.steps["apply"].compensation.is_none());
+    }
 
     #[test]
     fn waits_the_service_asked_for_use_no_attempt_until_the_deadline() {

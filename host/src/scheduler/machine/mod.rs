@@ -11,6 +11,7 @@ mod calls;
 mod conditions;
 #[cfg(test)]
 mod fixtures;
+mod links;
 mod tasks;
 
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ use self::advance::advance;
 use self::approvals::decide;
 use self::calls::{finish_call, interrupt_running, retry, setup_failed};
 use self::conditions::run_now;
+use self::links::link;
 use self::tasks::{complete_task, reassign_task};
 
 use crate::audit::{AuditKind, Draft, PluginRef};
@@ -112,6 +114,15 @@ pub enum Event {
         to: String,
         /// Why (recorded in the trail).
         reason: String,
+    },
+    /// Relate the ticket to another (a no-op when it already is so).
+    Link {
+        /// How this ticket relates to the other.
+        rel: crate::ticket::Rel,
+        /// The other ticket's id.
+        other: String,
+        /// Who (a person, or `hook:NAME` for a correlation).
+        by: String,
     },
     /// Run a failed ticket again from its failed steps.
     Retry {
@@ -214,6 +225,7 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
             reason,
         } => reassign_task(t, cx, &step, by, to, reason, &mut tr)?,
         Event::Retry { by } => retry(t, &by, &mut tr)?,
+        Event::Link { rel, other, by } => link(t, cx, rel, other, &by, &mut tr)?,
         Event::Tick => {}
     }
     if start_ready {
