@@ -83,8 +83,27 @@ pub const CHAT_DM: Bundled = Bundled {
     )),
 };
 
+/// `plugins/rest-change`: a change made, proved and rolled back through a
+/// REST API described in config.
+pub const REST_CHANGE: Bundled = Bundled {
+    manifest: include_str!("../../plugins/rest-change/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_rest_change.wasm"
+    )),
+};
+
+/// `plugins/scim-provision`: a person given access to a SCIM 2.0 service.
+pub const SCIM_PROVISION: Bundled = Bundled {
+    manifest: include_str!("../../plugins/scim-provision/plugin.toml"),
+    wasm: include_bytes!(concat!(
+        env!("ITSM_PLUGIN_WASM_DIR"),
+        "/itsm_plugin_scim_provision.wasm"
+    )),
+};
+
 /// Every bundled plugin, loaded by `itsm serve`.
-pub const ALL: [Bundled; 7] = [
+pub const ALL: [Bundled; 9] = [
     SCIM_DEPROVISION,
     ENTRA_DISABLE,
     INTUNE_WIPE,
@@ -92,6 +111,8 @@ pub const ALL: [Bundled; 7] = [
     SALESFORCE_DEACTIVATE,
     CHAT_WEBHOOK,
     CHAT_DM,
+    REST_CHANGE,
+    SCIM_PROVISION,
 ];
 
 /// `workflows/offboarding.toml`: the first-party offboarding workflow, for

@@ -337,6 +337,10 @@ pub struct Ticket {
     pub compensating: bool,
     /// Steps by name.
     pub steps: BTreeMap<String, StepRecord>,
+    /// The group triage routed it to (its workflow's `[[triage]]` rules),
+    /// which `${triage}` tasks go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_to: Option<String>,
     /// Its relations to other tickets, each kept on both tickets (the
     /// other holds the reverse), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -439,6 +443,9 @@ pub fn parties(t: &Ticket) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     let person = |who: &str| format!("p:{}", who.trim().to_lowercase());
     out.insert(person(&t.requested_by));
+    if let Some(g) = &t.routed_to {
+        out.insert(format!("g:{g}"));
+    }
     for s in t.steps.values() {
         if let Some(k) = &s.task {
             for who in k.assignee.iter().chain(&k.former_assignees) {

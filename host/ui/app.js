@@ -358,6 +358,9 @@
       currentView = ticketList(view, params);
     } else if (parts[0] === 'tickets' && parts.length === 2) {
       currentView = ticketPage(view, parts[1]);
+    } else if (parts[0] === 'catalog' && parts.length === 1) {
+      $('nav-catalog').setAttribute('aria-current', 'page');
+      currentView = catalogPage(view);
     } else if (parts[0] === 'batches' && parts.length === 2) {
       currentView = batchPage(view, parts[1]);
     } else {
@@ -376,6 +379,94 @@
 
   function pageHeading(text, testid) {
     return h('h1', { tabindex: '-1', 'data-testid': testid }, text);
+  }
+
+  // ---------------------------------------------------------------- catalog
+
+  /** One form control for a declared input. */
+  function formField(itemName, name, def) {
+    const fid = `f-${itemName}-${name}`;
+    let control;
+    if (def.type === 'enum') {
+      control = h('select', { id: fid, name },
+        def.required ? null : h('option', { value: '' }, '—'),
+        (def.values || []).map((v) => h('option', { value: v, selected: def.default === v }, v)));
+      if (def.required && def.default == null) {
+        control.prepend(h('option', { value: '', selected: true, disabled: true }, 'Choose…'));
+      }
+    } else if (def.type === 'bool') {
+      control = h('input', { id: fid, name, type: 'checkbox', checked: def.default === true });
+    } else {
+      const type = { date: 'date', int: 'number', email: 'email' }[def.type] || 'text';
+      control = h('input', { id: fid, name, type, value: def.default != null ? String(def.default) : '' });
+    }
+    control.dataset.testid = 'form-field';
+    control.dataset.field = name;
+    return h('div', { class: 'field' },
+      h('label', { for: fid }, name, def.required ? ' *' : ''),
+      control,
+      def.description ? h('p', { class: 'muted small' }, def.description) : null);
+  }
+
+  /** What the form says, as the API takes it: empty fields left out. */
+  function formValues(form, defs) {
+    const out = {};
+    for (const [name, def] of Object.entries(defs)) {
+      const el = form.elements.namedItem(name);
+      if (!el) continue;
+      if (def.type === 'bool') out[name] = el.checked;
+      else if (el.value !== '') out[name] = def.type === 'int' && /^-?\d+$/.test(el.value) ? Number(el.value) : el.value;
+    }
+    return out;
+  }
+
+  function catalogPage(root) {
+    document.title = 'Request · itsm';
+    const error = h('p', { class: 'error', role: 'alert', hidden: true });
+    const list = h('div', { class: 'catalog', 'data-testid': 'catalog' });
+    append(root, h('section', { class: 'page' },
+      pageHeading('Request something', 'page-title'),
+      h('p', { class: 'muted' }, 'What your groups may ask for. Each request is yours: you follow it under Tickets.'),
+      error, list));
+    (async () => {
+      let catalog;
+      try {
+        catalog = await api('GET', '/v1/catalog');
+      } catch (e) {
+        showMessage(error, e.message);
+        return;
+      }
+      if (!catalog.items.length) {
+        append(list, h('p', { class: 'muted', 'data-testid': 'catalog-empty' }, 'Nothing here is for your groups.'));
+        return;
+      }
+      for (const item of catalog.items) {
+        const form = h('form', { class: 'card catalog-item', 'data-testid': 'catalog-item', dataset: { item: item.name }, novalidate: true });
+        const status = h('p', { class: 'error', role: 'alert', 'data-testid': 'request-error', hidden: true });
+        const submit = h('button', { type: 'submit', class: 'button primary', 'data-testid': 'request-submit' }, 'Request');
+        append(form,
+          h('h2', null, item.title),
+          h('p', null, item.description),
+          h('p', { class: 'muted small' }, item.preapproved ? 'Pre-approved: it is done at once.' : 'Needs an approval.'),
+          Object.entries(item.form).map(([name, def]) => formField(item.name, name, def)),
+          status,
+          h('div', { class: 'row' }, submit));
+        form.addEventListener('submit', async (ev) => {
+          ev.preventDefault();
+          submit.disabled = true;
+          showMessage(status, '');
+          try {
+            const t = await api('POST', `/v1/catalog/${encodeURIComponent(item.name)}`, { inputs: formValues(form, item.form) });
+            location.hash = ticketHref(t.id);
+          } catch (e) {
+            showMessage(status, e.message);
+            submit.disabled = false;
+          }
+        });
+        append(list, form);
+      }
+    })();
+    return { stop() {} };
   }
 
   // ---------------------------------------------------------------- ticket table
@@ -1020,6 +1111,7 @@
     task_overdue: 'Task overdue',
     approval_overdue: 'Approval overdue',
     linked: 'Related',
+    triaged: 'Triaged',
     approved: 'Approved',
     rejected: 'Rejected',
     compensated: 'Compensated',
@@ -1054,6 +1146,8 @@
       case 'approval_requested':
         if (Array.isArray(d.groups)) return `needs ${d.quorum} of ${d.groups.join(', ')}`;
         return d.role ? `needs an approver in the ${d.role} group` : 'needs an approver';
+      case 'triaged':
+        return d.group ? `to ${d.group} (rule ${d.rule}: ${d.when})` : 'no rule routed it';
       case 'linked':
         return `${String(d.rel || '').replace('_', ' ')} ${d.ticket || ''}`;
       case 'approval_overdue':
@@ -1218,7 +1312,7 @@
 
     function renderMeta(t, sla, view) {
       // The minute makes the relative SLA time ("in 23 h 59 min") move on.
-      if (!changed('meta', [view, t.workflow, t.workflow_version, t.workflow_hash, t.requested_by, t.batch,
+      if (!changed('meta', [view, t.routed_to, t.workflow, t.workflow_version, t.workflow_hash, t.requested_by, t.batch,
         t.created_ms, t.updated_ms, t.sla_deadline_ms, t.sla_breached, t.sla_at_risk, t.compensating, t.inputs,
         Math.floor(Date.now() / 60000)])) return;
       const row = (label, ...value) => [h('dt', null, label), h('dd', null, value)];
@@ -1229,6 +1323,7 @@
           t.workflow_version ? ` v${t.workflow_version}` : '',
           t.workflow_hash ? h('span', { class: 'muted mono small', title: 'workflow definition hash' }, ` #${t.workflow_hash}`) : ''),
         row('Requested by', h('span', { class: 'who-name', 'data-testid': 'ticket-requested-by' }, t.requested_by || '—')),
+        t.routed_to ? row('Routed to', h('code', { 'data-testid': 'ticket-routed-to' }, t.routed_to)) : null,
         row('Batch', t.batch ? h('a', { href: batchHref(t.batch), class: 'mono', 'data-testid': 'ticket-batch' }, t.batch) : h('span', { class: 'muted' }, 'none')),
         row('Created', timeEl(t.created_ms)),
         row('Updated', timeEl(t.updated_ms)),
@@ -1251,7 +1346,7 @@
       return Object.entries(t.steps || {}).filter(([, s]) => s.status === 'waiting_approval').map(([n]) => n);
     }
 
-    function buildApproval(t, trail, steps) {
+    function buildApproval(t, trail, steps, rollbackPlan) {
       const groups = steps.map((s) => approvalGroup(trail, s));
       const me = session.me || { name: '', roles: [] };
       const panel = h('section', {
@@ -1270,6 +1365,14 @@
               : ['Step ', h('code', null, s), ' needs an approver.']]),
         ' Requested by ', h('span', { class: 'who-name' }, t.requested_by || 'unknown'), '.');
       append(panel, heading, who);
+      // What undoes the change if it fails, read before the vote.
+      if (rollbackPlan && rollbackPlan.length) {
+        append(panel, h('div', { class: 'rollback-plan', 'data-testid': 'rollback-plan' },
+          h('h3', null, 'Rollback plan'),
+          h('p', { class: 'muted' }, 'If a step fails for good (its verification included), these run in this order:'),
+          h('ol', null, rollbackPlan.map((u) => h('li', { 'data-testid': 'rollback-step', dataset: { step: u.step } },
+            h('code', null, u.step), ` (${u.plugin}): `, h('span', { class: 'mono' }, u.undo))))));
+      }
       if (!hasRole('approver')) {
         append(panel, h('p', { class: 'muted', 'data-testid': 'approval-not-allowed' },
           `You (${me.name}) cannot decide: that needs the approver role.`));
@@ -1320,12 +1423,12 @@
       return panel;
     }
 
-    function renderApproval(t, trail) {
+    function renderApproval(t, trail, rollbackPlan) {
       const steps = waitingSteps(t);
       // Keep the panel (and what is typed in it) while the same steps wait.
       const key = steps.length ? JSON.stringify([steps, session.me && session.me.name, t.requested_by]) : null;
       if (approval && approval.key === key) return;
-      approval = key ? { key, el: buildApproval(t, trail, steps) } : null;
+      approval = key ? { key, el: buildApproval(t, trail, steps, rollbackPlan) } : null;
       replaceChildren(approvalSlot, approval ? approval.el : null);
     }
 
@@ -1448,7 +1551,7 @@
       const trail = d.trail || [];
       renderHead(t);
       renderMeta(t, d.sla, d.view);
-      renderApproval(t, trail);
+      renderApproval(t, trail, d.rollback_plan);
       renderOps(t);
       renderSteps(t, trail, d.workflow_steps);
       await renderRelated(t);

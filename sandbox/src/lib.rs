@@ -11,6 +11,8 @@ pub mod chat;
 pub mod chat_api;
 pub mod faults;
 #[allow(clippy::result_large_err)]
+pub mod firewall;
+#[allow(clippy::result_large_err)]
 pub mod graph;
 pub mod postgres;
 #[allow(clippy::result_large_err)]

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use super::chat_api::ChatApi;
 use super::faults::Faults;
+use super::firewall::Firewall;
 use super::graph::Graph;
 use super::salesforce::Salesforce;
 use super::scim::{BASE_PATH, Scim};
@@ -51,6 +52,8 @@ pub struct World {
     pub scim: BTreeMap<String, Scim>,
     /// The chat's Web API, where managers are told of their tasks.
     pub chat: ChatApi,
+    /// The firewall's policy API, which changes are made through.
+    pub firewall: Firewall,
     /// The Vault matter holds go to.
     pub matter_id: String,
     addrs: BTreeMap<String, SocketAddr>,
@@ -118,6 +121,9 @@ impl World {
         for i in 1..=5 {
             chat.add_user(&format!("manager{i}@example.com"));
         }
+        let firewall_token = format!("fw-{}", random());
+        secrets.insert("change_api_token".to_string(), firewall_token.clone());
+        let firewall = Firewall::new(&firewall_token);
         for i in 1..=users {
             let email = format!("user{i}@example.com");
             let name = format!("User {i}");
@@ -160,12 +166,17 @@ impl World {
         addrs.insert("chat".to_string(), listener.local_addr()?);
         let c = chat.clone();
         tokio::spawn(async move { c.serve(listener, std::future::pending()).await });
+        let listener = bind(port(4 + scim.len() as u16)).await?;
+        addrs.insert("firewall".to_string(), listener.local_addr()?);
+        let f = firewall.clone();
+        tokio::spawn(async move { f.serve(listener, std::future::pending()).await });
         let world = Self {
             graph,
             vault,
             salesforce,
             scim,
             chat,
+            firewall,
             matter_id,
             addrs,
             secrets,
@@ -230,6 +241,15 @@ impl World {
         ])
     }
 
+    /// `[settings]` overrides that point the change workflows
+    /// (`workflows/standard-change.toml`, `emergency-change.toml`) here.
+    pub fn change_settings(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "change_api_url".into(),
+            format!("{}/api/v1", self.url("firewall")),
+        )])
+    }
+
     /// The credentials the doubles accept, by the workflow's secret names.
     pub fn secrets(&self) -> BTreeMap<String, String> {
         self.secrets.clone()
@@ -262,6 +282,10 @@ impl World {
             format!(
                 "Slack Web API (direct messages)      {}/api  (manager1..5@example.com)",
                 self.url("chat")
+            ),
+            format!(
+                "Firewall policy API (changes)        {}/api/v1",
+                self.url("firewall")
             ),
         ]
     }

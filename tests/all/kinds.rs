@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{create_ticket, get_json, install_signed, start_server};
+use crate::support::{
+    client_as, create_ticket, create_token, get_json, install_signed, start_server, wait_for_state,
+};
 
 const INCIDENT: &str = r#"
 name = "incident"
@@ -100,4 +102,102 @@ async fn an_incident_s_priority_comes_from_its_matrix_and_sets_its_sla() {
         view["sla"]["deadline_ms"].as_u64().unwrap(),
         created + 24 * hour
     );
+}
+
+const TRIAGED: &str = r#"
+name = "incident"
+version = "1"
+kind = "incident"
+[inputs.service]
+type = "string"
+required = true
+[inputs.impact]
+type = "enum"
+values = ["high", "low"]
+default = "low"
+[[triage]]
+when = "inputs.service == 'email'"
+group = "messaging"
+[[triage]]
+when = "inputs.impact == 'high'"
+group = "major-incident"
+[[steps]]
+name = "resolve"
+task = { group = "${triage}", instructions = "Restore the service." }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_is_routed_by_its_triage_rules_to_the_group_that_does_its_task() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(home.path().join("workflows/incident.toml"), TRIAGED).unwrap();
+    let messaging = client_as(&create_token(home.path(), "mia", &["messaging"]));
+    let desk = client_as(&create_token(home.path(), "dan", &["service-desk"]));
+    let server = start_server(home.path(), &[]).await;
+    let (base, ops) = (server.base.clone(), server.client());
+    let create = |subject: &str, inputs: Value| {
+        create_ticket(
+            &ops,
+            &base,
+            json!({ "workflow": "incident", "subject": subject, "inputs": inputs }),
+        )
+    };
+    let mail = create("mail down", json!({ "service": "email", "impact": "high" })).await;
+    let vpn = create("vpn down", json!({ "service": "vpn", "impact": "high" })).await;
+    let printer = create("printer jam", json!({ "service": "printing" })).await;
+
+    let mail_view =
+        wait_for_state(&ops, &format!("{base}/v1/tickets/{mail}"), "waiting_task").await;
+    // The first rule that holds decides, in the ticket and in its trail.
+    assert_eq!(
+        mail_view["ticket"]["routed_to"], "messaging",
+        "{mail_view:#}"
+    );
+    assert_eq!(
+        mail_view["ticket"]["steps"]["resolve"]["task"]["group"],
+        "messaging"
+    );
+    let triaged = mail_view["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "triaged")
+        .unwrap_or_else(|| panic!("{mail_view:#}"));
+    assert_eq!(triaged["data"]["rule"], 1);
+    assert_eq!(triaged["data"]["when"], "inputs.service == 'email'");
+    let vpn_view = wait_for_state(&ops, &format!("{base}/v1/tickets/{vpn}"), "waiting_task").await;
+    assert_eq!(vpn_view["ticket"]["routed_to"], "major-incident");
+
+    // No rule holds: said so, and the task, with nobody to do it, fails
+    // with the reason.
+    let printer_view =
+        wait_for_state(&ops, &format!("{base}/v1/tickets/{printer}"), "failed").await;
+    assert!(printer_view["ticket"]["routed_to"].is_null());
+    let text = printer_view["trail"].to_string();
+    assert!(
+        text.contains("triage routed the ticket to no group"),
+        "{printer_view:#}"
+    );
+
+    // The routed group does the task; another group may not.
+    let done = json!({ "note": "Restarted the mail relay", "checklist": {} });
+    let r = desk
+        .post(format!("{base}/v1/tickets/{mail}/steps/resolve/complete"))
+        .json(&done)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "a group with no part in it does not see it"
+    );
+    let r = messaging
+        .post(format!("{base}/v1/tickets/{mail}/steps/resolve/complete"))
+        .json(&done)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    wait_for_state(&ops, &format!("{base}/v1/tickets/{mail}"), "succeeded").await;
 }

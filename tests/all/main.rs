@@ -6,6 +6,8 @@ mod attacks;
 mod audit_export;
 mod auth;
 mod cache;
+mod catalog;
+mod changes;
 mod cli_client;
 mod committee;
 mod conditions;

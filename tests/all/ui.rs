@@ -6,7 +6,9 @@
 //! OpenID provider (`oidc-provider` from npm, `tests/ui/oidc-provider.mjs`)
 //! and does the same (`tests/ui/sso.mjs`); an operator opens a problem
 //! that correlated alerts opened and finds its incidents, each naming it
-//! back (`tests/ui/problem.mjs`).
+//! back (`tests/ui/problem.mjs`); a person requests Slack from the service
+//! catalog, is refused a missing field, and follows their request
+//! (`tests/ui/catalog.mjs`).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium`), Node.js 20+ and
 //! `tests/ui/node_modules` (`npm ci --prefix tests/ui`). Without them the
@@ -375,4 +377,27 @@ async fn a_problem_opened_by_alerts_shows_its_incidents_in_the_browser() {
     let mut args = vec![server.base.as_str(), operator.as_str(), problem.as_str()];
     args.extend(incidents.iter().map(String::as_str));
     browser(&root, "problem.mjs", &args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_requests_from_the_catalog_in_the_browser_and_follows_it() {
+    let root = repo_root();
+    require_browser_toolchain(&root);
+    let home = tempfile::tempdir().unwrap();
+    let person = crate::catalog::staff_token(home.path(), "ann", "ann@example.com", &["staff"]);
+    let c = crate::catalog::catalog_home(home.path()).await;
+    // Someone else's request, which the person must not see.
+    let other = create_ticket(
+        &c.server.client(),
+        &c.server.base,
+        serde_json::json!({ "workflow": "slack-access", "subject": "carl@example.com",
+                            "inputs": { "team": "support" } }),
+    )
+    .await;
+    browser(&root, "catalog.mjs", &[&c.server.base, &person, &other]).await;
+    let user = c
+        .slack
+        .user_by_name("ann@example.com")
+        .expect("granted in Slack");
+    assert_eq!(user["active"], true);
 }

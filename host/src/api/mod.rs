@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod catalog;
 mod error;
 mod hooks;
 mod imports;
@@ -205,6 +206,7 @@ fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(hooks::receive))
         .merge(tickets::router())
         .merge(links::router())
+        .merge(catalog::router())
         .merge(tasks::router())
         .merge(audit::router())
         .merge(plugins::router())
@@ -234,7 +236,8 @@ fn documented(import_bytes: usize) -> OpenApiRouter<AppState> {
         (name = "audit", description = "Export and verify the hash-chained trail"),
         (name = "plugins", description = "Installed plugins and signed installs"),
         (name = "workflows", description = "Workflow definitions and pinned versions"),
-        (name = "hooks", description = "Signed HR events"),
+        (name = "hooks", description = "Signed HR events and correlated alerts"),
+        (name = "catalog", description = "The service catalog: items a person requests for themselves"),
         (name = "service", description = "Probes, metrics, identity")
     )
 )]

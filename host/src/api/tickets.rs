@@ -43,18 +43,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
     who.require(Role::Operator, "create tickets")?;
     let Json(req) = body?;
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_string));
-    let key = match key {
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "Idempotency-Key must be 1-200 visible ASCII characters",
-            ));
-        }
-        None => None,
-    };
+    let key = idempotency_key(&headers)?;
     let (ticket, created) = app.scheduler.create(req, &who.name, key.as_deref()).await?;
     Ok((
         if created {
@@ -169,6 +158,10 @@ struct TicketView {
     /// The SLA now: its deadline, and the time left, in business hours
     /// when its workflow has a calendar.
     sla: Option<SlaView>,
+    /// What undoes each step, most dependent first, when a step fails for
+    /// good (a workflow with `on_failure = "compensate"`): the rollback
+    /// plan approvers read before they vote. Empty otherwise.
+    rollback_plan: Vec<crate::workflow::rollback::Undo>,
 }
 
 /// Where a ticket's SLA stands.
@@ -188,6 +181,20 @@ struct SlaView {
     at_risk: bool,
     /// Breached (recorded).
     breached: bool,
+}
+
+/// The `Idempotency-Key` header, if sent; a 400 if it is malformed.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+    {
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Ok(Some(k)),
+        Some(_) => Err(ApiError::bad_request(
+            "Idempotency-Key must be 1-200 visible ASCII characters",
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The request was applied.
@@ -324,6 +331,14 @@ async fn show(
         .as_ref()
         .and_then(|wf| wf.priority.as_ref()?.of(&ticket.inputs))
         .map(str::to_string);
+    // What undoes each step if the change fails, for approvers before they
+    // vote; in a task view, nothing of the other steps.
+    let rollback_plan = match (&pinned, &view) {
+        (Some(wf), crate::access::View::Whole) => {
+            crate::workflow::rollback::plan(wf, &ticket.inputs)
+        }
+        _ => Vec::new(),
+    };
     view.redact(&mut ticket, &mut trail);
     // The pinned definition's steps, in the workflow's order, so a page can
     // draw the timeline as the author laid it out.
@@ -368,6 +383,7 @@ async fn show(
         kind,
         priority,
         sla,
+        rollback_plan,
         ticket,
         workflow_steps: steps,
         trail,

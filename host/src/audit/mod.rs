@@ -87,6 +87,9 @@ pub enum AuditKind {
     TaskOverdue,
     /// An approval request passed its deadline undecided (and escalated).
     ApprovalOverdue,
+    /// Triage routed a new ticket to a group (the group, the rule that
+    /// decided and its text; or none, and rules that could not decide).
+    Triaged,
     /// The ticket was related to another (the relation, the other ticket,
     /// who made it): written on both tickets, each with its own side.
     Linked,

@@ -85,6 +85,12 @@ pub(crate) async fn run(cmd: SandboxCommand) -> Result<(), Exit> {
             for (k, v) in world.settings() {
                 println!("  {k} = {v:?}");
             }
+            println!(
+                "settings for the change workflows (settings.toml, [standard-change] and [emergency-change]):"
+            );
+            for (k, v) in world.change_settings() {
+                println!("  {k} = {v:?}");
+            }
             println!("secrets (ITSM_SECRET_<NAME>):");
             for (k, v) in world.secrets() {
                 let shown = if v.len() > 60 {

@@ -111,6 +111,7 @@ impl NewTicket {
                 .iter()
                 .map(|s| (s.name.clone(), StepRecord::new()))
                 .collect(),
+            routed_to: None,
             links: Vec::new(),
             head: Default::default(),
         })

@@ -30,6 +30,7 @@ pub fn ticket(id: &str, state: TicketState) -> Ticket {
         sla_at_risk: false,
         compensating: false,
         steps: BTreeMap::from([("a".to_string(), StepRecord::new())]),
+        routed_to: None,
         links: Vec::new(),
         head: ChainHead::default(),
     }

@@ -321,6 +321,7 @@ fn core_of(t: &Ticket) -> Ticket {
         sla_at_risk,
         compensating,
         steps: _,
+        routed_to,
         links,
         head,
     } = t;
@@ -342,6 +343,7 @@ fn core_of(t: &Ticket) -> Ticket {
         sla_at_risk: *sla_at_risk,
         compensating: *compensating,
         steps: Default::default(),
+        routed_to: routed_to.clone(),
         links: links.clone(),
         head: head.clone(),
     }

@@ -37,8 +37,17 @@ pub struct Reads {
 
 /// Check `when` of `step` at load: it parses and reads only what it may.
 pub(super) fn check(wf: &Workflow, step: &StepDef, when: &str) -> Result<(), String> {
+    check_reading(wf, &wf.ancestors(&step.name), when)
+}
+
+/// Check a rule over the ticket alone (a triage rule): it parses and reads
+/// only the subject and declared inputs, no step.
+pub(super) fn check_ticket(wf: &Workflow, when: &str) -> Result<(), String> {
+    check_reading(wf, &BTreeSet::new(), when)
+}
+
+fn check_reading(wf: &Workflow, ancestors: &BTreeSet<&str>, when: &str) -> Result<(), String> {
     let program = compile(when)?;
-    let ancestors = wf.ancestors(&step.name);
     let mut problem = None;
     walk(program.expression(), &mut Vec::new(), &mut |id, read| {
         if problem.is_some() {

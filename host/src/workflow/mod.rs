@@ -35,13 +35,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 
 pub mod calendar;
+pub mod catalog;
 pub mod committee;
 pub mod condition;
 pub mod inputs;
 pub mod notify;
 pub mod priority;
+pub mod rollback;
 pub mod task;
 pub mod time;
+pub mod triage;
 pub mod window;
 
 pub use committee::Approval;
@@ -111,6 +114,13 @@ pub struct Workflow {
     /// Trail events announced through notification plugins (see [`notify`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<notify::NotifyRule>,
+    /// Its entry in the service catalog, if people may request it for
+    /// themselves (see [`catalog`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<catalog::CatalogItem>,
+    /// Rules routing a ticket to a group when it is created (see [`triage`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triage: Vec<triage::TriageRule>,
     /// The steps, a DAG by `depends_on`.
     pub steps: Vec<StepDef>,
 }
@@ -517,6 +527,10 @@ impl Workflow {
         }
         for (name, w) in &self.windows {
             w.check().map_err(|e| format!("window `{name}`: {e}"))?;
+        }
+        triage::check(self)?;
+        if let Some(c) = &self.catalog {
+            c.check(self)?;
         }
         for s in &self.steps {
             match (&s.task, s.plugin.is_empty()) {

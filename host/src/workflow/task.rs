@@ -89,6 +89,12 @@ impl TaskDef {
         if self.instructions.trim().is_empty() {
             return Err("task: `instructions` is empty".into());
         }
+        if self.group.as_deref() == Some(super::triage::TRIAGE_GROUP) && wf.triage.is_empty() {
+            return Err(format!(
+                "task: group `{}` is the group triage routes to, but there are no [[triage]] rules",
+                super::triage::TRIAGE_GROUP
+            ));
+        }
         if self.due.is_some() && self.due_in.is_some() {
             return Err("task: give `due` or `due_in`, not both".into());
         }

@@ -34,7 +34,10 @@ fn slack(resp: http::Response) -> Result<Answer, StepError> {
         return Ok(Answer::Ok(body));
     }
     Ok(Answer::Refused(
-        body["error"].as_str().unwrap_or("unknown_error").to_string(),
+        body["error"]
+            .as_str()
+            .unwrap_or("unknown_error")
+            .to_string(),
     ))
 }
 
@@ -56,7 +59,8 @@ fn cache_key(email: &str) -> String {
 /// The chat's user id for `email`, from the cache or the chat.
 fn user_id(base: &str, email: &str) -> Result<String, StepError> {
     if let Some(id) = kv::get(&cache_key(email))? {
-        return String::from_utf8(id).map_err(|_| StepError::fatal("a cached user id is not UTF-8"));
+        return String::from_utf8(id)
+            .map_err(|_| StepError::fatal("a cached user id is not UTF-8"));
     }
     let url = format!("{base}/users.lookupByEmail?email={}", encode(email));
     let body = match slack(http::get(&url).send()?)? {

@@ -21,7 +21,12 @@ impl Step for ChatWebhook {
         let url = ctx.config("url")?;
         let text: String = ctx.input("text")?;
         let event: String = ctx.input("event")?;
-        let body = match ctx.config.get("format").map(String::as_str).unwrap_or("slack") {
+        let body = match ctx
+            .config
+            .get("format")
+            .map(String::as_str)
+            .unwrap_or("slack")
+        {
             "slack" => json!({ "text": text }),
             "teams" => json!({
                 "@type": "MessageCard",
@@ -38,7 +43,10 @@ impl Step for ChatWebhook {
         let resp = http::post(url).json(&body)?.send()?.error_for_status()?;
         Ok(Outcome::new(
             json!({ "status": resp.status }),
-            Evidence::new(format!("{event} posted: {text}"), "the chat webhook".to_string()),
+            Evidence::new(
+                format!("{event} posted: {text}"),
+                "the chat webhook".to_string(),
+            ),
         ))
     }
 

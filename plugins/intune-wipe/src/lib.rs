@@ -179,7 +179,10 @@ impl Step for IntuneWipe {
         let base = graph(ctx)?;
         if finding(ctx)? {
             let now = ids(&devices(&base, &ctx.subject)?)?;
-            let found = ctx.run_outputs().map(|o| o["ids"].clone()).unwrap_or_default();
+            let found = ctx
+                .run_outputs()
+                .map(|o| o["ids"].clone())
+                .unwrap_or_default();
             if json!(now) != found {
                 return Err(StepError::retryable(format!(
                     "the devices of {} changed since they were listed: {found} then, {} now",
@@ -188,7 +191,11 @@ impl Step for IntuneWipe {
                 )));
             }
             return Ok(Evidence::new(
-                format!("verified: {} still has {} managed device(s)", ctx.subject, now.len()),
+                format!(
+                    "verified: {} still has {} managed device(s)",
+                    ctx.subject,
+                    now.len()
+                ),
                 format!("{base}?$filter=userPrincipalName eq '{}'", ctx.subject),
             )
             .after(json!(now)));
@@ -235,7 +242,11 @@ impl Step for IntuneWipe {
         if finding(ctx)? {
             return Ok(Evidence::new(
                 "nothing to undo: the step only listed devices",
-                format!("{}?$filter=userPrincipalName eq '{}'", graph(ctx)?, ctx.subject),
+                format!(
+                    "{}?$filter=userPrincipalName eq '{}'",
+                    graph(ctx)?,
+                    ctx.subject
+                ),
             ));
         }
         Err(StepError::fatal("a device wipe cannot be undone"))

@@ -14,25 +14,11 @@
 //!
 //! 429 and 5xx are retryable and carry `Retry-After`; other 4xx are fatal.
 
-use itsm_sdk::http::encode;
+use itsm_scim_client::{base, find, location, prove_active, read, set_active, state};
 use itsm_sdk::{Context, Evidence, Outcome, Step, StepError, http, log};
 use serde_json::{Value, json};
 
-const SCIM_JSON: &str = "application/scim+json";
-const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-
 struct ScimDeprovision;
-
-/// A user as found by the `userName` filter.
-struct Found {
-    id: String,
-    location: String,
-    resource: Value,
-}
-
-fn base(ctx: &Context) -> Result<String, StepError> {
-    Ok(ctx.config("base_url")?.trim_end_matches('/').to_string())
-}
 
 fn mode(ctx: &Context) -> Result<&str, StepError> {
     match ctx
@@ -46,70 +32,6 @@ fn mode(ctx: &Context) -> Result<&str, StepError> {
             "config `mode` is {other:?}; use \"deactivate\" or \"delete\""
         ))),
     }
-}
-
-/// `GET /Users?filter=userName eq "..."` (RFC 7644 §3.4.2.2).
-fn find(base: &str, user_name: &str) -> Result<Option<Found>, StepError> {
-    if user_name.is_empty() {
-        return Err(StepError::fatal(
-            "the ticket has no subject (userName) to look up",
-        ));
-    }
-    let escaped = user_name.replace('\\', "\\\\").replace('"', "\\\"");
-    let filter = format!("userName eq \"{escaped}\"");
-    let url = format!("{base}/Users?filter={}", encode(&filter));
-    let list: Value = http::get(&url)
-        .header("accept", SCIM_JSON)
-        .send()?
-        .error_for_status()?
-        .json()?;
-    let total = list["totalResults"].as_u64().unwrap_or(0);
-    let resources = list["Resources"].as_array().cloned().unwrap_or_default();
-    let matches: Vec<Value> = resources
-        .into_iter()
-        .filter(|r| {
-            r["userName"]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
-        })
-        .collect();
-    match matches.len() {
-        0 if total == 0 => Ok(None),
-        0 => Err(StepError::fatal(format!(
-            "{base} reported {total} results for userName {user_name:?} but returned none that match"
-        ))),
-        1 => {
-            let resource = matches.into_iter().next().unwrap_or_default();
-            let id = resource["id"]
-                .as_str()
-                .ok_or_else(|| StepError::fatal("SCIM user without an id"))?
-                .to_string();
-            Ok(Some(Found {
-                location: format!("{base}/Users/{}", encode(&id)),
-                id,
-                resource,
-            }))
-        }
-        n => Err(StepError::fatal(format!(
-            "{n} SCIM users have userName {user_name:?}; refusing to guess"
-        ))),
-    }
-}
-
-fn active_patch(active: bool) -> Value {
-    json!({
-        "schemas": [PATCH_OP],
-        "Operations": [{ "op": "replace", "path": "active", "value": active }]
-    })
-}
-
-fn state(user: &Value) -> Value {
-    json!({
-        "id": user["id"],
-        "userName": user["userName"],
-        "active": user["active"],
-        "lastModified": user["meta"]["lastModified"],
-    })
 }
 
 impl Step for ScimDeprovision {
@@ -163,11 +85,7 @@ impl Step for ScimDeprovision {
                 .after(before),
             ));
         }
-        let resp = http::patch(&user.location)
-            .header("accept", SCIM_JSON)
-            .json_as(&active_patch(false), SCIM_JSON)?
-            .send()?;
-        if resp.status == 404 {
+        let Some(after) = set_active(&user.location, &user.id, false)? else {
             return Ok(Outcome::new(
                 outputs("already_gone"),
                 Evidence::new(
@@ -177,20 +95,6 @@ impl Step for ScimDeprovision {
                 .before(before)
                 .after(json!({ "present": false })),
             ));
-        }
-        let resp = resp.error_for_status()?;
-        // 200 carries the updated resource; 204 does not (RFC 7644 §3.5.2).
-        let after = if resp.status == 204 {
-            json!({ "id": user.id, "active": false })
-        } else {
-            let updated: Value = resp.json()?;
-            if updated["active"] != json!(false) {
-                return Err(StepError::fatal(format!(
-                    "{} accepted the PATCH but still reports active={}",
-                    user.location, updated["active"]
-                )));
-            }
-            state(&updated)
         };
         log::info(&format!(
             "deactivated SCIM user {} ({})",
@@ -217,31 +121,14 @@ impl Step for ScimDeprovision {
             .after(json!({ "present": false })));
         };
         // Read the resource itself, not the list view, for the proof.
-        let resp = http::get(&found.location)
-            .header("accept", SCIM_JSON)
-            .send()?;
-        if resp.status == 404 {
+        let Some(user) = read(&found.location)? else {
             return Ok(Evidence::new(
                 format!("verified: SCIM user {} is gone", found.id),
                 &found.location,
             )
             .after(json!({ "present": false })));
-        }
-        let user: Value = resp.error_for_status()?.json()?;
-        if user["active"] != json!(false) {
-            return Err(StepError::fatal(format!(
-                "SCIM user {} ({}) is still active",
-                found.id, ctx.subject
-            )));
-        }
-        Ok(Evidence::new(
-            format!(
-                "verified: SCIM user {} ({}) has active=false",
-                found.id, ctx.subject
-            ),
-            &found.location,
-        )
-        .after(state(&user)))
+        };
+        prove_active(&found, &user, &ctx.subject, false)
     }
 
     fn compensate(ctx: &Context) -> Result<Evidence, StepError> {
@@ -273,9 +160,8 @@ impl Step for ScimDeprovision {
                 ));
             }
         }
-        let location = format!("{base}/Users/{}", encode(id));
-        let resp = http::get(&location).header("accept", SCIM_JSON).send()?;
-        if resp.status == 404 {
+        let location = location(&base, id);
+        let Some(user) = read(&location)? else {
             return Ok(Evidence::new(
                 format!(
                     "nothing to undo: SCIM user {id}, deactivated by this step, no longer exists"
@@ -283,8 +169,7 @@ impl Step for ScimDeprovision {
                 &location,
             )
             .after(json!({ "present": false })));
-        }
-        let user: Value = resp.error_for_status()?.json()?;
+        };
         if user["active"] != json!(false) {
             return Ok(Evidence::new(
                 format!(
@@ -296,22 +181,13 @@ impl Step for ScimDeprovision {
             .before(state(&user))
             .after(state(&user)));
         }
-        let resp = http::patch(&location)
-            .header("accept", SCIM_JSON)
-            .json_as(&active_patch(true), SCIM_JSON)?
-            .send()?
-            .error_for_status()?;
-        let updated = if resp.status == 204 {
-            json!({ "id": id, "active": true })
-        } else {
-            let updated: Value = resp.json()?;
-            if updated["active"] != json!(true) {
-                return Err(StepError::fatal(format!(
-                    "{location} accepted the PATCH but still reports active={}",
-                    updated["active"]
-                )));
-            }
-            state(&updated)
+        let Some(updated) = set_active(&location, id, true)? else {
+            return Ok(Evidence::new(
+                format!("nothing to undo: SCIM user {id} vanished before it could be re-activated"),
+                &location,
+            )
+            .before(state(&user))
+            .after(json!({ "present": false })));
         };
         log::info(&format!("re-activated SCIM user {id} ({})", ctx.subject));
         Ok(Evidence::new(

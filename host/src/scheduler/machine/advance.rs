@@ -129,39 +129,42 @@ pub(super) fn start_ready_steps(t: &mut Ticket, cx: &Context<'_>, tr: &mut Trans
                 }
             }
         }
-        if !time_has_come(t, cx, def, tr) {
-            continue;
-        }
         if let Some(task) = &def.task {
-            assign_task(t, cx, &def.name, task, tr);
+            if time_has_come(t, cx, def, tr) {
+                assign_task(t, cx, &def.name, task, tr);
+            }
             continue;
         }
+        // The approval comes before the time: a change is approved ahead
+        // of its window, then waits for it.
         let s = t.steps.get_mut(&def.name).expect("step exists");
-        match (&def.approval, &s.decision) {
-            (Some(approval), None) => {
-                s.status = StepStatus::WaitingApproval;
-                let due_ms = approval
-                    .deadline
-                    .map(|d| cx.now_ms.saturating_add(d.as_millis() as u64));
-                s.approval = Some(crate::ticket::ApprovalRecord {
-                    votes: Vec::new(),
-                    groups: approval.voters().iter().map(|g| g.to_string()).collect(),
-                    escalate_to: approval.escalate_to.clone(),
-                    due_ms,
-                    overdue: false,
-                });
-                let mut data = json!({ "role": approval.voters()[0] });
-                if !approval.groups.is_empty() {
-                    data["groups"] = json!(approval.groups);
-                    data["quorum"] = approval.quorum().into();
-                }
-                if let Some(due) = due_ms {
-                    data["due_ms"] = due.into();
-                }
-                tr.drafts
-                    .push(Draft::new(AuditKind::ApprovalRequested, data).step(&def.name));
+        if let (Some(approval), None) = (&def.approval, &s.decision) {
+            s.status = StepStatus::WaitingApproval;
+            s.retry_at_ms = None;
+            let due_ms = approval
+                .deadline
+                .map(|d| cx.now_ms.saturating_add(d.as_millis() as u64));
+            s.approval = Some(crate::ticket::ApprovalRecord {
+                votes: Vec::new(),
+                groups: approval.voters().iter().map(|g| g.to_string()).collect(),
+                escalate_to: approval.escalate_to.clone(),
+                due_ms,
+                overdue: false,
+            });
+            let mut data = json!({ "role": approval.voters()[0] });
+            if !approval.groups.is_empty() {
+                data["groups"] = json!(approval.groups);
+                data["quorum"] = approval.quorum().into();
             }
-            _ => start(t, cx, &def.name, Op::Run, tr),
+            if let Some(due) = due_ms {
+                data["due_ms"] = due.into();
+            }
+            tr.drafts
+                .push(Draft::new(AuditKind::ApprovalRequested, data).step(&def.name));
+            continue;
+        }
+        if time_has_come(t, cx, def, tr) {
+            start(t, cx, &def.name, Op::Run, tr);
         }
     }
     skipped

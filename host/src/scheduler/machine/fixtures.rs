@@ -51,6 +51,7 @@ pub fn ticket(wf: &Workflow) -> Ticket {
             .iter()
             .map(|s| (s.name.clone(), StepRecord::new()))
             .collect(),
+        routed_to: None,
         links: Vec::new(),
         head: Default::default(),
     }

@@ -190,6 +190,9 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
                 )
                 .by(&by),
             );
+            if !cx.workflow.triage.is_empty() {
+                triage(t, cx, &mut tr);
+            }
         }
         Event::Recovered => interrupt_running(t, cx, None, &mut tr),
         Event::Interrupted => interrupt_running(t, cx, Some("shutdown"), &mut tr),
@@ -233,6 +236,23 @@ pub fn apply(t: &mut Ticket, cx: &Context<'_>, event: Event) -> Result<Transitio
     }
     t.updated_ms = cx.now_ms;
     Ok(tr)
+}
+
+/// Route a new ticket by its workflow's triage rules, saying in the trail
+/// which rule decided (or that none did, and why a rule could not).
+fn triage(t: &mut Ticket, cx: &Context<'_>, tr: &mut Transition) {
+    let r = crate::workflow::triage::route(cx.workflow, &t.subject, &t.inputs);
+    t.routed_to = r.group.clone();
+    let when = r.rule.map(|i| cx.workflow.triage[i - 1].when.clone());
+    let errors: Vec<Value> = r
+        .errors
+        .iter()
+        .map(|(i, why)| json!({ "rule": i, "error": why }))
+        .collect();
+    tr.drafts.push(Draft::new(
+        AuditKind::Triaged,
+        json!({ "group": r.group, "rule": r.rule, "when": when, "errors": errors }),
+    ));
 }
 
 /// When the ticket next needs a [`Event::Tick`]: a due retry or its SLA.

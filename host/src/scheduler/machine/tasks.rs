@@ -19,7 +19,18 @@ pub(super) fn assign_task(
     def: &crate::workflow::task::TaskDef,
     tr: &mut Transition,
 ) {
-    let assigned = def.assign(cx.workflow, &t.inputs, cx.now_ms);
+    // `${triage}`: the group triage routed the ticket to.
+    let group = match def.group.as_deref() {
+        Some(crate::workflow::triage::TRIAGE_GROUP) => t.routed_to.clone(),
+        _ => def.group.clone(),
+    };
+    let assigned = def.assign(cx.workflow, &t.inputs, cx.now_ms).and_then(|a| {
+        if a.assignee.is_none() && group.is_none() {
+            Err("triage routed the ticket to no group, and it has no assignee".to_string())
+        } else {
+            Ok(a)
+        }
+    });
     let s = t.steps.get_mut(step).expect("step exists");
     let a = match assigned {
         Ok(a) => a,
@@ -39,7 +50,7 @@ pub(super) fn assign_task(
     let record = TaskRecord {
         assignee: a.assignee,
         former_assignees: Vec::new(),
-        group: def.group.clone(),
+        group,
         due_ms: a.due.as_ref().map(|d| d.at_ms),
         due: a.due.map(|d| d.shown),
         overdue: false,
