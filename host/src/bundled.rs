@@ -119,6 +119,12 @@ pub const ALL: [Bundled; 9] = [
 /// `itsm serve --sandbox` and `itsm demo` (its settings pointed at the sandbox).
 pub const OFFBOARDING_WORKFLOW: &str = include_str!("../../workflows/offboarding.toml");
 
+/// `workflows/emergency-change.toml`, for `itsm demo --scenario outbreak`.
+pub const EMERGENCY_CHANGE_WORKFLOW: &str = include_str!("../../workflows/emergency-change.toml");
+
+/// `workflows/slack-access.toml`, for `itsm demo --scenario outbreak`.
+pub const SLACK_ACCESS_WORKFLOW: &str = include_str!("../../workflows/slack-access.toml");
+
 #[cfg(test)]
 mod tests {
     use super::*;

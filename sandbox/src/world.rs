@@ -121,6 +121,8 @@ impl World {
         for i in 1..=5 {
             chat.add_user(&format!("manager{i}@example.com"));
         }
+        // The antivirus console the demo plays signs its alerts with this.
+        secrets.insert("av_hook".to_string(), format!("av-{}", random()));
         let firewall_token = format!("fw-{}", random());
         secrets.insert("change_api_token".to_string(), firewall_token.clone());
         let firewall = Firewall::new(&firewall_token);

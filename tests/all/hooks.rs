@@ -163,4 +163,30 @@ fn a_hook_naming_a_missing_workflow_stops_the_server_with_the_reason() {
         err.contains("hook `workday` starts workflow `offboardng`, which is not loaded"),
         "{err}"
     );
+
+    // A correlating hook whose problem workflow is not loaded: the same.
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/alert.toml"),
+        "name = \"alert\"\n[[steps]]\nname = \"look\"\ntask = { group = \"desk\", instructions = \"Look.\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("hooks.toml"),
+        "[[hooks]]\nname = \"av\"\nworkflow = \"alert\"\nsecret = \"s\"\nevent_id = \"/id\"\nsubject = \"/host\"\n\
+         [hooks.correlate]\nfingerprint = \"alert.sig\"\nwindow = \"5m\"\nthreshold = 3\nproblem = \"outbreak\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_itsm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home.path())
+        .env("ITSM_SECRET_S", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hook `av` correlates alerts into workflow `outbreak`, which is not loaded"),
+        "{err}"
+    );
 }

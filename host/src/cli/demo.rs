@@ -37,6 +37,20 @@ pub(crate) struct DemoArgs {
     /// Default: when the terminal is interactive.
     #[arg(long)]
     keep_serving: Option<bool>,
+    /// What to run: `offboarding` (leavers, one ticket each), or `outbreak`
+    /// (antivirus alerts correlated into a problem, an emergency change
+    /// that fixes it, and a request from the service catalog).
+    #[arg(long, value_enum, default_value_t = Scenario::Offboarding)]
+    scenario: Scenario,
+}
+
+/// The demo's scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Leavers offboarded, one ticket each.
+    Offboarding,
+    /// Incidents, a problem, a change and a catalog request.
+    Outbreak,
 }
 
 /// The HTTP side of the demo: three principals on one server.
@@ -59,25 +73,35 @@ const CUT_AHEAD: Duration = Duration::from_secs(8);
 
 impl Api {
     async fn call(&self, req: reqwest::RequestBuilder, token: &str) -> Result<Value, Exit> {
-        let resp = req
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| Exit::Refused(format!("demo server: {e}")))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(Exit::Refused(format!(
-                "demo server answered {status}: {body}"
-            )));
-        }
-        Ok(body)
+        call(req, token).await
     }
 
     async fn get(&self, path: &str) -> Result<Value, Exit> {
         self.call(self.http.get(format!("{}{path}", self.base)), &self.hr)
             .await
     }
+}
+
+/// Send `req` as the holder of `token` (none when empty): its JSON answer,
+/// or what the server said when it refused.
+pub(super) async fn call(req: reqwest::RequestBuilder, token: &str) -> Result<Value, Exit> {
+    let req = if token.is_empty() {
+        req
+    } else {
+        req.bearer_auth(token)
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Exit::Refused(format!("demo server: {e}")))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(Exit::Refused(format!(
+            "demo server answered {status}: {body}"
+        )));
+    }
+    Ok(body)
 }
 
 fn demo_home() -> Result<std::path::PathBuf, Exit> {
@@ -111,7 +135,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let home = demo_home()?;
     // Compiled plugin code is kept between demos: only the first run compiles.
     let cache = super::data_dir().join("cache");
-    let result = run_in(&home, &cache, &args, sandbox, started).await;
+    let result = match args.scenario {
+        Scenario::Offboarding => run_in(&home, &cache, &args, sandbox, started).await,
+        Scenario::Outbreak => super::outbreak::run_in(&home, &cache, sandbox, started).await,
+    };
     let _ = std::fs::remove_dir_all(&home);
     result
 }

@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod demo;
 mod new;
+mod outbreak;
 mod plugin;
 mod sandbox;
 mod serve;

@@ -306,7 +306,17 @@ pub(crate) async fn assemble(
     }
     let hooks = Hooks::load(&home.join("hooks.toml"))?;
     for name in hooks.names() {
-        let wf = &hooks.get(name).expect("listed").workflow;
+        let hook = hooks.get(name).expect("listed");
+        if let Some(problem) = hook.correlate.as_ref().map(|c| &c.problem)
+            && !workflows.contains_key(problem)
+        {
+            return Err(Exit::Usage(format!(
+                "{}: hook `{name}` correlates alerts into workflow `{problem}`, which is not loaded (workflows: {})",
+                home.join("hooks.toml").display(),
+                workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let wf = &hook.workflow;
         if !workflows.contains_key(wf) {
             return Err(Exit::Usage(format!(
                 "{}: hook `{name}` starts workflow `{wf}`, which is not loaded (workflows: {})",
