@@ -3,7 +3,8 @@
 //! reaches the threshold opens one problem linking them, later alerts join
 //! it, a re-sent alert adds no second link, two alerts crossing at the
 //! same instant still make one problem; relations are listed with
-//! `?related_to=`, made by people with `POST /v1/tickets/{id}/links`, and
+//! `?related_to=`, made by a workflow (`[[relate]]`: a change naming the
+//! problem it fixes) and by people with `POST /v1/tickets/{id}/links`, and
 //! each is in both tickets' trails.
 
 use serde_json::{Value, json};
@@ -52,7 +53,18 @@ task = { group = "security", instructions = "Find how it spread." }
     .unwrap();
     std::fs::write(
         wf.join("patch.toml"),
-        "name = \"patch\"\nkind = \"change\"\n[[steps]]\nname = \"apply\"\ntask = { group = \"cab\", instructions = \"Roll out the patch.\" }\n",
+        r#"
+name = "patch"
+kind = "change"
+[inputs.problem]
+type = "string"
+[[relate]]
+rel = "fixes"
+ticket = "${inputs.problem}"
+[[steps]]
+name = "apply"
+task = { group = "cab", instructions = "Roll out the patch." }
+"#,
     )
     .unwrap();
     std::fs::write(
@@ -183,23 +195,29 @@ async fn alerts_reaching_the_threshold_open_one_problem_that_later_alerts_join()
     assert_eq!(fourth["problems"], json!([problem]));
     assert_eq!(related(&ops, &base, &problem).await.len(), 4);
 
-    // People relate tickets too: the change that fixes the problem.
-    let change = create_ticket(
-        &ops,
-        &base,
-        json!({ "workflow": "patch", "subject": "EICAR signatures" }),
-    )
-    .await;
+    // A change names the problem it fixes; its workflow relates them.
     let r = ops
-        .post(format!("{base}/v1/tickets/{change}/links"))
-        .json(&json!({ "rel": "fixes", "ticket": problem }))
+        .post(format!("{base}/v1/tickets"))
+        .json(&json!({ "workflow": "patch", "subject": "EICAR signatures",
+                       "inputs": { "problem": "T-0000000000000000000000nope" } }))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["links"][0]["rel"], "fixes", "{body:#}");
-    assert_eq!(body["links"][0]["by"], "operator-1");
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("input `problem`") && text.contains("does not exist"),
+        "{text}"
+    );
+    let change = create_ticket(
+        &ops,
+        &base,
+        json!({ "workflow": "patch", "subject": "EICAR signatures", "inputs": { "problem": problem } }),
+    )
+    .await;
+    let view = get_json(&ops, &format!("{base}/v1/tickets/{change}")).await;
+    assert_eq!(view["ticket"]["links"][0]["rel"], "fixes", "{view:#}");
+    assert_eq!(view["ticket"]["links"][0]["by"], "workflow:patch");
     let view = get_json(&ops, &format!("{base}/v1/tickets/{problem}")).await;
     let fixed_by: Vec<&Value> = view["ticket"]["links"]
         .as_array()
@@ -216,6 +234,19 @@ async fn alerts_reaching_the_threshold_open_one_problem_that_later_alerts_join()
     .await;
     assert_eq!(changes["total"], 1, "{changes:#}");
     assert_eq!(changes["tickets"][0]["id"], change);
+
+    // People relate tickets too: the change to the first incident.
+    let r = ops
+        .post(format!("{base}/v1/tickets/{change}/links"))
+        .json(&json!({ "rel": "related", "ticket": incidents[0] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["links"][1]["rel"], "related", "{body:#}");
+    assert_eq!(body["links"][1]["by"], "operator-1");
+    assert!(related(&ops, &base, &incidents[0]).await.contains(&change));
 
     // Bad relations are refused, naming what is wrong, and change nothing.
     let refusals = [
@@ -239,7 +270,7 @@ async fn alerts_reaching_the_threshold_open_one_problem_that_later_alerts_join()
         assert!(text.contains(named), "{body}: {text}");
     }
     let view = get_json(&ops, &format!("{base}/v1/tickets/{change}")).await;
-    assert_eq!(view["ticket"]["links"].as_array().unwrap().len(), 1);
+    assert_eq!(view["ticket"]["links"].as_array().unwrap().len(), 2);
 
     // A person with no relation to the problem cannot list around it.
     let eve = client_as(&person_token(home.path(), "eve", "eve@example.com"));

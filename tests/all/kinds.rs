@@ -201,3 +201,71 @@ async fn an_incident_is_routed_by_its_triage_rules_to_the_group_that_does_its_ta
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     wait_for_state(&ops, &format!("{base}/v1/tickets/{mail}"), "succeeded").await;
 }
+
+/// An incident whose SLA counts business hours from an anchor it names
+/// (`sla_from`, an instant from its inputs) on a calendar, by priority.
+const SCHEDULED_INCIDENT: &str = r#"
+name = "planned-outage"
+version = "1"
+kind = "incident"
+sla_from = "${inputs.starts}"
+calendar = "office"
+[calendars.office]
+time_zone = "Europe/Paris"
+hours = ["Mon-Fri 09:00-17:00"]
+[inputs.impact]
+type = "enum"
+values = ["high", "low"]
+required = true
+[inputs.urgency]
+type = "enum"
+values = ["high", "low"]
+required = true
+[inputs.starts]
+type = "datetime"
+required = true
+[priority]
+matrix.high = { high = "P1", low = "P2" }
+matrix.low = { high = "P2", low = "P3" }
+sla = { P1 = "4h", P2 = "8h", P3 = "16h" }
+[[steps]]
+name = "restore"
+task = { group = "service-desk", instructions = "Restore the service." }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sla_counts_business_hours_from_the_anchor_its_workflow_names() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("workflows")).unwrap();
+    std::fs::write(
+        home.path().join("workflows/planned-outage.toml"),
+        SCHEDULED_INCIDENT,
+    )
+    .unwrap();
+    let server = start_server(home.path(), &[]).await;
+    let (base, ops) = (server.base.clone(), server.client());
+    // Friday 16:00 in Paris (15:00 UTC): a P1's 4 business hours are one
+    // on Friday and three on Monday morning, so 12:00 Paris on Monday.
+    let id = create_ticket(
+        &ops,
+        &base,
+        json!({
+            "workflow": "planned-outage",
+            "subject": "mail migration",
+            "inputs": { "impact": "high", "urgency": "high", "starts": "2030-01-04T15:00:00Z" },
+        }),
+    )
+    .await;
+    let view = get_json(&ops, &format!("{base}/v1/tickets/{id}")).await;
+    assert_eq!(view["priority"], "P1", "{view:#}");
+    let monday_noon_paris = 1_894_014_000_000u64; // 2030-01-07T11:00:00Z
+    assert_eq!(
+        view["sla"]["deadline_ms"].as_u64(),
+        Some(monday_noon_paris),
+        "{view:#}"
+    );
+    assert_eq!(view["sla"]["calendar"], "office");
+    // Not at risk, nor late, days before it starts.
+    assert_eq!(view["sla"]["at_risk"], false);
+    assert!(view["sla"]["remaining_business_ms"].as_u64().unwrap() > 4 * 3_600_000);
+}

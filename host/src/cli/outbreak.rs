@@ -5,9 +5,9 @@
 //! workstations reach the signed hook (`examples/outbreak/hooks.toml`),
 //! one incident each; the 5th opens one problem record, and the rest join
 //! it. An operator raises the bundled emergency change that blocks the
-//! worm's port at the firewall, related to the problem it fixes; the
-//! committee (security and the CIO, 2 of 3 groups) approves it after
-//! reading its rollback plan; it is applied and verified against the
+//! worm's port at the firewall, naming the problem it fixes (the workflow
+//! relates them); the committee (security and the CIO, 2 of 3 groups)
+//! approves it after reading its rollback plan; it is applied and verified against the
 //! firewall double, then reviewed. The service desk contains each incident,
 //! security closes the problem, and a new joiner requests Slack from the
 //! service catalog through the same call the web UI's Request page makes.
@@ -231,18 +231,13 @@ async fn scenario(
                 "workflow": "emergency-change",
                 "subject": "Block SMB (445) while the worm is cleaned up",
                 "inputs": { "rule_id": "block-smb", "action": "deny", "port": 445,
-                            "source": "0.0.0.0/0", "reason": format!("{WORM} spreads over SMB") },
+                            "source": "0.0.0.0/0", "reason": format!("{WORM} spreads over SMB"),
+                            "problem": problem },
             }),
             &demo.people.operator,
         )
         .await?;
     let change = change["id"].as_str().unwrap_or_default().to_string();
-    demo.post(
-        &format!("/v1/tickets/{change}/links"),
-        json!({ "rel": "fixes", "ticket": problem }),
-        &demo.people.operator,
-    )
-    .await?;
     let view = demo.until(&change, "waiting_approval").await?;
     println!("\nsoc-operator raised emergency change {change}, related to {problem} (fixes)");
     for undo in view["rollback_plan"].as_array().into_iter().flatten() {

@@ -25,7 +25,41 @@ impl Scheduler {
         requested_by: &str,
         idempotency_key: Option<&str>,
     ) -> Result<(Ticket, bool)> {
-        cpu::short(self.create_ticket(req, requested_by, idempotency_key)).await
+        // The tickets its workflow relates it to must exist before it does.
+        let wf = self
+            .inner
+            .current
+            .read()
+            .expect("workflows lock")
+            .get(&req.workflow)
+            .map(|(wf, _)| wf.clone());
+        let related: Vec<_> = match &wf {
+            Some(wf) => crate::workflow::relate::targets(wf, &req.inputs)
+                .into_iter()
+                .map(|(rel, input, id)| (rel, input.to_string(), id))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (_, input, id) in &related {
+            if self.inner.store.ticket(id)?.is_none() {
+                return Err(Error::Usage(format!(
+                    "input `{input}` names ticket {id}, which does not exist"
+                )));
+            }
+        }
+        let (ticket, created) =
+            cpu::short(self.create_ticket(req, requested_by, idempotency_key)).await?;
+        // Made on a repeat too: a create that died between its commit and
+        // its relations completes them.
+        if related.is_empty() {
+            return Ok((ticket, created));
+        }
+        let by = format!("workflow:{}", ticket.workflow);
+        for (rel, _, other) in related {
+            self.link(&ticket.id, rel, &other, &by).await?;
+        }
+        let id = ticket.id.clone();
+        Ok((self.inner.store.ticket(&id)?.unwrap_or(ticket), created))
     }
 
     pub(super) async fn create_ticket(

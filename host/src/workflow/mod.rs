@@ -41,6 +41,7 @@ pub mod condition;
 pub mod inputs;
 pub mod notify;
 pub mod priority;
+pub mod relate;
 pub mod rollback;
 pub mod task;
 pub mod time;
@@ -118,6 +119,10 @@ pub struct Workflow {
     /// themselves (see [`catalog`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<catalog::CatalogItem>,
+    /// Relations its tickets make when created, to tickets their inputs
+    /// name (see [`relate`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relate: Vec<relate::RelateRule>,
     /// Rules routing a ticket to a group when it is created (see [`triage`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triage: Vec<triage::TriageRule>,
@@ -529,6 +534,7 @@ impl Workflow {
             w.check().map_err(|e| format!("window `{name}`: {e}"))?;
         }
         triage::check(self)?;
+        relate::check(self)?;
         if let Some(c) = &self.catalog {
             c.check(self)?;
         }
