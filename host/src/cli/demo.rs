@@ -82,6 +82,13 @@ impl Api {
     }
 }
 
+/// Whether to keep the server up after the scenario: as asked, else when
+/// the terminal is interactive.
+fn keep_serving(args: &DemoArgs) -> bool {
+    args.keep_serving
+        .unwrap_or_else(|| std::io::stdin().is_terminal() && std::io::stdout().is_terminal())
+}
+
 /// Send `req` as the holder of `token` (none when empty): its JSON answer,
 /// or what the server said when it refused.
 pub(super) async fn call(req: reqwest::RequestBuilder, token: &str) -> Result<Value, Exit> {
@@ -137,7 +144,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Exit> {
     let cache = super::data_dir().join("cache");
     let result = match args.scenario {
         Scenario::Offboarding => run_in(&home, &cache, &args, sandbox, started).await,
-        Scenario::Outbreak => super::outbreak::run_in(&home, &cache, sandbox, started).await,
+        Scenario::Outbreak => {
+            let keep = keep_serving(&args);
+            super::outbreak::run_in(&home, &cache, sandbox, started, keep).await
+        }
     };
     let _ = std::fs::remove_dir_all(&home);
     result
@@ -319,10 +329,7 @@ async fn run_in(
 
     print_summary(&api, &summary, approved.len(), started).await?;
 
-    let keep = args
-        .keep_serving
-        .unwrap_or_else(|| std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
-    if keep {
+    if keep_serving(args) {
         println!(
             "\nweb UI: {} (sign in with a token below; Ctrl-C stops the demo)",
             api.base

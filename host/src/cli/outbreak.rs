@@ -112,6 +112,7 @@ pub(crate) async fn run_in(
     cache: &std::path::Path,
     sandbox: Sandbox,
     started: Instant,
+    keep_serving: bool,
 ) -> Result<(), Exit> {
     write_home(home, &sandbox)?;
     let mut tokens = TokenFile::default();
@@ -151,6 +152,25 @@ pub(crate) async fn run_in(
         people,
     };
     let result = scenario(&demo, &hook_secret, &sandbox, started).await;
+    if result.is_ok() && keep_serving {
+        println!(
+            "\nweb UI: {} (sign in with a token below; Ctrl-C stops the demo)",
+            demo.base
+        );
+        println!(
+            "  new-joiner (a person: \"Request\" shows the catalog)  {}",
+            demo.people.joiner
+        );
+        println!(
+            "  sec-lead (security approver)                       {}",
+            demo.people.security
+        );
+        println!(
+            "  soc-operator (every ticket)                        {}",
+            demo.people.operator
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
     let _ = stop_tx.send(());
     let _ = served.await;
     result
