@@ -82,6 +82,58 @@ impl Api {
     }
 }
 
+/// A demo's server: assembled on its home with the sandbox, serving on a
+/// loopback port until stopped.
+pub(super) struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// How many plugins it loaded.
+    pub plugins: usize,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    pub(super) async fn start(
+        home: &std::path::Path,
+        cache: &std::path::Path,
+        sandbox: &super::serve::Sandbox,
+    ) -> Result<Self, Exit> {
+        let server = assemble(
+            home,
+            Some(cache),
+            64,
+            false,
+            Some(sandbox),
+            crate::intake::IntakeLimits::default(),
+            &super::serve::StoreArgs::default(),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Exit::Usage(format!("cannot listen on loopback: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Exit::Usage(e.to_string()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::api::serve(listener, server.state, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            base: format!("http://{addr}"),
+            plugins: server.plugins.len(),
+            stop,
+            task,
+        })
+    }
+
+    /// Stop serving and wait for it.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Whether to keep the server up after the scenario: as asked, else when
 /// the terminal is interactive.
 fn keep_serving(args: &DemoArgs) -> bool {
@@ -168,33 +220,14 @@ async fn run_in(
     tokens.write(&home.join(super::serve::TOKENS_FILE))?;
 
     let load = Instant::now();
-    let server = assemble(
-        home,
-        Some(cache),
-        64,
-        false,
-        Some(&sandbox),
-        crate::intake::IntakeLimits::default(),
-        &super::serve::StoreArgs::default(),
-    )
-    .await?;
+    let served = Served::start(home, cache, &sandbox).await?;
     println!(
         "server: {} plugins loaded in {} ms, workflow `offboarding` (8 steps, SLA 24h)",
-        server.plugins.len(),
+        served.plugins,
         load.elapsed().as_millis()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Exit::Usage(format!("cannot listen on loopback: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Exit::Usage(e.to_string()))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(crate::api::serve(listener, server.state, async move {
-        let _ = stop_rx.await;
-    }));
     let api = Api {
-        base: format!("http://{addr}"),
+        base: served.base.clone(),
         http: reqwest::Client::new(),
         hr,
         security,
@@ -340,8 +373,7 @@ async fn run_in(
     } else {
         println!("\n(run `itsm serve --sandbox` to keep a server and its web UI up)");
     }
-    let _ = stop_tx.send(());
-    let _ = served.await;
+    served.stop().await;
     Ok(())
 }
 

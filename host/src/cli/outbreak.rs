@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Exit;
-use super::demo::call;
-use super::serve::{Sandbox, assemble};
+use super::demo::{Served, call};
+use super::serve::Sandbox;
 use crate::auth::TokenFile;
 use crate::bundled::{EMERGENCY_CHANGE_WORKFLOW, SLACK_ACCESS_WORKFLOW};
 
@@ -126,28 +126,9 @@ pub(crate) async fn run_in(
     };
     tokens.write(&home.join(super::serve::TOKENS_FILE))?;
     let hook_secret = sandbox.world.secrets()["av_hook"].clone();
-    let server = assemble(
-        home,
-        Some(cache),
-        64,
-        false,
-        Some(&sandbox),
-        crate::intake::IntakeLimits::default(),
-        &super::serve::StoreArgs::default(),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Exit::Usage(format!("cannot listen on loopback: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Exit::Usage(e.to_string()))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(crate::api::serve(listener, server.state, async move {
-        let _ = stop_rx.await;
-    }));
+    let served = Served::start(home, cache, &sandbox).await?;
     let demo = Demo {
-        base: format!("http://{addr}"),
+        base: served.base.clone(),
         http: reqwest::Client::new(),
         people,
     };
@@ -171,8 +152,7 @@ pub(crate) async fn run_in(
         );
         let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = stop_tx.send(());
-    let _ = served.await;
+    served.stop().await;
     result
 }
 

@@ -405,32 +405,6 @@ pub(super) fn retry(t: &mut Ticket, by: &str, tr: &mut Transition) -> Result<()>
 mod tests {
     use super::super::fixtures::*;
 
-    /// `step`'s call of `op` ended with `outcome` at `now_ms`.
-    fn called(
-        wf: &Workflow,
-        t: &mut Ticket,
-        now_ms: u64,
-        step: &str,
-        op: Op,
-        outcome: Outcome,
-    ) -> Transition {
-        let report = CallReport {
-            plugin: "p".into(),
-            version: "1".into(),
-            wasm_sha256: "x".into(),
-            op,
-            outcome,
-            log: Vec::new(),
-            requests: Vec::new(),
-            duration_ms: 1,
-        };
-        let event = Event::CallFinished {
-            step: step.into(),
-            report: Box::new(report),
-        };
-        at(wf, t, now_ms, event).unwrap()
-    }
-
     fn fatal() -> Outcome {
         Outcome::Failed {
             error: StepFailure {

@@ -217,11 +217,23 @@ pub fn at(wf: &Workflow, t: &mut Ticket, now_ms: u64, event: Event) -> Result<Tr
 
 /// `step`'s run ended with `outcome` at `now_ms`.
 pub fn ran(wf: &Workflow, t: &mut Ticket, now_ms: u64, step: &str, outcome: Outcome) -> Transition {
+    called(wf, t, now_ms, step, Op::Run, outcome)
+}
+
+/// `step`'s call of `op` ended with `outcome` at `now_ms`.
+pub fn called(
+    wf: &Workflow,
+    t: &mut Ticket,
+    now_ms: u64,
+    step: &str,
+    op: Op,
+    outcome: Outcome,
+) -> Transition {
     let report = CallReport {
         plugin: "p".into(),
         version: "1".into(),
         wasm_sha256: "x".into(),
-        op: Op::Run,
+        op,
         outcome,
         log: Vec::new(),
         requests: Vec::new(),
